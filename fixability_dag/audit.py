@@ -1,0 +1,194 @@
+"""The audit of one checkpoint as a sequence of stages over the results database.
+
+Each stage reads what earlier stages stored, computes, and replaces its own rows for the checkpoint atomically, so
+any stage can be re-run alone (a Dagster re-materialization) and always leaves one consistent copy. The Dagster
+assets are thin wrappers around these functions; scripts and tests can call them directly.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from fixability_dag.config import AuditConfig
+from fixability_dag.features import FEATURES, compute_features, failed_problem_ids, pass_rates
+from fixability_dag.interventions import RETRY, build_requests
+from fixability_dag.problems import Problem, problems_by_id
+from fixability_dag.regimes import REGIMES, ground_truth, intervention_outcomes, label_regimes, regime_report
+from fixability_dag.rescue import evaluate_policies, interventions_needed, policy_choices, summarize
+from fixability_dag.routing import RULE_VERSION, fit_thresholds, route
+from fixability_dag.sampling import RolloutEngine, generate_rollouts
+from fixability_dag.store import AuditStore
+
+
+def snapshot_problems(store: AuditStore, cfg: AuditConfig) -> dict:
+    """Load the configured problems (failing loudly on a malformed file) and upsert them by id."""
+    problems = cfg.load_problems()
+    store.upsert_problems(problems)
+    by_len = pd.Series([p.difficulty for p in problems], dtype="object").fillna("n/a").value_counts().sort_index()
+    return {"problems": len(problems), "suite": problems[0].suite, "by_difficulty": {str(k): int(v) for k, v in by_len.items()}}
+
+
+def audit_problems(store: AuditStore, cfg: AuditConfig) -> list[Problem]:
+    """The configured problems, as stored (the database is the source of truth for ids and gold answers)."""
+    ids = [p.problem_id for p in cfg.load_problems()]
+    stored = problems_by_id(store.problems(ids))
+    missing = [pid for pid in ids if pid not in stored]
+    if missing:
+        raise RuntimeError(f"{len(missing)} configured problems are not in the database (first: {missing[0]}); materialize problem_set first")
+    return [stored[pid] for pid in ids]
+
+
+def _rollouts(store: AuditStore, checkpoint_id: str, phase: str) -> pd.DataFrame:
+    frame = store.read("rollouts", checkpoint_id, phase=phase)
+    if not frame.empty:
+        frame["answer"] = frame["answer"].astype(object).where(frame["answer"].notna(), None)
+    return frame
+
+
+def failed_ids(store: AuditStore, checkpoint_id: str, cfg: AuditConfig) -> list[str]:
+    diagnostic = _rollouts(store, checkpoint_id, "diagnostic")
+    if diagnostic.empty:
+        raise RuntimeError(f"no diagnostic rollouts for checkpoint {checkpoint_id}; materialize base_rollouts first")
+    return failed_problem_ids(diagnostic, cfg.fail_threshold)
+
+
+def _sample(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, phase: str, requests, problems, run_id: str | None) -> pd.DataFrame:
+    frame = generate_rollouts(engine, requests, problems_by_id(problems))
+    frame["run_id"] = run_id
+    store.replace("rollouts", checkpoint_id, frame, phase=phase)
+    return frame
+
+
+def diagnose(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: AuditConfig, run_id: str | None = None) -> dict:
+    """N base samples per problem, in one request per problem (prompt shared through ``n``)."""
+    problems = audit_problems(store, cfg)
+    requests = build_requests(problems, RETRY, "diagnostic", cfg.n_samples, cfg.decoding, cfg.seed)
+    frame = _sample(store, engine, checkpoint_id, "diagnostic", requests, problems, run_id)
+    rates = pass_rates(frame)
+    difficulty = {p.problem_id: p.difficulty for p in problems}
+    rates["difficulty"] = rates["problem_id"].map(difficulty)
+    by_difficulty = rates.groupby("difficulty")["pass_rate"].mean().round(3)
+    return {
+        "rollouts": len(frame),
+        "problems": len(rates),
+        "pass_rate": float(frame["is_correct"].mean()),
+        "solved_by_most": int((rates["pass_rate"] > 0.5).sum()),
+        "solved_by_few": int(((rates["pass_rate"] > 0) & (rates["pass_rate"] <= 0.5)).sum()),
+        "solved_by_none": int((rates["pass_rate"] == 0).sum()),
+        "failed_problems": int((rates["pass_rate"] <= cfg.fail_threshold).sum()),
+        "pass_rate_by_difficulty": {str(k): float(v) for k, v in by_difficulty.items()},
+        "generated_tokens": int(frame["num_tokens"].sum()),
+        "no_answer_rate": float(frame["answer"].isna().mean()),
+    }
+
+
+def probe(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: AuditConfig, run_id: str | None = None) -> dict:
+    """A small batch per failed problem under the probe intervention: the data behind probe shift."""
+    failed = failed_ids(store, checkpoint_id, cfg)
+    problems = store.problems(failed)
+    exemplars = audit_problems(store, cfg)
+    requests = build_requests(problems, cfg.probe_intervention, "probe", cfg.probe_samples, cfg.decoding, cfg.seed, exemplars)
+    frame = _sample(store, engine, checkpoint_id, "probe", requests, problems, run_id)
+    return {"failed_problems": len(failed), "rollouts": len(frame), "intervention": cfg.probe_intervention,
+            "generated_tokens": int(frame["num_tokens"].sum()) if len(frame) else 0}
+
+
+def featurize(store: AuditStore, checkpoint_id: str, cfg: AuditConfig) -> pd.DataFrame:
+    failed = failed_ids(store, checkpoint_id, cfg)
+    diagnostic = _rollouts(store, checkpoint_id, "diagnostic")
+    probe_frame = _rollouts(store, checkpoint_id, "probe")
+    features = compute_features(diagnostic, probe_frame, failed)
+    store.replace("problem_features", checkpoint_id, features)
+    return features
+
+
+def measure_rescues(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: AuditConfig, run_id: str | None = None) -> pd.DataFrame:
+    """Every catalog intervention on every failed problem, fresh seeds: the evidence for the ground truth."""
+    failed = failed_ids(store, checkpoint_id, cfg)
+    problems = store.problems(failed)
+    exemplars = audit_problems(store, cfg)
+    requests = []
+    for name in cfg.interventions:
+        requests += build_requests(problems, name, "label", cfg.budget_for(name), cfg.decoding, cfg.seed, exemplars)
+    frame = _sample(store, engine, checkpoint_id, "label", requests, problems, run_id)
+    outcomes = intervention_outcomes(frame)
+    store.replace("intervention_outcomes", checkpoint_id, outcomes)
+    return outcomes
+
+
+def label(store: AuditStore, checkpoint_id: str, cfg: AuditConfig) -> tuple[pd.DataFrame, dict]:
+    """Ground-truth regimes and unsupervised clusters, plus how well the clusters recover the regimes."""
+    features = store.read("problem_features", checkpoint_id)
+    outcomes = store.read("intervention_outcomes", checkpoint_id)
+    failed = list(features["problem_id"])
+    truth = ground_truth(outcomes, failed)
+    labels = label_regimes(features, truth, FEATURES, cfg.cluster_method, cfg.seed)
+    store.replace("regime_labels", checkpoint_id, labels)
+    report: dict = {"failed_problems": len(failed)}
+    if len(failed) >= 6 and truth["true_regime"].nunique() >= 2:
+        diagnostic = _rollouts(store, checkpoint_id, "diagnostic")
+        texts = diagnostic[diagnostic["problem_id"].isin(failed)].groupby("problem_id")["text"].apply(lambda t: "\n\n".join(t)).to_dict()
+        report = regime_report(features, truth, texts, FEATURES)
+    report["regime_shares"] = {r: float((truth["true_regime"] == r).mean()) if len(truth) else 0.0 for r in REGIMES}
+    return labels, report
+
+
+def plan(store: AuditStore, checkpoint_id: str, cfg: AuditConfig) -> tuple[pd.DataFrame, dict]:
+    """The training-free routing plan for this checkpoint's failed problems."""
+    features = store.read("problem_features", checkpoint_id)
+    thresholds = fit_thresholds(features)
+    plan_frame = route(features, thresholds, cfg.probe_intervention, cfg.eval_budget, cfg.eval_budget)
+    plan_frame["rule_version"] = RULE_VERSION
+    plan_frame["thresholds"] = [thresholds.as_dict()] * len(plan_frame)
+    store.replace("routing_plans", checkpoint_id, plan_frame)
+    return plan_frame, thresholds.as_dict()
+
+
+def evaluate(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: AuditConfig, run_id: str | None = None) -> tuple[pd.DataFrame, dict]:
+    """Score routed vs. uniform retry vs. best single intervention vs. oracle on fresh-seed rollouts."""
+    plan_frame = store.read("routing_plans", checkpoint_id)
+    outcomes = store.read("intervention_outcomes", checkpoint_id)
+    truth = store.read("regime_labels", checkpoint_id)[["problem_id", "true_regime"]]
+    failed = list(truth["problem_id"])
+    choices = policy_choices(plan_frame, outcomes, failed)
+    problems = problems_by_id(store.problems(failed))
+    exemplars = audit_problems(store, cfg)
+    requests = []
+    for name, pids in sorted(interventions_needed(choices).items()):
+        requests += build_requests([problems[p] for p in sorted(pids)], name, "eval", cfg.eval_budget, cfg.decoding, cfg.seed, exemplars)
+    frame = _sample(store, engine, checkpoint_id, "eval", requests, list(problems.values()), run_id)
+    if not failed:
+        store.replace("rescue_evaluations", checkpoint_id, [])
+        return pd.DataFrame(), {"failed_problems": 0}
+    evaluations = evaluate_policies(choices, frame, truth, seed=cfg.seed)
+    store.replace("rescue_evaluations", checkpoint_id, evaluations)
+    return evaluations, {"failed_problems": len(failed), "eval_rollouts": len(frame), **summarize(evaluations)}
+
+
+def topography(store: AuditStore) -> pd.DataFrame:
+    """Regime shares, pass rate and rescue per checkpoint: how the failure landscape moves across training."""
+    checkpoints = store.read("checkpoints")
+    if checkpoints.empty:
+        return pd.DataFrame()
+    labels = store.read("regime_labels")
+    evals = store.read("rescue_evaluations")
+    features = store.read("problem_features")
+    rows = []
+    for ck in checkpoints.sort_values(["recipe", "training_step", "checkpoint_id"], na_position="last").itertuples(index=False):
+        mine = labels[labels["checkpoint_id"] == ck.checkpoint_id] if len(labels) else labels
+        if mine.empty:
+            continue
+        diag_n = store.count("rollouts", ck.checkpoint_id, phase="diagnostic")
+        diag_ok = store.count("rollouts", ck.checkpoint_id, phase="diagnostic", is_correct=True)
+        row = {"checkpoint": ck.checkpoint_id, "recipe": ck.recipe, "step": ck.training_step,
+               "pass_rate": diag_ok / diag_n if diag_n else float("nan"), "failed": len(mine)}
+        for regime in REGIMES:
+            row[f"share_{regime}"] = float((mine["true_regime"] == regime).mean())
+        ev = evals[(evals["checkpoint_id"] == ck.checkpoint_id) & (evals["regime"] == "all")] if len(evals) else evals
+        for r in ev.itertuples(index=False):
+            row[f"rescue_{r.policy}"] = r.rescue_rate
+        f = features[features["checkpoint_id"] == ck.checkpoint_id]
+        for name in FEATURES:
+            row[f"mean_{name}"] = float(f[name].mean()) if len(f) else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)

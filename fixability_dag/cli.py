@@ -1,0 +1,138 @@
+"""Command line: validate problem files, run the demo audit, print what the database holds.
+
+    fixability validate gsm8k data/test.jsonl      # check a file, run nothing
+    fixability demo                                # audit every complete checkpoint under demo/checkpoints
+    fixability summary                             # per-checkpoint pass rate and regime shares from the database
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from fixability_dag.problems import PROBLEM_FORMATS, ColumnMapping, ProblemFileError, load_problems
+from fixability_dag.regimes import REGIMES
+from fixability_dag.store import AuditStore, default_url, redact
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    mapping = ColumnMapping(question=args.question_field, answer=args.answer_field, id=args.id_field)
+    try:
+        problems = load_problems(args.format, args.path, mapping)
+    except ProblemFileError as exc:
+        print(f"invalid: {exc}", file=sys.stderr)
+        return 2
+    with_steps = sum(1 for p in problems if p.reference_steps)
+    print(f"ok: {args.path}: {len(problems)} problems ({with_steps} with reference steps)")
+    return 0
+
+
+def summary_table(store: AuditStore) -> pd.DataFrame:
+    """Per checkpoint: base pass rate, failed problems, regime shares and routed vs retry rescue, from SQL."""
+    from fixability_dag.audit import topography
+
+    table = topography(store)
+    if table.empty:
+        return table
+    columns = ["checkpoint", "recipe", "step", "pass_rate", "failed", *[f"share_{r}" for r in REGIMES]]
+    columns += [c for c in ("rescue_routed", "rescue_uniform_retry", "rescue_oracle") if c in table]
+    return table[columns]
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    store = AuditStore(args.db)
+    store.migrate()
+    table = summary_table(store)
+    if table.empty:
+        print(f"no audited checkpoint in {redact(store.url)}")
+        return 1
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"\nresults database: {_describe_db(store.url)}")
+    return 0
+
+
+def _describe_db(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database:
+        return str(Path(parsed.database).resolve())
+    return redact(url)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Audit every complete checkpoint through the real Dagster job, recorded in the Dagster instance."""
+    from dagster import DagsterInstance
+
+    from assets.partitions import checkpoint_partitions
+    from fixability_dag.checkpoints import scan
+    from fixability_dag.config import CODE_VERSION
+    from fixability_dag.definitions import defs
+    from fixability_dag.schedules import FINAL_ASSET, stale_checkpoints
+    from resources import AuditSettings, CheckpointDirectory
+
+    if args.checkpoints:
+        os.environ["FIXABILITY_CHECKPOINT_DIR"] = str(Path(args.checkpoints).resolve())
+    root = CheckpointDirectory().root
+    complete, skipped = scan(root)
+    for name, why in skipped.items():
+        print(f"skipping {name}: {why}")
+    if not complete:
+        print(f"no complete checkpoint under {root}", file=sys.stderr)
+        return 1
+    instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
+    keys = [c.checkpoint_id for c in complete]
+    known = set(instance.get_dynamic_partitions(checkpoint_partitions.name))
+    instance.add_dynamic_partitions(checkpoint_partitions.name, [k for k in keys if k not in known])
+
+    store = AuditStore(default_url())
+    store.migrate()
+    config_hash = AuditSettings().config().config_hash()
+    todo = keys if args.force else sorted(stale_checkpoints(keys, store.latest_audits(FINAL_ASSET), config_hash))
+    print(f"{len(keys)} checkpoints, {len(todo)} to audit (code {CODE_VERSION}, config {config_hash}); "
+          f"results database: {_describe_db(store.url)}", flush=True)
+    job = defs.resolve_job_def("audit_checkpoint")
+    failures = []
+    for key in todo:
+        print(f"auditing {key} ...", flush=True)
+        result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False)
+        if not result.success:
+            failures.append(key)
+            print(f"audit of {key} failed; see the run {result.run_id} in the Dagster UI", file=sys.stderr)
+    defs.resolve_job_def("failure_topography_report").execute_in_process(instance=instance)
+    print()
+    cmd_summary(argparse.Namespace(db=store.url))
+    return 1 if failures else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fixability", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("validate", help="check a problem file and report the first error (file, line, field)")
+    p.add_argument("format", choices=[f for f in PROBLEM_FORMATS if f != "arith"])
+    p.add_argument("path", type=Path)
+    p.add_argument("--question-field", default="question")
+    p.add_argument("--answer-field", default="answer")
+    p.add_argument("--id-field", default=None)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("demo", help="audit every complete checkpoint (default: the committed demo checkpoints)")
+    p.add_argument("--checkpoints", help="checkpoint directory (default: $FIXABILITY_CHECKPOINT_DIR or demo/checkpoints)")
+    p.add_argument("--force", action="store_true", help="re-audit checkpoints already audited with this code and config")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("summary", help="per-checkpoint pass rate and regime shares read back from the database")
+    p.add_argument("--db", default=default_url(), help="SQLAlchemy URL (default: $FIXABILITY_DB_URL or .fixability/audit.db)")
+    p.set_defaults(func=cmd_summary)
+
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""The one Definitions object of the code location (``workspace.yaml`` loads it)."""
+
+from dagster import Definitions
+
+from assets import ALL_ASSETS
+from fixability_dag.jobs import audit_checkpoint_job, topography_job
+from fixability_dag.schedules import nightly_audit
+from fixability_dag.sensors import checkpoint_sensor
+from resources import AuditSettings, CheckpointDirectory, ResultsDatabase, VLLMResource
+
+
+def default_resources() -> dict:
+    return {
+        "database": ResultsDatabase(),
+        "vllm": VLLMResource(),
+        "settings": AuditSettings(),
+        "checkpoints": CheckpointDirectory(),
+    }
+
+
+defs = Definitions(
+    assets=ALL_ASSETS,
+    jobs=[audit_checkpoint_job, topography_job],
+    sensors=[checkpoint_sensor],
+    schedules=[nightly_audit],
+    resources=default_resources(),
+)

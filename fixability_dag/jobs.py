@@ -1,0 +1,22 @@
+"""Jobs: the per-checkpoint audit and the cross-checkpoint report."""
+
+from dagster import AssetSelection, define_asset_job, in_process_executor
+
+from assets import CHECKPOINT_ASSETS, checkpoint_partitions
+from assets.topography import failure_topography
+
+# In-process: every step of one checkpoint's audit shares the run's single vLLM engine (loading it once per step
+# would dominate a small audit). Parallelism across checkpoints comes from running several audit runs at once.
+audit_checkpoint_job = define_asset_job(
+    name="audit_checkpoint",
+    selection=AssetSelection.assets(*CHECKPOINT_ASSETS),
+    partitions_def=checkpoint_partitions,
+    executor_def=in_process_executor,
+    description="Audit one checkpoint: rollouts, failure features, regimes, routing plan and rescue evaluation.",
+)
+
+topography_job = define_asset_job(
+    name="failure_topography_report",
+    selection=AssetSelection.assets(failure_topography),
+    description="Rebuild the cross-checkpoint failure topography from the results database.",
+)

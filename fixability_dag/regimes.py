@@ -1,0 +1,175 @@
+"""Regimes of failed problems: ground truth from measured rescues, and unsupervised clusters of the features.
+
+Ground truth (needs correctness, used only to *evaluate*):
+
+* ``retry_recoverable`` - retry at the base decoding with fresh seeds rescues it (at least one correct answer);
+* ``steerable_hard`` - retry does not, but some bounded non-retry intervention does;
+* ``structural`` - nothing in the catalog does within its budget.
+
+The clusters never see a label: standardized features, a Gaussian mixture (or k-means) with one component per
+regime. Labels enter only afterwards, to match clusters to regimes (Hungarian) and to score the match.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+from sklearn.cluster import KMeans
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.mixture import GaussianMixture
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from fixability_dag.interventions import RETRY
+from fixability_dag.stats import hungarian_match, majority_share, matched_accuracy
+
+REGIMES = ("retry_recoverable", "steerable_hard", "structural")
+
+
+def intervention_outcomes(label_rollouts: pd.DataFrame) -> pd.DataFrame:
+    """Per (problem, intervention): samples, correct samples, rescued, majority-vote outcome and tokens spent."""
+    rows = []
+    for (pid, name), group in label_rollouts.groupby(["problem_id", "intervention"], sort=True):
+        answers = Counter(a for a in group["answer"] if a is not None and not (isinstance(a, float) and np.isnan(a)))
+        majority = min(answers.items(), key=lambda kv: (-kv[1], kv[0]))[0] if answers else None
+        majority_correct = bool(majority is not None and group.loc[group["answer"] == majority, "is_correct"].any())
+        correct = int(group["is_correct"].sum())
+        rows.append(
+            {
+                "problem_id": pid,
+                "intervention": name,
+                "samples": len(group),
+                "correct": correct,
+                "rescued": correct > 0,
+                "majority_answer": majority,
+                "majority_correct": majority_correct,
+                "tokens": int(group["num_tokens"].sum()),
+            }
+        )
+    return pd.DataFrame(rows, columns=["problem_id", "intervention", "samples", "correct", "rescued", "majority_answer", "majority_correct", "tokens"])
+
+
+def ground_truth(outcomes: pd.DataFrame, problem_ids: list[str]) -> pd.DataFrame:
+    """The regime of every failed problem from its intervention outcomes."""
+    by_problem = dict(tuple(outcomes.groupby("problem_id"))) if not outcomes.empty else {}
+    rows = []
+    for pid in problem_ids:
+        group = by_problem.get(pid)
+        if group is None:
+            raise ValueError(f"no rescue outcomes for failed problem {pid}")
+        retry = group[group["intervention"] == RETRY]
+        others = group[(group["intervention"] != RETRY) & group["rescued"]]
+        if not retry.empty and bool(retry["rescued"].any()):
+            regime = "retry_recoverable"
+        elif not others.empty:
+            regime = "steerable_hard"
+        else:
+            regime = "structural"
+        rows.append(
+            {
+                "problem_id": pid,
+                "true_regime": regime,
+                "rescued_by": sorted(group.loc[group["rescued"], "intervention"]),
+                "majority_rescued_by": sorted(group.loc[group["majority_correct"], "intervention"]),
+            }
+        )
+    return pd.DataFrame(rows, columns=["problem_id", "true_regime", "rescued_by", "majority_rescued_by"])
+
+
+def feature_matrix(features: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
+    """Standardized features; a missing value (e.g. no probe) takes the column median."""
+    X = features[list(columns)].astype(float).to_numpy(copy=True)
+    for j in range(X.shape[1]):
+        col = X[:, j]
+        median = np.nanmedian(col) if np.isfinite(col).any() else 0.0
+        col[~np.isfinite(col)] = median
+    return StandardScaler().fit_transform(X) if len(X) else X
+
+
+def cluster(X: np.ndarray, k: int = 3, method: str = "gmm", seed: int = 0) -> np.ndarray:
+    """Unsupervised cluster ids; fewer points than clusters gives one cluster per point."""
+    k = max(1, min(k, len(X)))
+    if len(X) == 0:
+        return np.zeros(0, dtype=int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if method == "gmm":
+            model = GaussianMixture(n_components=k, covariance_type="full", reg_covar=1e-3, n_init=3, random_state=seed)
+        elif method == "kmeans":
+            model = KMeans(n_clusters=k, n_init=10, random_state=seed)
+        else:
+            raise ValueError(f"unknown clustering method '{method}'")
+        return model.fit_predict(X).astype(int)
+
+
+def _cv_folds(labels: list[str]) -> StratifiedKFold | None:
+    smallest = min(Counter(labels).values()) if labels else 0
+    if len(set(labels)) < 2 or smallest < 2:
+        return None
+    return StratifiedKFold(n_splits=min(5, smallest), shuffle=True, random_state=0)
+
+
+def supervised_accuracy(X: np.ndarray, labels: list[str]) -> float:
+    """Cross-validated logistic regression on the same features: an upper bound for the unsupervised match."""
+    folds = _cv_folds(labels)
+    if folds is None:
+        return float("nan")
+    pred = cross_val_predict(LogisticRegression(max_iter=2000), X, labels, cv=folds)
+    return float(np.mean(pred == np.array(labels)))
+
+
+def trace_reading_accuracy(texts: list[str], labels: list[str]) -> float:
+    """The baseline under test: a classifier that *reads* the failed traces (TF-IDF of their text)."""
+    folds = _cv_folds(labels)
+    if folds is None:
+        return float("nan")
+    model = make_pipeline(TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 4), min_df=1, sublinear_tf=True), LogisticRegression(max_iter=2000))
+    pred = cross_val_predict(model, texts, labels, cv=folds)
+    return float(np.mean(pred == np.array(labels)))
+
+
+def clustering_accuracy(X: np.ndarray, labels: list[str], method: str = "gmm", seeds: int = 5, bootstraps: int = 20, k: int = 3) -> dict:
+    """Matched accuracy of unsupervised clusters, as mean and std over seeds and bootstrap resamples."""
+    scores = []
+    rng = np.random.default_rng(0)
+    y = np.array(labels)
+    for seed in range(seeds):
+        scores.append(matched_accuracy(cluster(X, k, method, seed), y))
+    for b in range(bootstraps):
+        idx = rng.integers(0, len(X), len(X))
+        scores.append(matched_accuracy(cluster(X[idx], k, method, b), y[idx]))
+    scores = np.array([s for s in scores if np.isfinite(s)])
+    return {"mean": float(scores.mean()) if len(scores) else float("nan"), "std": float(scores.std()) if len(scores) else float("nan"), "runs": int(len(scores))}
+
+
+def label_regimes(features: pd.DataFrame, truth: pd.DataFrame, columns: tuple[str, ...], method: str = "gmm", seed: int = 0) -> pd.DataFrame:
+    """Per failed problem: ground-truth regime, unsupervised cluster, and the regime that cluster is matched to."""
+    merged = features[["problem_id"]].merge(truth, on="problem_id", how="left", validate="one_to_one")
+    X = feature_matrix(features, columns)
+    clusters = cluster(X, len(REGIMES), method, seed)
+    mapping = hungarian_match(list(clusters), list(merged["true_regime"])) if len(clusters) else {}
+    merged["cluster_id"] = clusters
+    merged["cluster_regime"] = [mapping.get(c) for c in clusters]
+    merged["cluster_method"] = method
+    return merged
+
+
+def regime_report(features: pd.DataFrame, truth: pd.DataFrame, texts: dict[str, str], columns: tuple[str, ...]) -> dict:
+    """Accuracy of distributional clusters vs. the baselines, on one checkpoint's failed problems."""
+    merged = features.merge(truth, on="problem_id", validate="one_to_one")
+    labels = list(merged["true_regime"])
+    X = feature_matrix(merged, columns)
+    return {
+        "failed_problems": len(labels),
+        "regime_counts": dict(Counter(labels)),
+        "gmm": clustering_accuracy(X, labels, "gmm"),
+        "kmeans": clustering_accuracy(X, labels, "kmeans"),
+        "majority_baseline": majority_share(labels),
+        "supervised_logreg": supervised_accuracy(X, labels),
+        "trace_reading_tfidf": trace_reading_accuracy([texts.get(p, "") for p in merged["problem_id"]], labels),
+    }

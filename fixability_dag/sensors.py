@@ -1,0 +1,44 @@
+"""The checkpoint sensor: register each complete checkpoint as a partition and request its audit."""
+
+
+import json
+
+from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
+
+from assets.partitions import checkpoint_partitions
+from fixability_dag.config import CODE_VERSION
+from fixability_dag.jobs import audit_checkpoint_job
+from resources import AuditSettings, CheckpointDirectory
+
+
+def audit_run_key(checkpoint_id: str, fingerprint: str, config_hash: str) -> str:
+    """Dagster drops a run request whose key it has seen: the key changes with the weights, code and config."""
+    return f"{checkpoint_id}:{fingerprint}:{CODE_VERSION}:{config_hash}"
+
+
+@sensor(job=audit_checkpoint_job, minimum_interval_seconds=60, default_status=DefaultSensorStatus.RUNNING)
+def checkpoint_sensor(context: SensorEvaluationContext, checkpoints: CheckpointDirectory, settings: AuditSettings):
+    """Watches the checkpoint directory. A directory becomes a partition only once it is complete (config, weights
+    whole, tokenizer, no temporary files, quiet for ``settle_seconds``); an overwritten checkpoint is re-audited.
+
+    The cursor maps checkpoint id to the fingerprint last requested.
+    """
+    complete, skipped = checkpoints.scan()
+    requested: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    known = set(checkpoint_partitions.get_partition_keys(dynamic_partitions_store=context.instance))
+    config_hash = settings.config().config_hash()
+
+    new_keys = [c.checkpoint_id for c in complete if c.checkpoint_id not in known]
+    changed = [c for c in complete if requested.get(c.checkpoint_id) != c.fingerprint]
+    for name, why in skipped.items():
+        context.log.info(f"not yet auditable: {name}: {why}")
+    if not changed and not new_keys:
+        return SkipReason(f"no new or changed complete checkpoint in {checkpoints.root} ({len(skipped)} incomplete)")
+    for c in changed:
+        requested[c.checkpoint_id] = c.fingerprint
+    return SensorResult(
+        run_requests=[RunRequest(partition_key=c.checkpoint_id, run_key=audit_run_key(c.checkpoint_id, c.fingerprint, config_hash),
+                                 tags={"fixability/trigger": "sensor"}) for c in changed],
+        dynamic_partitions_requests=[checkpoint_partitions.build_add_request(new_keys)] if new_keys else [],
+        cursor=json.dumps(requested, sort_keys=True),
+    )

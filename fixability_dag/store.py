@@ -1,0 +1,234 @@
+"""Reading and writing the results database (SQLite by default, PostgreSQL in production).
+
+All writes go through two primitives:
+
+* :meth:`AuditStore.upsert` for shared reference rows (checkpoints, problems), keyed by their primary key;
+* :meth:`AuditStore.replace` for one asset's rows of one checkpoint: delete-then-insert inside one transaction, so a
+  re-run replaces rather than duplicates, and a failed write leaves the previous rows untouched.
+
+Only bound parameters reach the database: no SQL is ever built from values.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Engine, create_engine, delete, event, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+
+from fixability_dag.problems import Problem
+from fixability_dag.schema import TABLES, AuditRun, Checkpoint, ProblemRow
+
+log = logging.getLogger(__name__)
+
+DB_URL_ENV = "FIXABILITY_DB_URL"
+DEFAULT_DB_PATH = Path(".fixability") / "audit.db"
+INSERT_BATCH = 5000
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The results database cannot be reached; the message names it without its password."""
+
+
+def default_url() -> str:
+    return os.environ.get(DB_URL_ENV) or f"sqlite:///{DEFAULT_DB_PATH}"
+
+
+def redact(url: str) -> str:
+    """The URL with its password masked, for logs and metadata."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers (the UI, SQL users) do not block the writer
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _clean(value: Any) -> Any:
+    """NaN and numpy scalars are not SQL values: map to None and Python types."""
+    if value is None:
+        return None
+    if hasattr(value, "item") and not isinstance(value, (list, dict, str)):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def records(frame: pd.DataFrame | Sequence[Mapping]) -> list[dict]:
+    rows = frame.to_dict("records") if isinstance(frame, pd.DataFrame) else [dict(r) for r in frame]
+    return [{k: _clean(v) for k, v in row.items()} for row in rows]
+
+
+class AuditStore:
+    """A handle on the results database. Cheap to create; one engine (connection pool) per store."""
+
+    def __init__(self, url: str | None = None):
+        self.url = url or default_url()
+        self.engine = make_engine(self.url)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def __repr__(self) -> str:
+        return f"AuditStore({redact(self.url)})"
+
+    # -- schema --------------------------------------------------------------------------------------------------
+    def migrate(self) -> None:
+        """Bring the schema to the newest Alembic revision (idempotent)."""
+        from fixability_dag.migrations import upgrade
+
+        try:
+            upgrade(self.engine)
+        except OperationalError as exc:
+            raise DatabaseUnavailable(f"cannot reach the results database {redact(self.url)}: {exc.orig}") from None
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # -- writes --------------------------------------------------------------------------------------------------
+    def _insert(self, table):
+        return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+
+    def upsert(self, table_name: str, rows: Iterable[Mapping]) -> int:
+        table = TABLES[table_name].__table__
+        rows = records(list(rows))
+        if not rows:
+            return 0
+        keys = [c.name for c in table.primary_key.columns]
+        with self.engine.begin() as conn:
+            for start in range(0, len(rows), INSERT_BATCH):
+                batch = rows[start : start + INSERT_BATCH]
+                stmt = self._insert(table)
+                update = {c: stmt.excluded[c] for c in batch[0] if c not in keys}
+                stmt = stmt.on_conflict_do_update(index_elements=keys, set_=update) if update else stmt.on_conflict_do_nothing(index_elements=keys)
+                conn.execute(stmt, batch)
+        return len(rows)
+
+    def replace(self, table_name: str, checkpoint_id: str, rows: pd.DataFrame | Sequence[Mapping], **scope: Any) -> int:
+        """Replace the rows of ``table_name`` for one checkpoint (and optional column scope) atomically."""
+        table = TABLES[table_name].__table__
+        payload = records(rows)
+        for row in payload:
+            row["checkpoint_id"] = checkpoint_id
+        where = [table.c.checkpoint_id == checkpoint_id] + [table.c[k] == v for k, v in scope.items()]
+        with self.engine.begin() as conn:
+            conn.execute(delete(table).where(*where))
+            for start in range(0, len(payload), INSERT_BATCH):
+                conn.execute(table.insert(), payload[start : start + INSERT_BATCH])
+        return len(payload)
+
+    def register_checkpoint(self, checkpoint_id: str, path: str, fingerprint: str, recipe: str | None = None,
+                            training_step: int | None = None, info: dict | None = None) -> None:
+        self.upsert("checkpoints", [{
+            "checkpoint_id": checkpoint_id, "path": path, "fingerprint": fingerprint, "recipe": recipe,
+            "training_step": training_step, "info": info, "registered_at": datetime.now(timezone.utc),
+        }])
+
+    def upsert_problems(self, problems: Sequence[Problem]) -> int:
+        import hashlib
+        import json
+
+        rows = []
+        for p in problems:
+            row = p.as_row()
+            row["content_hash"] = hashlib.sha256(json.dumps(row, sort_keys=True).encode()).hexdigest()
+            rows.append(row)
+        return self.upsert("problems", rows)
+
+    # -- audit runs ----------------------------------------------------------------------------------------------
+    def start_run(self, run_id: str, checkpoint_id: str, asset: str, code_version: str, config_hash: str, config: dict) -> int:
+        with self.engine.begin() as conn:
+            result = conn.execute(AuditRun.__table__.insert().values(
+                run_id=run_id, checkpoint_id=checkpoint_id, asset=asset, code_version=code_version,
+                config_hash=config_hash, config=config, started_at=datetime.now(timezone.utc), status="running"))
+            return int(result.inserted_primary_key[0])
+
+    def finish_run(self, audit_run_id: int, status: str, rows_written: int | None = None, summary: dict | None = None) -> None:
+        table = AuditRun.__table__
+        with self.engine.begin() as conn:
+            started = conn.execute(select(table.c.started_at).where(table.c.id == audit_run_id)).scalar_one()
+            now = datetime.now(timezone.utc)
+            if started.tzinfo is None:
+                started = started.replace(tzinfo=timezone.utc)
+            conn.execute(table.update().where(table.c.id == audit_run_id).values(
+                status=status, finished_at=now, seconds=(now - started).total_seconds(), rows_written=rows_written,
+                summary=_json_safe(summary)))
+
+    def latest_audits(self, asset: str) -> pd.DataFrame:
+        """Newest successful run of ``asset`` per checkpoint: what the nightly schedule compares against."""
+        t = AuditRun.__table__
+        query = select(t.c.checkpoint_id, t.c.code_version, t.c.config_hash, t.c.finished_at).where(
+            t.c.asset == asset, t.c.status == "success").order_by(t.c.checkpoint_id, t.c.finished_at.desc())
+        frame = self.read_sql(query)
+        return frame.drop_duplicates("checkpoint_id", keep="first").reset_index(drop=True)
+
+    # -- reads ---------------------------------------------------------------------------------------------------
+    def read_sql(self, query) -> pd.DataFrame:
+        with self.engine.connect() as conn:
+            result = conn.execute(query)
+            return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+
+    def read(self, table_name: str, checkpoint_id: str | None = None, **filters: Any) -> pd.DataFrame:
+        table = TABLES[table_name].__table__
+        query = select(table)
+        if checkpoint_id is not None:
+            query = query.where(table.c.checkpoint_id == checkpoint_id)
+        for column, value in filters.items():
+            query = query.where(table.c[column].in_(value) if isinstance(value, (list, tuple, set)) else table.c[column] == value)
+        return self.read_sql(query)
+
+    def problems(self, problem_ids: Iterable[str] | None = None) -> list[Problem]:
+        frame = self.read("problems", problem_id=list(problem_ids)) if problem_ids is not None else self.read("problems")
+        return [
+            Problem(r.problem_id, r.suite, r.question, r.gold_answer, tuple(r.reference_steps or ()), r.difficulty, r.template_id)
+            for r in frame.itertuples(index=False)
+        ]
+
+    def checkpoint(self, checkpoint_id: str) -> dict | None:
+        frame = self.read("checkpoints", checkpoint_id=checkpoint_id)
+        return frame.iloc[0].to_dict() if len(frame) else None
+
+    def count(self, table_name: str, checkpoint_id: str | None = None, **filters: Any) -> int:
+        from sqlalchemy import func
+
+        table = TABLES[table_name].__table__
+        query = select(func.count()).select_from(table)
+        if checkpoint_id is not None:
+            query = query.where(table.c.checkpoint_id == checkpoint_id)
+        for column, value in filters.items():
+            query = query.where(table.c[column] == value)
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return _clean(value)

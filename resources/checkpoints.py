@@ -1,0 +1,32 @@
+"""Where checkpoints land, and how long a directory must be quiet before it counts as written."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dagster import ConfigurableResource
+from pydantic import Field
+
+from fixability_dag.checkpoints import CheckpointInfo, inspect_checkpoint, partition_key, scan
+
+DEMO_CHECKPOINTS = Path(__file__).resolve().parents[1] / "demo" / "checkpoints"
+CHECKPOINT_DIR_ENV = "FIXABILITY_CHECKPOINT_DIR"
+
+
+def default_checkpoint_dir() -> str:
+    return os.environ.get(CHECKPOINT_DIR_ENV) or str(DEMO_CHECKPOINTS)
+
+
+class CheckpointDirectory(ConfigurableResource):
+    """A directory whose subdirectories are Hugging Face checkpoints, one partition each."""
+
+    root: str = Field(default_factory=default_checkpoint_dir, description=f"default: ${CHECKPOINT_DIR_ENV} or demo/checkpoints")
+    settle_seconds: float = Field(default=60.0, description="a checkpoint must be unchanged this long to be audited")
+
+    def scan(self) -> tuple[list[CheckpointInfo], dict[str, str]]:
+        return scan(self.root, self.settle_seconds)
+
+    def inspect(self, checkpoint_id: str) -> CheckpointInfo:
+        """The checkpoint behind a partition key (settle time not applied: the key was registered already)."""
+        return inspect_checkpoint(Path(self.root) / partition_key(checkpoint_id))

@@ -1,0 +1,44 @@
+"""vLLM as a Dagster resource: one engine per checkpoint per run, shared by every asset of that run."""
+
+from __future__ import annotations
+
+from dagster import ConfigurableResource, InitResourceContext
+from pydantic import Field, PrivateAttr
+
+from fixability_dag.engine import EngineOptions, VLLMEngine
+
+
+class VLLMResource(ConfigurableResource):
+    """Engine settings; the checkpoint path comes from the partition being audited.
+
+    The engine is built on first use and kept for the rest of the run (the audit job runs its steps in one process),
+    then shut down when the run ends, success or failure.
+    """
+
+    dtype: str = Field(default="auto", description="'auto' = float32 on the CPU build, the checkpoint's dtype on GPU")
+    max_model_len: int | None = Field(default=None, description="default: the checkpoint's max_position_embeddings")
+    seed: int = 0
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.9
+    enable_prefix_caching: bool = True
+    enforce_eager: bool = False
+    max_num_seqs: int | None = Field(default=None, description="default: vLLM's on GPU; sized to the KV cache on CPU")
+    cpu_kvcache_space_gib: int = Field(default=4, description="CPU build only: GiB of RAM for the KV cache (VLLM_CPU_KVCACHE_SPACE)")
+    cpu_threads: int | None = None
+
+    _engines: dict = PrivateAttr(default_factory=dict)
+
+    def options(self) -> EngineOptions:
+        return EngineOptions(**{f: getattr(self, f) for f in EngineOptions.__dataclass_fields__})
+
+    def engine(self, model_path: str) -> VLLMEngine:
+        if model_path not in self._engines:
+            for other in list(self._engines):  # one checkpoint per run: never keep two engines in memory
+                self._engines.pop(other).close()
+            self._engines[model_path] = VLLMEngine(model_path, self.options())
+        return self._engines[model_path]
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        for engine in self._engines.values():
+            engine.close()
+        self._engines.clear()
