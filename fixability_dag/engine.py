@@ -4,10 +4,16 @@ One :class:`VLLMEngine` holds one ``vllm.LLM`` for one checkpoint. Each problem-
 with ``SamplingParams(n=..., seed=...)``: the engine encodes the prompt once and shares its KV prefix across the
 ``n`` samples, which is what makes many-rollout audits affordable.
 
-On the CPU build the KV cache is a fixed slab of RAM (``VLLM_CPU_KVCACHE_SPACE``). When it is too small the scheduler
-preempts running requests, and preempting a *seeded* request killed the engine ("CPU Generator does not use
-offset"). We therefore size ``max_num_seqs`` so that every running sequence fits at full length: preemption cannot
-happen with the defaults, and if the engine dies anyway the error says what to change.
+Seeded requests on the CPU build: whenever a step computes only part of a request's prompt, vLLM discards that
+step's sampled token and rewinds the request's random generator, and a CPU ``torch.Generator`` cannot rewind: the
+engine dies with "CPU Generator does not use offset". Two things cause partial prompts, and we rule out both on CPU:
+
+* *chunked prefill* (a long prompt split across steps when the step's token budget runs out; it happened here with
+  few-shot prompts in large batches): we disable it, so a prompt is scheduled whole or waits for the next step;
+* *preemption* (the KV cache slab, ``VLLM_CPU_KVCACHE_SPACE``, fills up and a running request is evicted and later
+  recomputed): we size ``max_num_seqs`` so every running sequence fits at full length.
+
+If the engine dies anyway, the error says what to change.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ class EngineOptions:
     gpu_memory_utilization: float = 0.9
     enable_prefix_caching: bool = True
     enforce_eager: bool = False
+    enable_chunked_prefill: bool | None = None  # None: off on the CPU build (see module docstring), vLLM's default on GPU
     max_num_seqs: int | None = None
     cpu_kvcache_space_gib: int = 4
     cpu_threads: int | None = None
@@ -105,6 +112,12 @@ class VLLMEngine:
         )
         if options.max_model_len:
             kwargs["max_model_len"] = options.max_model_len
+        chunked = options.enable_chunked_prefill if options.enable_chunked_prefill is not None else (False if cpu else None)
+        if chunked is not None:
+            kwargs["enable_chunked_prefill"] = chunked
+        if chunked is False:
+            max_len = options.max_model_len or int(_model_config(self.model_path).get("max_position_embeddings", 4096))
+            kwargs["max_num_batched_tokens"] = max(max_len, 8192)
         if not cpu:
             kwargs["gpu_memory_utilization"] = options.gpu_memory_utilization
         if max_num_seqs:

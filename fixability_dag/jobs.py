@@ -2,7 +2,7 @@
 
 from dagster import AssetSelection, define_asset_job, in_process_executor
 
-from assets import CHECKPOINT_ASSETS, checkpoint_partitions
+from assets import CHECKPOINT_ASSETS
 from assets.topography import failure_topography
 
 # In-process: every step of one checkpoint's audit shares the run's single vLLM engine (loading it once per step
@@ -10,7 +10,6 @@ from assets.topography import failure_topography
 audit_checkpoint_job = define_asset_job(
     name="audit_checkpoint",
     selection=AssetSelection.assets(*CHECKPOINT_ASSETS),
-    partitions_def=checkpoint_partitions,
     executor_def=in_process_executor,
     description="Audit one checkpoint: rollouts, failure features, regimes, routing plan and rescue evaluation.",
 )

@@ -4,11 +4,13 @@ No label is used. Thresholds come from the unsupervised structure of each featur
 problems: the decision point of a two-component 1-D Gaussian mixture (where the two components are equally
 likely), falling back to the median when the feature does not separate into two groups. The rule, in order:
 
-1. ``probe_shift >= shift_threshold``: the answer distribution moves under the probe nudge, so the problem is
+1. ``probe_shift > shift_threshold``: the answer distribution moves under the probe nudge, so the problem is
    steerable: route to the probe's intervention.
-2. ``answer_dispersion >= dispersion_threshold`` or ``policy_confidence <= confidence_threshold``: the policy is
+2. ``answer_dispersion > dispersion_threshold`` or ``policy_confidence < confidence_threshold``: the policy is
    unsure, so more draws may land: retry.
 3. otherwise (concentrated, confident, unmoved): skip, and save the compute.
+
+Comparisons are strict so that a median threshold on tied values does not send every tied problem one way.
 """
 
 from __future__ import annotations
@@ -78,10 +80,10 @@ def route(
     rows = []
     for r in features.itertuples(index=False):
         shift, disp, conf = r.probe_shift, r.answer_dispersion, r.policy_confidence
-        if np.isfinite(shift) and np.isfinite(thresholds.shift) and shift >= thresholds.shift:
+        if np.isfinite(shift) and np.isfinite(thresholds.shift) and shift > thresholds.shift:
             action, name, budget = "intervene", steer_intervention, intervention_budget
-            reason = f"probe_shift {shift:.2f} >= {thresholds.shift:.2f}: moves under a nudge"
-        elif (np.isfinite(disp) and disp >= thresholds.dispersion) or (np.isfinite(conf) and conf <= thresholds.confidence):
+            reason = f"probe_shift {shift:.2f} > {thresholds.shift:.2f}: moves under a nudge"
+        elif (np.isfinite(disp) and disp > thresholds.dispersion) or (np.isfinite(conf) and conf < thresholds.confidence):
             action, name, budget = "retry", RETRY, retry_budget
             reason = f"unsure policy (dispersion {disp:.2f} vs {thresholds.dispersion:.2f}, confidence {conf:.2f} vs {thresholds.confidence:.2f})"
         else:

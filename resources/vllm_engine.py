@@ -22,6 +22,7 @@ class VLLMResource(ConfigurableResource):
     gpu_memory_utilization: float = 0.9
     enable_prefix_caching: bool = True
     enforce_eager: bool = False
+    enable_chunked_prefill: bool | None = Field(default=None, description="default: off on the CPU build (seeded requests crash it), vLLM's default on GPU")
     max_num_seqs: int | None = Field(default=None, description="default: vLLM's on GPU; sized to the KV cache on CPU")
     cpu_kvcache_space_gib: int = Field(default=4, description="CPU build only: GiB of RAM for the KV cache (VLLM_CPU_KVCACHE_SPACE)")
     cpu_threads: int | None = None

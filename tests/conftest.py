@@ -1,0 +1,95 @@
+"""Shared fixtures: tiny real inputs (databases, checkpoints, problem files) and a deterministic fake engine.
+
+PostgreSQL is real: each test session creates its own database on FIXABILITY_TEST_PG_URL's server (default
+127.0.0.1:5432, trust auth, as on every developer and CI machine) and drops it afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from fixability_dag.store import AuditStore
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_CHECKPOINTS = REPO / "demo" / "checkpoints"
+PG_ADMIN_URL = os.environ.get("FIXABILITY_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
+
+
+def demo_checkpoint(name: str | None = None) -> Path:
+    """A committed demo checkpoint (the earliest SFT one unless named)."""
+    candidates = sorted(p for p in DEMO_CHECKPOINTS.iterdir() if p.is_dir() and not p.name.endswith(".partial"))
+    if name:
+        return DEMO_CHECKPOINTS / name
+    return next(p for p in candidates if "sft" in p.name)
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> str:
+    """A fresh PostgreSQL database for this session (dropped at the end)."""
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"fixability_test_{uuid.uuid4().hex[:10]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))  # name is generated above, not user input
+    except Exception as exc:  # noqa: BLE001
+        pytest.fail(f"PostgreSQL at {make_url(PG_ADMIN_URL).render_as_string(hide_password=True)} is required: {exc}")
+    url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n AND pid <> pg_backend_pid()"), {"n": name})
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+    admin.dispose()
+
+
+def _reset_pg(url: str) -> None:
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path) -> str:
+    """Each test using it runs twice: on a fresh SQLite file and on a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'audit.db'}"
+    url = request.getfixturevalue("pg_server_url")
+    _reset_pg(url)
+    return url
+
+
+@pytest.fixture
+def store(db_url) -> AuditStore:
+    s = AuditStore(db_url)
+    s.migrate()
+    yield s
+    s.dispose()
+
+
+@pytest.fixture
+def sqlite_store(tmp_path) -> AuditStore:
+    s = AuditStore(f"sqlite:///{tmp_path / 'audit.db'}")
+    s.migrate()
+    yield s
+    s.dispose()
+
+
+@pytest.fixture
+def checkpoint_copy(tmp_path) -> Path:
+    """A writable copy of a real demo checkpoint inside a fresh checkpoint root."""
+    root = tmp_path / "checkpoints"
+    root.mkdir()
+    src = demo_checkpoint()
+    dst = root / src.name
+    shutil.copytree(src, dst)
+    return dst
