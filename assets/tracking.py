@@ -36,9 +36,9 @@ class Step:
 def audit_step(context: AssetExecutionContext, database: ResultsDatabase, settings: AuditSettings) -> Iterator[Step]:
     """Record the step in ``audit_runs`` (config, code version, timing, status) around the asset body."""
     store, config = database.store(), settings.config()
-    step = Step(store, config, context.partition_key, context.run_id)
+    step = Step(store, config, context.partition_key, context.run.run_id)
     asset = context.asset_key.to_user_string()
-    audit_id = store.start_run(context.run_id, step.checkpoint_id, asset, CODE_VERSION, config.config_hash(), config.as_dict())
+    audit_id = store.start_run(context.run.run_id, step.checkpoint_id, asset, CODE_VERSION, config.config_hash(), config.as_dict())
     try:
         yield step
     except BaseException:
