@@ -50,9 +50,12 @@ install-test: $(VENV)/.installed-test
 install-gpu: | $(PY)
 	$(PIP) install -e ".[gpu,postgres]"
 
-$(DAGSTER_HOME)/dagster.yaml: deploy/dagster.yaml
+# The gpu pool limit is also set explicitly: with only `default_limit`, Dagster 1.13's run queue let two runs
+# through on the pool's first use (seen here: both audits loaded an engine at once).
+$(DAGSTER_HOME)/dagster.yaml: deploy/dagster.yaml $(VENV)/.installed-cpu
 	mkdir -p $(DAGSTER_HOME)
 	cp deploy/dagster.yaml $@
+	$(VENV)/bin/dagster instance concurrency set gpu 1
 
 demo: $(VENV)/.installed-cpu $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/fixability demo

@@ -197,7 +197,7 @@ class AuditStore:
         table = TABLES[table_name].__table__
         query = select(table)
         if checkpoint_id is not None:
-            query = query.where(table.c.checkpoint_id == checkpoint_id)
+            filters["checkpoint_id"] = checkpoint_id
         for column, value in filters.items():
             query = query.where(table.c[column].in_(value) if isinstance(value, (list, tuple, set)) else table.c[column] == value)
         return self.read_sql(query)

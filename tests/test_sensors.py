@@ -7,7 +7,9 @@ from dagster import DagsterInstance, RunRequest, SensorResult, SkipReason, build
 
 from assets.partitions import checkpoint_partitions
 from fixability_dag.sensors import checkpoint_sensor
-from resources import AuditSettings, CheckpointDirectory
+from fixability_dag.config import CODE_VERSION
+from fixability_dag.schedules import FINAL_ASSET
+from resources import AuditSettings, CheckpointDirectory, ResultsDatabase
 
 from .conftest import demo_checkpoint
 
@@ -18,10 +20,12 @@ def age(path, seconds=3600):
         os.utime(f, (old, old))
 
 
-def evaluate(instance, root, cursor=None, settle=60.0):
+def evaluate(instance, root, cursor=None, settle=60.0, db=None):
+    db = db or f"sqlite:///{root.parent / 'sensor.db'}"
     with build_sensor_context(
         instance=instance, cursor=cursor,
-        resources={"checkpoints": CheckpointDirectory(root=str(root), settle_seconds=settle), "settings": AuditSettings()},
+        resources={"checkpoints": CheckpointDirectory(root=str(root), settle_seconds=settle), "settings": AuditSettings(),
+                   "database": ResultsDatabase(url=db)},
     ) as context:
         return checkpoint_sensor(context)
 
@@ -83,3 +87,24 @@ def test_unsafe_directory_names_are_not_registered(tmp_path):
     shutil.copytree(demo_checkpoint(), root / "bad name;drop")
     age(root / "bad name;drop")
     assert isinstance(evaluate(instance, root, settle=0), SkipReason)
+
+
+def test_checkpoints_already_audited_are_registered_but_not_rerun(tmp_path):
+    """A fresh daemon (empty cursor) must not redo audits the results database already holds."""
+    instance = DagsterInstance.ephemeral()
+    root = tmp_path / "ckpts"
+    shutil.copytree(demo_checkpoint(), root / "done")
+    shutil.copytree(demo_checkpoint(), root / "todo")
+    age(root / "done"), age(root / "todo")
+    from fixability_dag.checkpoints import inspect_checkpoint
+
+    db = ResultsDatabase(url=f"sqlite:///{tmp_path / 'sensor.db'}").store()
+    db.migrate()
+    done = inspect_checkpoint(root / "done")
+    db.register_checkpoint("done", str(done.path), done.fingerprint)
+    config_hash = AuditSettings().config().config_hash()
+    db.finish_run(db.start_run("r", "done", FINAL_ASSET, CODE_VERSION, config_hash, {}), "success")
+
+    result = evaluate(instance, root)
+    assert sorted(result.dynamic_partitions_requests[0].partition_keys) == ["done", "todo"]
+    assert [r.partition_key for r in result.run_requests] == ["todo"]
