@@ -128,22 +128,26 @@ def arithmetic_chain(numbers: list[int], ops: list[str]) -> tuple[str, tuple[str
     return question, tuple(steps), str(total)
 
 
-def random_chain(rng: random.Random, length: int, digits: int, ops: tuple[str, ...]) -> tuple[list[int], list[str]]:
+def random_operands(rng: random.Random, count: int, digits: int) -> list[int]:
+    """``count`` numbers with exactly ``digits`` digits (0-9 for one digit)."""
     lo, hi = 10 ** (digits - 1) if digits > 1 else 0, 10**digits - 1
-    return [rng.randint(lo, hi) for _ in range(length + 1)], [rng.choice(ops) for _ in range(length)]
+    return [rng.randint(lo, hi) for _ in range(count)]
+
+
+def random_chain(rng: random.Random, length: int, digits: int, ops: tuple[str, ...]) -> tuple[list[int], list[str]]:
+    return random_operands(rng, length + 1, digits), [rng.choice(ops) for _ in range(length)]
 
 
 def arithmetic_suite(spec: ArithmeticSuiteSpec = ArithmeticSuiteSpec()) -> list[Problem]:
     """The seeded suite: same spec, same problems, on every machine."""
     rng = random.Random(spec.seed)
-    lo, hi = 10 ** (spec.digits - 1) if spec.digits > 1 else 0, 10**spec.digits - 1
     problems: list[Problem] = []
     for length in spec.chain_lengths:
         for t in range(spec.templates_per_length):
             ops = [rng.choice(spec.operators) for _ in range(length)]
             template_id = f"{spec.name}-L{length}-T{t}"
             for v in range(spec.variants_per_template):
-                numbers = [rng.randint(lo, hi) for _ in range(length + 1)]
+                numbers = random_operands(rng, length + 1, spec.digits)
                 question, steps, answer = arithmetic_chain(numbers, ops)
                 problems.append(
                     Problem(
