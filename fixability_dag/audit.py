@@ -150,6 +150,10 @@ def evaluate(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: 
     outcomes = store.read("intervention_outcomes", checkpoint_id)
     truth = store.read("regime_labels", checkpoint_id)[["problem_id", "true_regime"]]
     failed = list(truth["problem_id"])
+    if not failed:
+        store.replace("rollouts", checkpoint_id, [], phase="eval")
+        store.replace("rescue_evaluations", checkpoint_id, [])
+        return pd.DataFrame(), {"failed_problems": 0}
     choices = policy_choices(plan_frame, outcomes, failed)
     problems = problems_by_id(store.problems(failed))
     exemplars = audit_problems(store, cfg)
@@ -157,9 +161,6 @@ def evaluate(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: 
     for name, pids in sorted(interventions_needed(choices).items()):
         requests += build_requests([problems[p] for p in sorted(pids)], name, "eval", cfg.eval_budget, cfg.decoding, cfg.seed, exemplars)
     frame = _sample(store, engine, checkpoint_id, "eval", requests, list(problems.values()), run_id)
-    if not failed:
-        store.replace("rescue_evaluations", checkpoint_id, [])
-        return pd.DataFrame(), {"failed_problems": 0}
     evaluations = evaluate_policies(choices, frame, truth, seed=cfg.seed)
     store.replace("rescue_evaluations", checkpoint_id, evaluations)
     return evaluations, {"failed_problems": len(failed), "eval_rollouts": len(frame), **summarize(evaluations)}
@@ -176,14 +177,14 @@ def topography(store: AuditStore) -> pd.DataFrame:
     rows = []
     for ck in checkpoints.sort_values(["recipe", "training_step", "checkpoint_id"], na_position="last").itertuples(index=False):
         mine = labels[labels["checkpoint_id"] == ck.checkpoint_id] if len(labels) else labels
-        if mine.empty:
-            continue
         diag_n = store.count("rollouts", ck.checkpoint_id, phase="diagnostic")
+        if diag_n == 0:
+            continue  # registered, not audited yet
         diag_ok = store.count("rollouts", ck.checkpoint_id, phase="diagnostic", is_correct=True)
         row = {"checkpoint": ck.checkpoint_id, "recipe": ck.recipe, "step": ck.training_step,
                "pass_rate": diag_ok / diag_n if diag_n else float("nan"), "failed": len(mine)}
         for regime in REGIMES:
-            row[f"share_{regime}"] = float((mine["true_regime"] == regime).mean())
+            row[f"share_{regime}"] = float((mine["true_regime"] == regime).mean()) if len(mine) else float("nan")
         ev = evals[(evals["checkpoint_id"] == ck.checkpoint_id) & (evals["regime"] == "all")] if len(evals) else evals
         for r in ev.itertuples(index=False):
             row[f"rescue_{r.policy}"] = r.rescue_rate

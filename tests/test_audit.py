@@ -89,3 +89,14 @@ def test_checkpoints_do_not_touch_each_other(sqlite_store):
     table = audit.topography(sqlite_store)
     assert list(table["checkpoint"]) == ["a", "b"]
     assert table[[f"share_{r}" for r in REGIMES]].sum(axis=1).round(6).tolist() == [1.0, 1.0]
+
+
+def test_a_checkpoint_that_solves_everything(sqlite_store):
+    """No failed problem: every stage still runs, stores empty results, and the checkpoint shows in the topography."""
+    engine = FakeEngine(lambda request, rng: GOLD[request.problem_id])
+    diag, labels, report, plan, evaluations, summary = run_audit(sqlite_store, engine, checkpoint_id="perfect")
+    assert diag["pass_rate"] == 1.0 and diag["failed_problems"] == 0
+    assert labels.empty and plan.empty and evaluations.empty and summary == {"failed_problems": 0}
+    assert sqlite_store.count("rollouts", "perfect", phase="label") == 0
+    [row] = audit.topography(sqlite_store).to_dict("records")
+    assert row["checkpoint"] == "perfect" and row["failed"] == 0 and row["pass_rate"] == 1.0

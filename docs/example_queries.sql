@@ -1,0 +1,28 @@
+-- Example queries against the results database; they run unchanged on SQLite and PostgreSQL.
+--   sqlite3 -header -column .fixability/audit.db < docs/example_queries.sql
+--   psql "$PG_URL" -f docs/example_queries.sql
+
+-- 1. Failure topography: regime shares of failed problems per checkpoint.
+SELECT c.checkpoint_id, c.recipe, c.training_step AS step, COUNT(*) AS failed,
+       ROUND(CAST(AVG(CASE WHEN l.true_regime = 'retry_recoverable' THEN 1.0 ELSE 0 END) AS NUMERIC), 3) AS retry_recoverable,
+       ROUND(CAST(AVG(CASE WHEN l.true_regime = 'steerable_hard' THEN 1.0 ELSE 0 END) AS NUMERIC), 3) AS steerable_hard,
+       ROUND(CAST(AVG(CASE WHEN l.true_regime = 'structural' THEN 1.0 ELSE 0 END) AS NUMERIC), 3) AS structural
+FROM regime_labels l JOIN checkpoints c ON c.checkpoint_id = l.checkpoint_id
+GROUP BY c.checkpoint_id, c.recipe, c.training_step
+ORDER BY c.recipe DESC, c.training_step;
+
+-- 2. Which intervention rescues the steerable-hard problems of each checkpoint (label phase, fresh seeds).
+SELECT o.checkpoint_id, o.intervention,
+       SUM(CASE WHEN o.rescued THEN 1 ELSE 0 END) AS rescued, COUNT(*) AS problems, SUM(o.tokens) AS tokens
+FROM intervention_outcomes o
+JOIN regime_labels l ON l.checkpoint_id = o.checkpoint_id AND l.problem_id = o.problem_id
+WHERE l.true_regime = 'steerable_hard' AND o.intervention <> 'retry'
+GROUP BY o.checkpoint_id, o.intervention
+ORDER BY o.checkpoint_id, rescued DESC, tokens;
+
+-- 3. Routed plan vs. uniform retry vs. oracle on fresh seeds, all failed problems.
+SELECT checkpoint_id, policy, problems, rescued, ROUND(CAST(rescue_rate AS NUMERIC), 3) AS rescue_rate, tokens,
+       ROUND(CAST(compute_saved_vs_retry AS NUMERIC), 3) AS compute_saved
+FROM rescue_evaluations
+WHERE regime = 'all'
+ORDER BY checkpoint_id, policy;
