@@ -173,3 +173,22 @@ def regime_report(features: pd.DataFrame, truth: pd.DataFrame, texts: dict[str, 
         "supervised_logreg": supervised_accuracy(X, labels),
         "trace_reading_tfidf": trace_reading_accuracy([texts.get(p, "") for p in merged["problem_id"]], labels),
     }
+
+
+def feature_ablation(features: pd.DataFrame, truth: pd.DataFrame, candidates: tuple[str, ...], size: int = 3,
+                     method: str = "gmm", seeds: int = 3) -> pd.DataFrame:
+    """Matched clustering accuracy of every ``size``-subset of candidate features, best first.
+
+    Unsupervised like the headline triple; labels only score the match. With few failed problems the ranking is
+    noisy, so the std over seeds is reported beside the mean.
+    """
+    from itertools import combinations
+
+    merged = features.merge(truth[["problem_id", "true_regime"]], on="problem_id", validate="one_to_one")
+    labels = list(merged["true_regime"])
+    rows = []
+    for subset in combinations(candidates, size):
+        X = feature_matrix(merged, subset)
+        scores = [matched_accuracy(cluster(X, len(REGIMES), method, seed), labels) for seed in range(seeds)]
+        rows.append({"features": " + ".join(subset), "accuracy": float(np.mean(scores)), "std": float(np.std(scores))})
+    return pd.DataFrame(rows).sort_values(["accuracy", "features"], ascending=[False, True]).reset_index(drop=True)
