@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -77,6 +78,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     if args.checkpoints:
         os.environ["FIXABILITY_CHECKPOINT_DIR"] = str(Path(args.checkpoints).resolve())
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # the engine's INFO lines would bury the summary
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     root = CheckpointDirectory().root
     complete, skipped = scan(root)
     for name, why in skipped.items():
@@ -99,11 +102,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     failures = []
     for key in todo:
         print(f"auditing {key} ...", flush=True)
-        result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False)
+        started = time.monotonic()
+        result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False, run_config=quiet)
         if not result.success:
             failures.append(key)
             print(f"audit of {key} failed; see the run {result.run_id} in the Dagster UI", file=sys.stderr)
-    defs.resolve_job_def("failure_topography_report").execute_in_process(instance=instance)
+        else:
+            print(f"  done in {time.monotonic() - started:.0f} s", flush=True)
+    defs.resolve_job_def("failure_topography_report").execute_in_process(instance=instance, run_config=quiet)
     print()
     cmd_summary(argparse.Namespace(db=store.url))
     return 1 if failures else 0
