@@ -78,7 +78,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     if args.checkpoints:
         os.environ["FIXABILITY_CHECKPOINT_DIR"] = str(Path(args.checkpoints).resolve())
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # the engine's INFO lines would bury the summary
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # the engine's INFO lines would bury the summary
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     root = CheckpointDirectory().root
     complete, skipped = scan(root)
