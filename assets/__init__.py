@@ -8,9 +8,11 @@ from assets.rescue import rescue_evaluation
 from assets.rollouts import base_rollouts, probe_rollouts, rescue_rollouts
 from assets.routing import routing_plan
 from assets.topography import failure_topography
+from assets.transfer import regime_transfer
 
 CHECKPOINT_ASSETS = [problem_set, base_rollouts, probe_rollouts, failure_features, rescue_rollouts, regime_labels,
                      routing_plan, rescue_evaluation]
-ALL_ASSETS = [*CHECKPOINT_ASSETS, failure_topography]
+REPORT_ASSETS = [failure_topography, regime_transfer]
+ALL_ASSETS = [*CHECKPOINT_ASSETS, *REPORT_ASSETS]
 
-__all__ = ["ALL_ASSETS", "CHECKPOINT_ASSETS", "checkpoint_partitions"]
+__all__ = ["ALL_ASSETS", "CHECKPOINT_ASSETS", "REPORT_ASSETS", "checkpoint_partitions"]

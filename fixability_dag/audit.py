@@ -7,13 +7,26 @@ assets are thin wrappers around these functions; scripts and tests can call them
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from fixability_dag.config import AuditConfig
-from fixability_dag.features import FEATURES, compute_features, failed_problem_ids, pass_rates
+from fixability_dag.features import ALL_FEATURES, FEATURES, compute_features, failed_problem_ids, pass_rates
 from fixability_dag.interventions import RETRY, build_requests
 from fixability_dag.problems import Problem, problems_by_id
-from fixability_dag.regimes import REGIMES, ground_truth, intervention_outcomes, label_regimes, regime_report
+from fixability_dag.regimes import (
+    REGIMES,
+    cluster,
+    feature_ablation,
+    feature_matrix,
+    fit_regime_model,
+    ground_truth,
+    intervention_outcomes,
+    label_regimes,
+    predict_regimes,
+    regime_report,
+)
+from fixability_dag.stats import majority_share, matched_accuracy
 from fixability_dag.rescue import evaluate_policies, interventions_needed, policy_choices, summarize
 from fixability_dag.routing import RULE_VERSION, fit_thresholds, route
 from fixability_dag.sampling import RolloutEngine, generate_rollouts
@@ -125,12 +138,32 @@ def label(store: AuditStore, checkpoint_id: str, cfg: AuditConfig) -> tuple[pd.D
     labels = label_regimes(features, truth, FEATURES, cfg.cluster_method, cfg.seed)
     store.replace("regime_labels", checkpoint_id, labels)
     report: dict = {"failed_problems": len(failed)}
-    if len(failed) >= 6 and truth["true_regime"].nunique() >= 2:
+    ablation = pd.DataFrame(columns=["features", "accuracy", "std"])
+    if evaluable(truth):
         diagnostic = _rollouts(store, checkpoint_id, "diagnostic")
         texts = diagnostic[diagnostic["problem_id"].isin(failed)].groupby("problem_id")["text"].apply(lambda t: "\n\n".join(t)).to_dict()
-        report = regime_report(features, truth, texts, FEATURES)
+        report = regime_report(features, truth, texts, FEATURES, cfg.cluster_seeds, cfg.cluster_bootstraps)
+        ablation = feature_ablation(features, truth, ALL_FEATURES, seeds=cfg.ablation_seeds)
     report["regime_shares"] = {r: float((truth["true_regime"] == r).mean()) if len(truth) else 0.0 for r in REGIMES}
+    store.replace("regime_reports", checkpoint_id, report_rows(report))
+    store.replace("feature_ablations", checkpoint_id, ablation.rename(columns={"std": "accuracy_std"}).assign(rank=range(1, len(ablation) + 1)))
     return labels, report
+
+
+def evaluable(truth: pd.DataFrame) -> bool:
+    """Enough failed problems, in at least two regimes, for accuracies to mean anything."""
+    return len(truth) >= 6 and truth["true_regime"].nunique() >= 2
+
+
+def report_rows(report: dict) -> list[dict]:
+    rows = []
+    for method in ("gmm", "kmeans"):
+        if method in report:
+            rows.append({"method": method, "accuracy": report[method]["mean"], "accuracy_std": report[method]["std"], "runs": report[method]["runs"]})
+    for method in ("majority_baseline", "supervised_logreg", "trace_reading_tfidf"):
+        if method in report:
+            rows.append({"method": method, "accuracy": report[method], "accuracy_std": None, "runs": None})
+    return [{**r, "failed_problems": report["failed_problems"]} for r in rows]
 
 
 def plan(store: AuditStore, checkpoint_id: str, cfg: AuditConfig) -> tuple[pd.DataFrame, dict]:
@@ -193,3 +226,40 @@ def topography(store: AuditStore) -> pd.DataFrame:
             row[f"mean_{name}"] = float(f[name].mean()) if len(f) else float("nan")
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def transfer(store: AuditStore, seed: int = 0) -> pd.DataFrame:
+    """Clusters and routing thresholds fitted on each audited checkpoint, applied to every other one.
+
+    ``transfer_accuracy`` uses the source's mixture and the source's cluster -> regime map (no target label);
+    ``own_accuracy`` is the target's own clusters matched on the target, the in-checkpoint reference.
+    """
+    features, labels = store.read("problem_features"), store.read("regime_labels")
+    per_checkpoint = {}
+    for ck, f in features.groupby("checkpoint_id"):
+        t = labels[labels["checkpoint_id"] == ck][["problem_id", "true_regime"]]
+        if evaluable(t):
+            per_checkpoint[ck] = (f.reset_index(drop=True), t)
+    rows = []
+    for source, (f_src, t_src) in per_checkpoint.items():
+        model = fit_regime_model(f_src, t_src, FEATURES, seed)
+        src_thresholds = fit_thresholds(f_src)
+        for target, (f_tgt, t_tgt) in per_checkpoint.items():
+            if target == source:
+                continue
+            merged = f_tgt.merge(t_tgt, on="problem_id", validate="one_to_one")
+            truth = list(merged["true_regime"])
+            predicted = predict_regimes(model, merged)
+            own = cluster(feature_matrix(merged, FEATURES), len(REGIMES), "gmm", seed)
+            plan_src = route(merged, src_thresholds, "x", 1, 1)["action"]
+            plan_own = route(merged, fit_thresholds(merged), "x", 1, 1)["action"]
+            rows.append({
+                "source_checkpoint": source, "target_checkpoint": target, "target_problems": len(merged),
+                "transfer_accuracy": float(np.mean([p == y for p, y in zip(predicted, truth)])),
+                "own_accuracy": matched_accuracy(own, truth), "target_majority": majority_share(truth),
+                "plan_agreement": float((plan_src.to_numpy() == plan_own.to_numpy()).mean()),
+            })
+    frame = pd.DataFrame(rows, columns=["source_checkpoint", "target_checkpoint", "target_problems", "transfer_accuracy",
+                                        "own_accuracy", "target_majority", "plan_agreement"])
+    store.replace_all("regime_transfers", frame)
+    return frame

@@ -10,7 +10,7 @@ from fixability_dag.interventions import CATALOG, RETRY
 from fixability_dag.problems import PROBLEM_FORMATS, ArithmeticSuiteSpec, ColumnMapping, Problem, arithmetic_suite, load_problems
 from fixability_dag.sampling import Decoding
 
-CODE_VERSION = "0.1.0"
+CODE_VERSION = "0.2.0"
 """Bump when a change alters what an audit computes; the nightly schedule re-audits checkpoints stamped older."""
 
 
@@ -40,6 +40,9 @@ class AuditConfig:
     intervention_budget: int = 8
     eval_budget: int = 8
     cluster_method: str = "gmm"
+    cluster_seeds: int = 5
+    cluster_bootstraps: int = 20
+    ablation_seeds: int = 3
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -54,9 +57,12 @@ class AuditConfig:
             raise ValueError("the intervention list must include 'retry': the regimes are defined against it")
         if self.probe_intervention == RETRY:
             raise ValueError("the probe must be a non-retry intervention, or probe shift measures only sampling noise")
-        for name in ("n_samples", "probe_samples", "retry_budget", "intervention_budget", "eval_budget", "max_tokens"):
+        for name in ("n_samples", "probe_samples", "retry_budget", "intervention_budget", "eval_budget", "max_tokens",
+                     "cluster_seeds", "ablation_seeds"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        if self.cluster_bootstraps < 0:
+            raise ValueError("cluster_bootstraps must be >= 0")
         if not 0.0 <= self.fail_threshold < 1.0:
             raise ValueError("fail_threshold must be in [0, 1)")
         if self.cluster_method not in ("gmm", "kmeans"):

@@ -2,8 +2,7 @@
 
 from dagster import AssetSelection, define_asset_job, in_process_executor
 
-from assets import CHECKPOINT_ASSETS
-from assets.topography import failure_topography
+from assets import CHECKPOINT_ASSETS, REPORT_ASSETS
 
 # In-process: every step of one checkpoint's audit shares the run's single vLLM engine (loading it once per step
 # would dominate a small audit). Parallelism across checkpoints comes from running several audit runs at once.
@@ -16,6 +15,6 @@ audit_checkpoint_job = define_asset_job(
 
 topography_job = define_asset_job(
     name="failure_topography_report",
-    selection=AssetSelection.assets(failure_topography),
-    description="Rebuild the cross-checkpoint failure topography from the results database.",
+    selection=AssetSelection.assets(*REPORT_ASSETS),
+    description="Rebuild the cross-checkpoint reports (failure topography, regime transfer) from the results database.",
 )

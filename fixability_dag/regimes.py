@@ -12,6 +12,7 @@ regime. Labels enter only afterwards, to match clusters to regimes (Hungarian) a
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections import Counter
 
@@ -159,7 +160,8 @@ def label_regimes(features: pd.DataFrame, truth: pd.DataFrame, columns: tuple[st
     return merged
 
 
-def regime_report(features: pd.DataFrame, truth: pd.DataFrame, texts: dict[str, str], columns: tuple[str, ...]) -> dict:
+def regime_report(features: pd.DataFrame, truth: pd.DataFrame, texts: dict[str, str], columns: tuple[str, ...],
+                  seeds: int = 5, bootstraps: int = 20) -> dict:
     """Accuracy of distributional clusters vs. the baselines, on one checkpoint's failed problems."""
     merged = features.merge(truth, on="problem_id", validate="one_to_one")
     labels = list(merged["true_regime"])
@@ -167,8 +169,8 @@ def regime_report(features: pd.DataFrame, truth: pd.DataFrame, texts: dict[str, 
     return {
         "failed_problems": len(labels),
         "regime_counts": dict(Counter(labels)),
-        "gmm": clustering_accuracy(X, labels, "gmm"),
-        "kmeans": clustering_accuracy(X, labels, "kmeans"),
+        "gmm": clustering_accuracy(X, labels, "gmm", seeds, bootstraps),
+        "kmeans": clustering_accuracy(X, labels, "kmeans", seeds, bootstraps),
         "majority_baseline": majority_share(labels),
         "supervised_logreg": supervised_accuracy(X, labels),
         "trace_reading_tfidf": trace_reading_accuracy([texts.get(p, "") for p in merged["problem_id"]], labels),
@@ -192,3 +194,43 @@ def feature_ablation(features: pd.DataFrame, truth: pd.DataFrame, candidates: tu
         scores = [matched_accuracy(cluster(X, len(REGIMES), method, seed), labels) for seed in range(seeds)]
         rows.append({"features": " + ".join(subset), "accuracy": float(np.mean(scores)), "std": float(np.std(scores))})
     return pd.DataFrame(rows).sort_values(["accuracy", "features"], ascending=[False, True]).reset_index(drop=True)
+
+
+@dataclasses.dataclass
+class RegimeModel:
+    """Everything fitted on one checkpoint that can be carried to another: feature scaling, the mixture, and the
+    cluster -> regime map learned on the source's own ground truth."""
+
+    columns: tuple[str, ...]
+    medians: np.ndarray
+    scaler: StandardScaler
+    mixture: GaussianMixture
+    regime_of_cluster: dict[int, str]
+
+
+def _raw_matrix(features: pd.DataFrame, columns: tuple[str, ...], medians: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    X = features[list(columns)].astype(float).to_numpy(copy=True)
+    if medians is None:
+        medians = np.array([np.nanmedian(X[:, j]) if np.isfinite(X[:, j]).any() else 0.0 for j in range(X.shape[1])])
+    for j in range(X.shape[1]):
+        X[~np.isfinite(X[:, j]), j] = medians[j]
+    return X, medians
+
+
+def fit_regime_model(features: pd.DataFrame, truth: pd.DataFrame, columns: tuple[str, ...], seed: int = 0) -> RegimeModel:
+    merged = features.merge(truth[["problem_id", "true_regime"]], on="problem_id", validate="one_to_one")
+    X, medians = _raw_matrix(merged, columns)
+    scaler = StandardScaler().fit(X)
+    k = max(1, min(len(REGIMES), len(X)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mixture = GaussianMixture(k, covariance_type="full", reg_covar=1e-3, n_init=3, random_state=seed).fit(scaler.transform(X))
+    clusters = mixture.predict(scaler.transform(X))
+    return RegimeModel(columns, medians, scaler, mixture, hungarian_match(list(clusters), list(merged["true_regime"])))
+
+
+def predict_regimes(model: RegimeModel, features: pd.DataFrame) -> list[str]:
+    """Regimes of another checkpoint's failed problems under a model fitted elsewhere (no target labels used)."""
+    X, _ = _raw_matrix(features, model.columns, model.medians)
+    clusters = model.mixture.predict(model.scaler.transform(X))
+    return [model.regime_of_cluster.get(int(c), REGIMES[-1]) for c in clusters]

@@ -9,12 +9,10 @@ from datetime import datetime, timezone
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import select
 
 from fixability_dag.audit import topography
-from fixability_dag.features import ALL_FEATURES, FEATURES
-from fixability_dag.regimes import REGIMES, feature_ablation
-from fixability_dag.schema import AuditRun
+from fixability_dag.features import FEATURES
+from fixability_dag.regimes import REGIMES
 from fixability_dag.store import AuditStore
 
 PREPRINT = {
@@ -30,16 +28,9 @@ def _fmt(value, pct: bool = True) -> str:
     return f"{100 * value:.1f}%" if pct else f"{value:.3f}"
 
 
-def latest_regime_reports(store: AuditStore) -> dict[str, dict]:
-    t = AuditRun.__table__
-    frame = store.read_sql(select(t.c.checkpoint_id, t.c.summary, t.c.finished_at)
-                           .where(t.c.asset == "regime_labels", t.c.status == "success").order_by(t.c.finished_at))
-    return {r.checkpoint_id: r.summary or {} for r in frame.itertuples(index=False)}
-
-
 def results_markdown(store: AuditStore) -> str:
     topo = topography(store)
-    reports = latest_regime_reports(store)
+    reports = store.read("regime_reports")
     evals = store.read("rescue_evaluations")
     lines = [
         "# Results on the demo checkpoints",
@@ -55,15 +46,11 @@ def results_markdown(store: AuditStore) -> str:
         "| checkpoint | failed | GMM | k-means | majority | supervised (CV) | trace reading TF-IDF (CV) |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for ck, rep in reports.items():
-        if "gmm" not in rep:
-            lines.append(f"| {ck} | {rep.get('failed_problems', 0)} | too few failed problems or one regime only | | | | |")
-            continue
-        lines.append(
-            f"| {ck} | {rep['failed_problems']} | {_fmt(rep['gmm']['mean'])} ± {_fmt(rep['gmm']['std'])} | "
-            f"{_fmt(rep['kmeans']['mean'])} ± {_fmt(rep['kmeans']['std'])} | {_fmt(rep['majority_baseline'])} | "
-            f"{_fmt(rep['supervised_logreg'])} | {_fmt(rep['trace_reading_tfidf'])} |"
-        )
+    for ck, rep in reports.groupby("checkpoint_id", sort=True):
+        r = rep.set_index("method")
+        cell = lambda m: (f"{_fmt(r.loc[m, 'accuracy'])}" + (f" ± {_fmt(r.loc[m, 'accuracy_std'])}" if pd.notna(r.loc[m, "accuracy_std"]) else "")) if m in r.index else "n/a"  # noqa: E731
+        lines.append(f"| {ck} | {int(rep['failed_problems'].iloc[0])} | {cell('gmm')} | {cell('kmeans')} | {cell('majority_baseline')} | "
+                     f"{cell('supervised_logreg')} | {cell('trace_reading_tfidf')} |")
     lines += ["", f"Preprint: {PREPRINT['clustering_accuracy']} clustering accuracy, {PREPRINT['over_majority']} over the "
               "majority-class baseline.", "", "## Rescue: routed plan vs. uniform retry at matched per-problem budget", "",
               "| checkpoint | policy | rescue (all failed) | rescue (steerable-hard) | lift over retry on steerable-hard [95% CI] | tokens | compute saved vs retry |",
@@ -83,15 +70,18 @@ def results_markdown(store: AuditStore) -> str:
     for r in topo.itertuples(index=False):
         shares = " | ".join(_fmt(getattr(r, f"share_{x}")) for x in REGIMES)
         lines.append(f"| {r.checkpoint} | {r.recipe} | {r.step} | {_fmt(r.pass_rate)} | {r.failed} | {shares} |")
+    transfers = store.read("regime_transfers")
+    lines += ["", "## Transfer: fitted on one checkpoint, applied to another", "",
+              "Source mixture and source cluster->regime map applied to the target's failed problems (no target label), "
+              "beside the target's own matched clusters and majority class; plan agreement = share of target problems the "
+              "source's routing thresholds route as the target's own do.", ""]
+    lines.append(transfers.to_markdown(index=False, floatfmt=".3f") if len(transfers) else "_(fewer than two evaluable checkpoints)_")
     lines += ["", "## Feature ablation: which triple separates regimes best (GMM, matched accuracy, 3 seeds)", ""]
-    features, labels = store.read("problem_features"), store.read("regime_labels")
-    for ck in topo["checkpoint"] if len(topo) else []:
-        f = features[features["checkpoint_id"] == ck]
-        t = labels[labels["checkpoint_id"] == ck]
-        if len(f) < 6 or t["true_regime"].nunique() < 2:
-            continue
-        ab = feature_ablation(f, t, ALL_FEATURES)
-        headline = " + ".join(FEATURES)
-        rank = int(ab.index[ab["features"] == headline][0]) + 1 if headline in set(ab["features"]) else None
-        lines += [f"**{ck}** (headline triple ranks {rank} of {len(ab)}):", "", ab.head(5).to_markdown(index=False, floatfmt=".3f"), ""]
+    ablations = store.read("feature_ablations")
+    headline = " + ".join(FEATURES)
+    for ck, ab in ablations.groupby("checkpoint_id", sort=True):
+        ab = ab.sort_values("rank")
+        rank = ab.loc[ab["features"] == headline, "rank"]
+        lines += [f"**{ck}** (headline triple ranks {int(rank.iloc[0]) if len(rank) else 'n/a'} of {len(ab)}):", "",
+                  ab.head(5)[["rank", "features", "accuracy", "accuracy_std"]].to_markdown(index=False, floatfmt=".3f"), ""]
     return "\n".join(lines) + "\n"

@@ -187,3 +187,42 @@ class AuditRun(Base):
 
 
 TABLES = {m.__tablename__: m for m in (Checkpoint, ProblemRow, RolloutRow, ProblemFeatures, InterventionOutcome, RegimeLabel, RoutingPlan, RescueEvaluation, AuditRun)}
+
+
+class RegimeReport(Base):
+    """How well each method recovers one checkpoint's ground-truth regimes (clusters and baselines)."""
+
+    __tablename__ = "regime_reports"
+    checkpoint_id: Mapped[str] = mapped_column(ForeignKey("checkpoints.checkpoint_id", ondelete="CASCADE"), primary_key=True)
+    method: Mapped[str] = mapped_column(String(32), primary_key=True, comment="gmm | kmeans | majority | supervised_logreg | trace_reading_tfidf")
+    accuracy: Mapped[float | None] = mapped_column(Float)
+    accuracy_std: Mapped[float | None] = mapped_column(Float)
+    runs: Mapped[int | None] = mapped_column(Integer, comment="seeds + bootstrap resamples behind the std")
+    failed_problems: Mapped[int] = mapped_column(Integer)
+
+
+class FeatureAblation(Base):
+    """Matched clustering accuracy of every triple of candidate features, per checkpoint."""
+
+    __tablename__ = "feature_ablations"
+    checkpoint_id: Mapped[str] = mapped_column(ForeignKey("checkpoints.checkpoint_id", ondelete="CASCADE"), primary_key=True)
+    features: Mapped[str] = mapped_column(String(200), primary_key=True)
+    accuracy: Mapped[float | None] = mapped_column(Float)
+    accuracy_std: Mapped[float | None] = mapped_column(Float)
+    rank: Mapped[int] = mapped_column(Integer)
+
+
+class RegimeTransfer(Base):
+    """Clusters and routing thresholds fitted on one checkpoint, applied to another (cross-checkpoint probes)."""
+
+    __tablename__ = "regime_transfers"
+    source_checkpoint: Mapped[str] = mapped_column(ForeignKey("checkpoints.checkpoint_id", ondelete="CASCADE"), primary_key=True)
+    target_checkpoint: Mapped[str] = mapped_column(ForeignKey("checkpoints.checkpoint_id", ondelete="CASCADE"), primary_key=True)
+    target_problems: Mapped[int] = mapped_column(Integer)
+    transfer_accuracy: Mapped[float | None] = mapped_column(Float, comment="source-fitted clusters + source cluster->regime map, on target")
+    own_accuracy: Mapped[float | None] = mapped_column(Float, comment="target's own clusters, Hungarian-matched on target")
+    target_majority: Mapped[float | None] = mapped_column(Float)
+    plan_agreement: Mapped[float | None] = mapped_column(Float, comment="share of target problems routed alike by source and own thresholds")
+
+
+TABLES.update({m.__tablename__: m for m in (RegimeReport, FeatureAblation, RegimeTransfer)})

@@ -11,7 +11,8 @@ Only bound parameters reach the database: no SQL is ever built from values.
 
 from __future__ import annotations
 
-import logging
+import hashlib
+import json
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -20,15 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Engine, create_engine, delete, event, select
+from sqlalchemy import Engine, create_engine, delete, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from fixability_dag.problems import Problem
-from fixability_dag.schema import TABLES, AuditRun, Checkpoint, ProblemRow
-
-log = logging.getLogger(__name__)
+from fixability_dag.schema import TABLES, AuditRun
 
 DB_URL_ENV = "FIXABILITY_DB_URL"
 DEFAULT_DB_PATH = Path(".fixability") / "audit.db"
@@ -142,6 +141,16 @@ class AuditStore:
                 conn.execute(table.insert(), payload[start : start + INSERT_BATCH])
         return len(payload)
 
+    def replace_all(self, table_name: str, rows: pd.DataFrame | Sequence[Mapping]) -> int:
+        """Replace a cross-checkpoint table's whole content atomically."""
+        table = TABLES[table_name].__table__
+        payload = records(rows)
+        with self.engine.begin() as conn:
+            conn.execute(delete(table))
+            for start in range(0, len(payload), INSERT_BATCH):
+                conn.execute(table.insert(), payload[start : start + INSERT_BATCH])
+        return len(payload)
+
     def register_checkpoint(self, checkpoint_id: str, path: str, fingerprint: str, recipe: str | None = None,
                             training_step: int | None = None, info: dict | None = None) -> None:
         self.upsert("checkpoints", [{
@@ -150,9 +159,6 @@ class AuditStore:
         }])
 
     def upsert_problems(self, problems: Sequence[Problem]) -> int:
-        import hashlib
-        import json
-
         rows = []
         for p in problems:
             row = p.as_row()
@@ -214,8 +220,6 @@ class AuditStore:
         return frame.iloc[0].to_dict() if len(frame) else None
 
     def count(self, table_name: str, checkpoint_id: str | None = None, **filters: Any) -> int:
-        from sqlalchemy import func
-
         table = TABLES[table_name].__table__
         query = select(func.count()).select_from(table)
         if checkpoint_id is not None:

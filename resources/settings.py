@@ -33,6 +33,9 @@ class AuditSettings(ConfigurableResource):
     intervention_budget: int = _D.intervention_budget
     eval_budget: int = _D.eval_budget
     cluster_method: str = _D.cluster_method
+    cluster_seeds: int = _D.cluster_seeds
+    cluster_bootstraps: int = _D.cluster_bootstraps
+    ablation_seeds: int = _D.ablation_seeds
     seed: int = _D.seed
 
     def config(self) -> AuditConfig:

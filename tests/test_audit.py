@@ -7,13 +7,13 @@ import pytest
 
 from fixability_dag import audit
 from fixability_dag.config import AuditConfig
-from fixability_dag.problems import arithmetic_suite, ArithmeticSuiteSpec
 from fixability_dag.regimes import REGIMES
 
 from .fakes import FakeEngine
 
 CFG = AuditConfig(chain_lengths=(1, 2, 3, 4), templates_per_length=2, variants_per_template=2, n_samples=8,
-                  probe_samples=4, retry_budget=8, intervention_budget=4, eval_budget=4)
+                  probe_samples=4, retry_budget=8, intervention_budget=4, eval_budget=4,
+                  cluster_seeds=2, cluster_bootstraps=3, ablation_seeds=1)
 GOLD = {p.problem_id: p.gold_answer for p in CFG.load_problems()}
 
 

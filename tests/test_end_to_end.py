@@ -13,7 +13,8 @@ from .conftest import DEMO_CHECKPOINTS, demo_checkpoint
 pytestmark = [pytest.mark.vllm, pytest.mark.postgres]
 
 SETTINGS = AuditSettings(chain_lengths=[1, 2, 4, 6], templates_per_length=2, variants_per_template=2, n_samples=8,
-                         probe_samples=4, retry_budget=8, intervention_budget=4, eval_budget=4)
+                         probe_samples=4, retry_budget=8, intervention_budget=4, eval_budget=4,
+                         cluster_seeds=2, cluster_bootstraps=3, ablation_seeds=1)
 TABLES = ("rollouts", "problem_features", "intervention_outcomes", "regime_labels", "routing_plans", "rescue_evaluations")
 
 
@@ -56,6 +57,9 @@ def check_invariants(store, key, cfg):
     allrows = evals[evals["regime"] == "all"].set_index("policy")
     assert (allrows["problems"] == len(failed)).all()
     assert allrows.loc["oracle", "rescued"] >= 0 and allrows["rescue_rate"].between(0, 1).all()
+    if len(labels) >= 6 and labels["true_regime"].nunique() >= 2:
+        assert {"gmm", "kmeans", "majority_baseline"} <= set(store.read("regime_reports", key)["method"])
+        assert store.count("feature_ablations", key) == 120
     runs = store.read("audit_runs", key)
     assert set(runs["asset"]) == {a.key.to_user_string() for a in CHECKPOINT_ASSETS} and (runs["status"] == "success").all()
 

@@ -6,6 +6,8 @@ from fixability_dag.features import FEATURES, compute_features
 from fixability_dag.regimes import (
     REGIMES,
     clustering_accuracy,
+    fit_regime_model,
+    predict_regimes,
     feature_matrix,
     ground_truth,
     intervention_outcomes,
@@ -83,3 +85,16 @@ def test_trace_reading_baseline_runs_on_text():
     texts = diag.groupby("problem_id")["text"].apply(" ".join).to_dict()
     acc = trace_reading_accuracy([texts[p] for p in features["problem_id"]], y)
     assert 0.0 <= acc <= 1.0
+
+
+def test_a_regime_model_transfers_between_checkpoints_with_the_same_regimes():
+    source, y_src, _ = planted(signal=True, seed=0)
+    target, y_tgt, _ = planted(signal=True, seed=1)
+    truth = pd.DataFrame({"problem_id": source["problem_id"], "true_regime": y_src})
+    model = fit_regime_model(source, truth, FEATURES)
+    predicted = predict_regimes(model, target)
+    assert np.mean([p == y for p, y in zip(predicted, y_tgt)]) >= 0.9
+    # a source without regime structure carries nothing useful to the target
+    flat, y_flat, _ = planted(signal=False, seed=2)
+    flat_model = fit_regime_model(flat, pd.DataFrame({"problem_id": flat["problem_id"], "true_regime": y_flat}), FEATURES)
+    assert np.mean([p == y for p, y in zip(predict_regimes(flat_model, target), y_tgt)]) < 0.7

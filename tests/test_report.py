@@ -1,3 +1,4 @@
+from fixability_dag import audit
 from fixability_dag.features import ALL_FEATURES
 from fixability_dag.regimes import feature_ablation
 from fixability_dag.report import results_markdown
@@ -8,8 +9,14 @@ from .test_audit import behaviour, run_audit
 
 def test_results_markdown_from_the_database(sqlite_store):
     run_audit(sqlite_store, FakeEngine(behaviour), checkpoint_id="ck")
+    run_audit(sqlite_store, FakeEngine(behaviour), checkpoint_id="other")
+    transfers = audit.transfer(sqlite_store)
+    assert sorted(zip(transfers["source_checkpoint"], transfers["target_checkpoint"])) == [("ck", "other"), ("other", "ck")]
+    assert transfers["transfer_accuracy"].between(0, 1).all() and sqlite_store.count("regime_transfers") == 2
+    assert sqlite_store.count("feature_ablations", "ck") == 120
+    assert set(sqlite_store.read("regime_reports", "ck")["method"]) >= {"gmm", "kmeans", "majority_baseline"}
     text = results_markdown(sqlite_store)
-    for heading in ("## Regime recovery", "## Rescue", "## Topography", "## Feature ablation"):
+    for heading in ("## Regime recovery", "## Rescue", "## Topography", "## Transfer", "## Feature ablation"):
         assert heading in text
     evals = sqlite_store.read("rescue_evaluations", "ck").set_index(["policy", "regime"])
     rate = evals.loc[("oracle", "all"), "rescue_rate"]

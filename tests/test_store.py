@@ -14,7 +14,7 @@ def test_migration_creates_every_table_and_is_idempotent(store):
     store.migrate()
     tables = set(inspect(store.engine).get_table_names())
     assert set(TABLES) <= tables
-    assert current_revision(store.engine) == "0001"
+    assert current_revision(store.engine) == "0002"
     indexes = {ix["name"] for ix in inspect(store.engine).get_indexes("rollouts")}
     assert {"ix_rollouts_checkpoint_phase", "ix_rollouts_problem"} <= indexes
 
@@ -81,3 +81,21 @@ def test_unreachable_database_gives_a_clear_error_without_password():
 def test_sqlite_uses_wal(sqlite_store):
     with sqlite_store.engine.connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+
+
+def test_upgrade_from_the_first_revision_keeps_data(db_url):
+    """A database created by migration 0001, with rows in it, upgrades to head without losing them."""
+    from fixability_dag.migrations import upgrade
+
+    store = AuditStore(db_url)
+    upgrade(store.engine, "0001")
+    assert current_revision(store.engine) == "0001"
+    store.upsert_problems(arithmetic_suite(ArithmeticSuiteSpec(chain_lengths=(1,), templates_per_length=1, variants_per_template=1)))
+    store.register_checkpoint("ck", "/x/ck", "f", "sft", 1)
+    store.replace("rollouts", "ck", rollout_rows(4), phase="diagnostic")
+    assert "regime_reports" not in inspect(store.engine).get_table_names()
+    store.migrate()
+    assert current_revision(store.engine) == "0002"
+    assert store.count("rollouts", "ck") == 4 and store.count("problems") == 1
+    assert {"regime_reports", "feature_ablations", "regime_transfers"} <= set(inspect(store.engine).get_table_names())
+    store.dispose()
