@@ -219,6 +219,20 @@ def _check_unique(path: Path, problems: list[Problem], lines: list[int]) -> None
         seen[problem.problem_id] = lineno
 
 
+def _collect(path: Path, rows: Iterable[tuple[int, dict]], build) -> list[Problem]:
+    """Build one problem per row (``build(lineno, row)``) and refuse duplicate ids, naming both lines."""
+    problems, lines = [], []
+    for lineno, row in rows:
+        problems.append(build(lineno, row))
+        lines.append(lineno)
+    _check_unique(path, problems, lines)
+    return problems
+
+
+def _row_id(row: Mapping, field: str, suite: str, question: str) -> str:
+    return str(row[field]) if row.get(field) is not None else _stable_id(suite, question)
+
+
 def load_gsm8k_jsonl(path: Path | str, suite: str | None = None) -> list[Problem]:
     """GSM8K format: ``question`` and ``answer`` whose last line is ``#### <number>``.
 
@@ -227,8 +241,8 @@ def load_gsm8k_jsonl(path: Path | str, suite: str | None = None) -> list[Problem
     """
     path = Path(path)
     suite = suite or path.stem
-    problems, lines = [], []
-    for lineno, row in _read_jsonl(path):
+
+    def build(lineno: int, row: dict) -> Problem:
         question = _required_text(path, lineno, row, "question")
         answer_text = _required_text(path, lineno, row, "answer")
         match = _GSM8K_ANSWER.search(answer_text)
@@ -238,11 +252,9 @@ def load_gsm8k_jsonl(path: Path | str, suite: str | None = None) -> list[Problem
         if not gold:
             raise ProblemFileError(path, lineno, "answer", "final answer after '####' is empty")
         steps = tuple(s.strip() for s in answer_text[: match.start()].strip().splitlines() if s.strip())
-        pid = str(row["id"]) if row.get("id") is not None else _stable_id(suite, question)
-        problems.append(Problem(pid, suite, question, gold, steps))
-        lines.append(lineno)
-    _check_unique(path, problems, lines)
-    return problems
+        return Problem(_row_id(row, "id", suite, question), suite, question, gold, steps)
+
+    return _collect(path, _read_jsonl(path), build)
 
 
 def last_boxed(text: str) -> str | None:
@@ -265,23 +277,21 @@ def load_math_jsonl(path: Path | str, suite: str | None = None) -> list[Problem]
     r"""MATH format: ``problem`` and ``solution`` containing ``\boxed{answer}``; ``level`` (``Level 3``) if present."""
     path = Path(path)
     suite = suite or path.stem
-    problems, lines = [], []
-    for lineno, row in _read_jsonl(path):
+
+    def build(lineno: int, row: dict) -> Problem:
         question = _required_text(path, lineno, row, "problem")
         solution = _required_text(path, lineno, row, "solution")
         gold = last_boxed(solution)
-        if gold is None or not gold:
+        if not gold:
             raise ProblemFileError(path, lineno, "solution", r"has no complete \boxed{...} answer")
         steps = tuple(s.strip() for s in re.split(r"(?<=[.!?])\s+", solution) if s.strip() and "\\boxed" not in s)
         level = row.get("level")
         difficulty = None
         if isinstance(level, str) and (m := re.search(r"\d+", level)):
             difficulty = int(m.group())
-        pid = str(row["id"]) if row.get("id") is not None else _stable_id(suite, question)
-        problems.append(Problem(pid, suite, question, gold, steps, difficulty=difficulty))
-        lines.append(lineno)
-    _check_unique(path, problems, lines)
-    return problems
+        return Problem(_row_id(row, "id", suite, question), suite, question, gold, steps, difficulty=difficulty)
+
+    return _collect(path, _read_jsonl(path), build)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -317,8 +327,8 @@ def load_generic(path: Path | str, mapping: ColumnMapping = ColumnMapping(), sui
     path = Path(path)
     suite = suite or path.stem
     rows = _iter_csv(path) if path.suffix.lower() == ".csv" else _read_jsonl(path)
-    problems, lines = [], []
-    for lineno, row in rows:
+
+    def build(lineno: int, row: dict) -> Problem:
         question = _required_text(path, lineno, row, mapping.question)
         gold = _required_text(path, lineno, row, mapping.answer).strip()
         if len(gold) > 200:
@@ -332,14 +342,10 @@ def load_generic(path: Path | str, mapping: ColumnMapping = ColumnMapping(), sui
                 difficulty = int(row[mapping.difficulty])
             except (TypeError, ValueError):
                 raise ProblemFileError(path, lineno, mapping.difficulty, f"expected an integer, got {row[mapping.difficulty]!r}") from None
-        if mapping.id:
-            pid = _required_text(path, lineno, row, mapping.id)
-        else:
-            pid = _stable_id(suite, question)
-        problems.append(Problem(pid, suite, question, gold, steps, difficulty=difficulty))
-        lines.append(lineno)
-    _check_unique(path, problems, lines)
-    return problems
+        pid = _required_text(path, lineno, row, mapping.id) if mapping.id else _stable_id(suite, question)
+        return Problem(pid, suite, question, gold, steps, difficulty=difficulty)
+
+    return _collect(path, rows, build)
 
 
 PROBLEM_FORMATS = ("arith", "gsm8k", "math", "jsonl", "csv")
