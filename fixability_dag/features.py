@@ -15,7 +15,10 @@ Other candidates are stored beside them so that the ablation can ask which tripl
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections import Counter
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -23,17 +26,100 @@ import pandas as pd
 from fixability_dag.stats import normalized_entropy, total_variation
 
 NO_ANSWER = "<no answer>"
+
+
+@dataclasses.dataclass
+class RolloutGroup:
+    """The rollouts of one failed problem that features may look at: base samples and (maybe) a probe batch."""
+
+    base: pd.DataFrame
+    probe: pd.DataFrame | None
+
+    @functools.cached_property
+    def counts(self) -> Counter:
+        return answer_counts(self.base["answer"])
+
+    @functools.cached_property
+    def probe_counts(self) -> Counter | None:
+        return answer_counts(self.probe["answer"]) if self.probe is not None and not self.probe.empty else None
+
+    @functools.cached_property
+    def tokens(self) -> pd.Series:
+        return self.base["num_tokens"].astype(float)
+
+
+FeatureFunction = Callable[[RolloutGroup], float]
+FEATURE_FUNCTIONS: dict[str, FeatureFunction] = {}
+
+
+def feature(name: str) -> Callable[[FeatureFunction], FeatureFunction]:
+    """Register a feature. To store a new one, also add its column to ``problem_features`` (schema + migration);
+    the ablation then ranks it with the others automatically."""
+
+    def register(fn: FeatureFunction) -> FeatureFunction:
+        FEATURE_FUNCTIONS[name] = fn
+        return fn
+
+    return register
+
+
+@feature("answer_dispersion")
+def _answer_dispersion(g: RolloutGroup) -> float:
+    return normalized_entropy(g.counts)
+
+
+@feature("policy_confidence")
+def _policy_confidence(g: RolloutGroup) -> float:
+    failed = g.base[~g.base["is_correct"].astype(bool)]
+    values = (failed if not failed.empty else g.base)["mean_logprob"].dropna()
+    return float(values.mean()) if len(values) else float("nan")
+
+
+@feature("probe_shift")
+def _probe_shift(g: RolloutGroup) -> float:
+    return total_variation(g.counts, g.probe_counts) if g.probe_counts else float("nan")
+
+
+@feature("top_wrong_share")
+def _top_wrong_share(g: RolloutGroup) -> float:
+    wrong = Counter({k: v for k, v in g.counts.items() if k != NO_ANSWER})
+    return wrong.most_common(1)[0][1] / len(g.base) if wrong else 0.0
+
+
+@feature("no_answer_rate")
+def _no_answer_rate(g: RolloutGroup) -> float:
+    return g.counts.get(NO_ANSWER, 0) / len(g.base)
+
+
+@feature("truncation_rate")
+def _truncation_rate(g: RolloutGroup) -> float:
+    return float((g.base["finish_reason"] == "length").mean())
+
+
+@feature("mean_tokens")
+def _mean_tokens(g: RolloutGroup) -> float:
+    return float(g.tokens.mean())
+
+
+@feature("tokens_cv")
+def _tokens_cv(g: RolloutGroup) -> float:
+    mean = g.tokens.mean()
+    return float(g.tokens.std(ddof=0) / mean) if mean > 0 else 0.0
+
+
+@feature("distinct_answers")
+def _distinct_answers(g: RolloutGroup) -> float:
+    return float(len(g.counts))
+
+
+@feature("probe_dispersion")
+def _probe_dispersion(g: RolloutGroup) -> float:
+    return normalized_entropy(g.probe_counts) if g.probe_counts else float("nan")
+
+
 FEATURES = ("answer_dispersion", "policy_confidence", "probe_shift")
-CANDIDATE_FEATURES = (
-    "top_wrong_share",
-    "no_answer_rate",
-    "truncation_rate",
-    "mean_tokens",
-    "tokens_cv",
-    "distinct_answers",
-    "probe_dispersion",
-)
-ALL_FEATURES = FEATURES + CANDIDATE_FEATURES
+ALL_FEATURES = tuple(FEATURE_FUNCTIONS)
+CANDIDATE_FEATURES = tuple(f for f in ALL_FEATURES if f not in FEATURES)
 
 
 def answer_counts(answers: pd.Series) -> Counter:
@@ -41,32 +127,11 @@ def answer_counts(answers: pd.Series) -> Counter:
 
 
 def problem_features(base: pd.DataFrame, probe: pd.DataFrame | None) -> dict[str, float]:
-    """Features of one problem from its base rollouts and (optionally) its probe rollouts."""
+    """Every registered feature of one problem, from its base rollouts and (optionally) its probe rollouts."""
     if base.empty:
         raise ValueError("a problem needs base rollouts to have features")
-    counts = answer_counts(base["answer"])
-    n = len(base)
-    failed = base[~base["is_correct"].astype(bool)]
-    confidence = failed["mean_logprob"].dropna().mean() if not failed.empty else base["mean_logprob"].dropna().mean()
-    wrong = Counter({k: v for k, v in counts.items() if k != NO_ANSWER})
-    tokens = base["num_tokens"].astype(float)
-    row = {
-        "answer_dispersion": normalized_entropy(counts),
-        "policy_confidence": float(confidence) if pd.notna(confidence) else float("nan"),
-        "probe_shift": float("nan"),
-        "top_wrong_share": (wrong.most_common(1)[0][1] / n) if wrong else 0.0,
-        "no_answer_rate": counts.get(NO_ANSWER, 0) / n,
-        "truncation_rate": float((base["finish_reason"] == "length").mean()),
-        "mean_tokens": float(tokens.mean()),
-        "tokens_cv": float(tokens.std(ddof=0) / tokens.mean()) if tokens.mean() > 0 else 0.0,
-        "distinct_answers": float(len(counts)),
-        "probe_dispersion": float("nan"),
-    }
-    if probe is not None and not probe.empty:
-        probe_counts = answer_counts(probe["answer"])
-        row["probe_shift"] = total_variation(counts, probe_counts)
-        row["probe_dispersion"] = normalized_entropy(probe_counts)
-    return row
+    group = RolloutGroup(base, probe)
+    return {name: fn(group) for name, fn in FEATURE_FUNCTIONS.items()}
 
 
 def pass_rates(rollouts: pd.DataFrame) -> pd.DataFrame:

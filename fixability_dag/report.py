@@ -84,4 +84,43 @@ def results_markdown(store: AuditStore) -> str:
         rank = ab.loc[ab["features"] == headline, "rank"]
         lines += [f"**{ck}** (headline triple ranks {int(rank.iloc[0]) if len(rank) else 'n/a'} of {len(ab)}):", "",
                   ab.head(5)[["rank", "features", "accuracy", "accuracy_std"]].to_markdown(index=False, floatfmt=".3f"), ""]
+    labels = store.read("regime_labels").merge(store.read("problems")[["problem_id", "difficulty"]], on="problem_id")
+    by_difficulty = (labels["true_regime"] == "structural").groupby(labels["difficulty"]).mean() if len(labels) else pd.Series(dtype=float)
+    lines += discussion(reports, evals, ablations, by_difficulty)
     return "\n".join(lines) + "\n"
+
+
+def discussion(reports: pd.DataFrame, evals: pd.DataFrame, ablations: pd.DataFrame, by_difficulty: pd.Series) -> list[str]:
+    """What the numbers above say against the preprint's claims, computed; then our reading of why."""
+    out = ["## Against the preprint", ""]
+    acc = reports.pivot_table(index="checkpoint_id", columns="method", values="accuracy") if len(reports) else pd.DataFrame()
+    if {"gmm", "majority_baseline"} <= set(acc.columns):
+        margin = (acc["gmm"] - acc["majority_baseline"]).dropna()
+        out.append(f"* GMM clusters beat the majority class on {int((margin > 0).sum())} of {len(margin)} checkpoints "
+                   f"(margins {', '.join(f'{100 * m:+.1f}' for m in margin)} points); the preprint reports +20.")
+    if {"trace_reading_tfidf", "majority_baseline"} <= set(acc.columns):
+        both = acc[["trace_reading_tfidf", "majority_baseline", "gmm"]].dropna()
+        out.append(f"* The trace-reading classifier beats the majority class on {int((both['trace_reading_tfidf'] > both['majority_baseline'] + 1e-9).sum())} "
+                   f"of {len(both)} checkpoints and the GMM clusters on {int((both['trace_reading_tfidf'] > both['gmm'] + 1e-9).sum())}.")
+    if len(evals):
+        sh = evals[(evals["policy"] == "routed") & (evals["regime"] == "steerable_hard") & (evals["problems"] > 0)]
+        spans = int(((sh["lift_ci_low"] <= 0) & (sh["lift_ci_high"] >= 0)).sum())
+        out.append(f"* Steerable-hard problems per checkpoint: {', '.join(str(int(n)) for n in sh['problems'])}; the routed lift "
+                   f"over retry has an interval containing zero on {spans} of {len(sh)} checkpoints.")
+    if len(by_difficulty):
+        out.append("* Structural share of failed problems by difficulty (all checkpoints): "
+                   + ", ".join(f"{k}: {100 * v:.0f}%" for k, v in by_difficulty.items()) + ".")
+    if len(ablations):
+        headline = " + ".join(FEATURES)
+        ranks = ablations.loc[ablations["features"] == headline, "rank"]
+        out.append(f"* The headline triple ranks {', '.join(str(int(r)) for r in ranks)} of "
+                   f"{ablations.groupby('checkpoint_id').size().max()} triples in the ablation.")
+    out += ["", "Our reading (not a measurement): the demo's failed problems are mostly *structural* (chains longer than "
+            "the model was trained on, which no bounded intervention fixes), so the majority class is a high bar and "
+            "every accuracy above is computed on 33 to 89 problems, with a few steerable-hard ones per checkpoint. "
+            "Length features (mean tokens, truncation) rank high in the ablation because they encode chain length, "
+            "which here largely *is* the regime. The preprint's larger models, natural-language problems and more "
+            "balanced regime mix are the first suspects for the gap; the planted-regime tests "
+            "(`tests/test_regimes.py`) show the pipeline recovers regimes that are there and finds none when they "
+            "are not.", ""]
+    return out

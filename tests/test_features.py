@@ -49,3 +49,11 @@ def test_failed_problem_ids_and_features_frame():
     assert rates.loc["solved", "pass_rate"] == 0.5
     frame = compute_features(diag, diag.iloc[0:0], ["failed"])
     assert list(frame["problem_id"]) == ["failed"] and frame.loc[0, "base_samples"] == 2
+
+
+def test_every_registered_feature_is_stored():
+    from fixability_dag.features import ALL_FEATURES, FEATURES
+    from fixability_dag.schema import ProblemFeatures
+
+    assert ALL_FEATURES[:3] == FEATURES
+    assert set(ALL_FEATURES) <= set(ProblemFeatures.__table__.columns.keys())
