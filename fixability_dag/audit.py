@@ -26,10 +26,10 @@ from fixability_dag.regimes import (
     predict_regimes,
     regime_report,
 )
-from fixability_dag.stats import majority_share, matched_accuracy
 from fixability_dag.rescue import evaluate_policies, interventions_needed, policy_choices, summarize
 from fixability_dag.routing import RULE_VERSION, fit_thresholds, route
 from fixability_dag.sampling import RolloutEngine, generate_rollouts
+from fixability_dag.stats import majority_share, matched_accuracy
 from fixability_dag.store import AuditStore
 
 
@@ -37,8 +37,9 @@ def snapshot_problems(store: AuditStore, cfg: AuditConfig) -> dict:
     """Load the configured problems (failing loudly on a malformed file) and upsert them by id."""
     problems = cfg.load_problems()
     store.upsert_problems(problems)
-    by_len = pd.Series([p.difficulty for p in problems], dtype="object").fillna("n/a").value_counts().sort_index()
-    return {"problems": len(problems), "suite": problems[0].suite, "by_difficulty": {str(k): int(v) for k, v in by_len.items()}}
+    by_len = pd.Series(["n/a" if p.difficulty is None else str(p.difficulty) for p in problems]).value_counts()
+    by_len = by_len.sort_index(key=lambda keys: keys.map(lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0, k)))
+    return {"problems": len(problems), "suite": problems[0].suite, "by_difficulty": {k: int(v) for k, v in by_len.items()}}
 
 
 def audit_problems(store: AuditStore, cfg: AuditConfig) -> list[Problem]:

@@ -38,7 +38,8 @@ def test_temp_files_and_settle_time(checkpoint_copy):
     (checkpoint_copy / "model.safetensors.tmp").write_bytes(b"x")
     assert any("temporary files" in r for r in incompleteness(checkpoint_copy))
     (checkpoint_copy / "model.safetensors.tmp").unlink()
-    assert incompleteness(checkpoint_copy, settle_seconds=3600)  # just written
+    (checkpoint_copy / "model.safetensors").touch()  # just written (copytree keeps the source's mtimes)
+    assert any("waiting" in r for r in incompleteness(checkpoint_copy, settle_seconds=3600))
     old = time.time() - 7200
     for f in checkpoint_copy.iterdir():
         os.utime(f, (old, old))
