@@ -98,7 +98,9 @@ class VLLMEngine:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(options.cpu_kvcache_space_gib))
             if options.cpu_threads:
                 os.environ.setdefault("OMP_NUM_THREADS", str(options.cpu_threads))
-            max_num_seqs = max_num_seqs or safe_max_num_seqs(self.model_path, options)
+            # size against the slab the engine will really get (an exported variable wins over the option)
+            effective = dataclasses.replace(options, cpu_kvcache_space_gib=int(os.environ["VLLM_CPU_KVCACHE_SPACE"]))
+            max_num_seqs = max_num_seqs or safe_max_num_seqs(self.model_path, effective)
         from vllm import LLM
 
         kwargs = dict(
