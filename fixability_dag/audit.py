@@ -216,7 +216,7 @@ def topography(store: AuditStore) -> pd.DataFrame:
             continue  # registered, not audited yet
         diag_ok = store.count("rollouts", ck.checkpoint_id, phase="diagnostic", is_correct=True)
         row = {"checkpoint": ck.checkpoint_id, "recipe": ck.recipe, "step": ck.training_step,
-               "pass_rate": diag_ok / diag_n if diag_n else float("nan"), "failed": len(mine)}
+               "pass_rate": diag_ok / diag_n, "failed": len(mine)}
         for regime in REGIMES:
             row[f"share_{regime}"] = float((mine["true_regime"] == regime).mean()) if len(mine) else float("nan")
         ev = evals[(evals["checkpoint_id"] == ck.checkpoint_id) & (evals["regime"] == "all")] if len(evals) else evals
@@ -241,24 +241,29 @@ def transfer(store: AuditStore, seed: int = 0) -> pd.DataFrame:
         t = labels[labels["checkpoint_id"] == ck][["problem_id", "true_regime"]]
         if evaluable(t):
             per_checkpoint[ck] = (f.reset_index(drop=True), t)
+    # what depends on the target alone is computed once per target, not once per (source, target) pair
+    targets = {}
+    for ck, (f, t) in per_checkpoint.items():
+        merged = f.merge(t, on="problem_id", validate="one_to_one")
+        truth = list(merged["true_regime"])
+        targets[ck] = (merged, truth, {
+            "target_problems": len(merged),
+            "own_accuracy": matched_accuracy(cluster(feature_matrix(merged, FEATURES), len(REGIMES), "gmm", seed), truth),
+            "target_majority": majority_share(truth),
+        }, route(merged, fit_thresholds(merged), "x", 1, 1)["action"].to_numpy())
     rows = []
     for source, (f_src, t_src) in per_checkpoint.items():
         model = fit_regime_model(f_src, t_src, FEATURES, seed)
         src_thresholds = fit_thresholds(f_src)
-        for target, (f_tgt, t_tgt) in per_checkpoint.items():
+        for target, (merged, truth, own, plan_own) in targets.items():
             if target == source:
                 continue
-            merged = f_tgt.merge(t_tgt, on="problem_id", validate="one_to_one")
-            truth = list(merged["true_regime"])
             predicted = predict_regimes(model, merged)
-            own = cluster(feature_matrix(merged, FEATURES), len(REGIMES), "gmm", seed)
-            plan_src = route(merged, src_thresholds, "x", 1, 1)["action"]
-            plan_own = route(merged, fit_thresholds(merged), "x", 1, 1)["action"]
+            plan_src = route(merged, src_thresholds, "x", 1, 1)["action"].to_numpy()
             rows.append({
-                "source_checkpoint": source, "target_checkpoint": target, "target_problems": len(merged),
+                "source_checkpoint": source, "target_checkpoint": target, **own,
                 "transfer_accuracy": float(np.mean([p == y for p, y in zip(predicted, truth)])),
-                "own_accuracy": matched_accuracy(own, truth), "target_majority": majority_share(truth),
-                "plan_agreement": float((plan_src.to_numpy() == plan_own.to_numpy()).mean()),
+                "plan_agreement": float((plan_src == plan_own).mean()),
             })
     frame = pd.DataFrame(rows, columns=["source_checkpoint", "target_checkpoint", "target_problems", "transfer_accuracy",
                                         "own_accuracy", "target_majority", "plan_agreement"])

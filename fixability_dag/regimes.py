@@ -82,13 +82,20 @@ def ground_truth(outcomes: pd.DataFrame, problem_ids: list[str]) -> pd.DataFrame
     return pd.DataFrame(rows, columns=["problem_id", "true_regime", "rescued_by", "majority_rescued_by"])
 
 
-def feature_matrix(features: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
-    """Standardized features; a missing value (e.g. no probe) takes the column median."""
+def imputed_matrix(features: pd.DataFrame, columns: tuple[str, ...], medians: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Raw feature values with each missing value (e.g. no probe) replaced by its column median, and the medians
+    used (pass ``medians`` to impute another checkpoint's features the same way)."""
     X = features[list(columns)].astype(float).to_numpy(copy=True)
+    if medians is None:
+        medians = np.array([np.nanmedian(X[:, j]) if np.isfinite(X[:, j]).any() else 0.0 for j in range(X.shape[1])])
     for j in range(X.shape[1]):
-        col = X[:, j]
-        median = np.nanmedian(col) if np.isfinite(col).any() else 0.0
-        col[~np.isfinite(col)] = median
+        X[~np.isfinite(X[:, j]), j] = medians[j]
+    return X, medians
+
+
+def feature_matrix(features: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
+    """Standardized features, missing values imputed with the column median."""
+    X, _ = imputed_matrix(features, columns)
     return StandardScaler().fit_transform(X) if len(X) else X
 
 
@@ -208,18 +215,9 @@ class RegimeModel:
     regime_of_cluster: dict[int, str]
 
 
-def _raw_matrix(features: pd.DataFrame, columns: tuple[str, ...], medians: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    X = features[list(columns)].astype(float).to_numpy(copy=True)
-    if medians is None:
-        medians = np.array([np.nanmedian(X[:, j]) if np.isfinite(X[:, j]).any() else 0.0 for j in range(X.shape[1])])
-    for j in range(X.shape[1]):
-        X[~np.isfinite(X[:, j]), j] = medians[j]
-    return X, medians
-
-
 def fit_regime_model(features: pd.DataFrame, truth: pd.DataFrame, columns: tuple[str, ...], seed: int = 0) -> RegimeModel:
     merged = features.merge(truth[["problem_id", "true_regime"]], on="problem_id", validate="one_to_one")
-    X, medians = _raw_matrix(merged, columns)
+    X, medians = imputed_matrix(merged, columns)
     scaler = StandardScaler().fit(X)
     k = max(1, min(len(REGIMES), len(X)))
     with warnings.catch_warnings():
@@ -231,6 +229,6 @@ def fit_regime_model(features: pd.DataFrame, truth: pd.DataFrame, columns: tuple
 
 def predict_regimes(model: RegimeModel, features: pd.DataFrame) -> list[str]:
     """Regimes of another checkpoint's failed problems under a model fitted elsewhere (no target labels used)."""
-    X, _ = _raw_matrix(features, model.columns, model.medians)
+    X, _ = imputed_matrix(features, model.columns, model.medians)
     clusters = model.mixture.predict(model.scaler.transform(X))
     return [model.regime_of_cluster.get(int(c), REGIMES[-1]) for c in clusters]

@@ -135,18 +135,16 @@ class AuditStore:
         for row in payload:
             row["checkpoint_id"] = checkpoint_id
         where = [table.c.checkpoint_id == checkpoint_id] + [table.c[k] == v for k, v in scope.items()]
-        with self.engine.begin() as conn:
-            conn.execute(delete(table).where(*where))
-            for start in range(0, len(payload), INSERT_BATCH):
-                conn.execute(table.insert(), payload[start : start + INSERT_BATCH])
-        return len(payload)
+        return self._rewrite(table, where, payload)
 
     def replace_all(self, table_name: str, rows: pd.DataFrame | Sequence[Mapping]) -> int:
         """Replace a cross-checkpoint table's whole content atomically."""
-        table = TABLES[table_name].__table__
-        payload = records(rows)
+        return self._rewrite(TABLES[table_name].__table__, [], records(rows))
+
+    def _rewrite(self, table, where: list, payload: list[dict]) -> int:
+        """Delete the rows matching ``where`` (all rows when empty) and insert ``payload``, in one transaction."""
         with self.engine.begin() as conn:
-            conn.execute(delete(table))
+            conn.execute(delete(table).where(*where))
             for start in range(0, len(payload), INSERT_BATCH):
                 conn.execute(table.insert(), payload[start : start + INSERT_BATCH])
         return len(payload)
