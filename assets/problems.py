@@ -19,6 +19,7 @@ def problem_set(context: AssetExecutionContext, checkpoints: CheckpointDirectory
     missing when the checkpoint directory is incomplete; nothing already stored is touched in either case.
     """
     info = checkpoints.inspect(context.partition_key)
+    database.store().hold_lease(info.checkpoint_id, context.run.run_id)  # before the first write of this run
     database.store().register_checkpoint(info.checkpoint_id, str(info.path), info.fingerprint, info.recipe,
                                          info.training_step, info.info)
     with audit_step(context, database, settings) as step:

@@ -5,17 +5,17 @@ from dagster import AssetExecutionContext, MaterializeResult, asset
 
 from assets.partitions import checkpoint_partitions
 from assets.regimes import regime_labels
-from assets.rollouts import GPU_POOL
+from assets.rollouts import GPU_POOL, GPU_STEP_TAGS
 from assets.routing import routing_plan
 from assets.tracking import audit_step, md_table
 from fixability_dag import audit
 from fixability_dag.config import CODE_VERSION
-from resources import AuditSettings, ResultsDatabase, VLLMResource
+from resources import AuditSettings, ResultsDatabase, RolloutEngineResource
 
 
 @asset(partitions_def=checkpoint_partitions, group_name="audit", code_version=CODE_VERSION, pool=GPU_POOL,
-       deps=[routing_plan, regime_labels], kinds={"vllm", "sql"})
-def rescue_evaluation(context: AssetExecutionContext, vllm: VLLMResource, database: ResultsDatabase,
+       op_tags=GPU_STEP_TAGS, deps=[routing_plan, regime_labels], kinds={"vllm", "sql"})
+def rescue_evaluation(context: AssetExecutionContext, vllm: RolloutEngineResource, database: ResultsDatabase,
                       settings: AuditSettings) -> MaterializeResult:
     """Routed vs. uniform retry vs. best single intervention vs. oracle: rescue rate per ground-truth regime,
     tokens spent, and the routed lift over retry on steerable-hard problems with a bootstrap interval."""

@@ -34,10 +34,17 @@ class Step:
 
 @contextmanager
 def audit_step(context: AssetExecutionContext, database: ResultsDatabase, settings: AuditSettings) -> Iterator[Step]:
-    """Record the step in ``audit_runs`` (config, code version, timing, status) around the asset body."""
+    """Hold the checkpoint's lease and record the step in ``audit_runs`` (config, code version, timing, status).
+
+    The lease (:mod:`fixability_dag.leases`) makes a second run of the same checkpoint fail fast with the holder's
+    name instead of interleaving its writes; it is released when the run's database resource is torn down.
+    """
     store, config = database.store(), settings.config()
     step = Step(store, config, context.partition_key, context.run.run_id)
     asset = context.asset_key.to_user_string()
+    how = store.hold_lease(step.checkpoint_id, step.run_id)
+    if how != "refreshed":
+        context.log.info(f"lease of checkpoint {step.checkpoint_id}: {how}")
     audit_id = store.start_run(context.run.run_id, step.checkpoint_id, asset, CODE_VERSION, config.config_hash(), config.as_dict())
     try:
         yield step

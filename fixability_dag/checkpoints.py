@@ -3,11 +3,20 @@
 A training job writes a checkpoint over seconds to minutes. Registering it half-written would audit a model that
 does not exist (or crash the engine on a truncated file), so a directory counts as *complete* only when
 
-* ``config.json`` parses,
+* ``config.json`` parses and is an object with a ``model_type``,
 * the weights are there (``*.safetensors``, with every shard named by an index file) and each safetensors file
-  is as long as its own header says,
-* a tokenizer is there (``tokenizer.json`` or ``tokenizer.model``),
-* no temporary or lock files remain, and nothing in it changed for ``settle_seconds``.
+  is exactly as long as its own header says, with a header whose tensors tile the data (the same rule the
+  ``safetensors`` library applies, so a file we accept is one vLLM can open),
+* a tokenizer is there (``tokenizer.json``, which must parse, or ``tokenizer.model``),
+* no temporary or lock files remain, the directory's own name is not a temporary one (``run.partial``), and
+  nothing in it changed for ``settle_seconds``.
+
+What this cannot see: tensors whose *values* were corrupted with the structure intact (bit flips). The fingerprint
+reads headers and sizes only, so such a checkpoint is audited as what it is, a broken model.
+
+Checkpoint names are *refused*, not rewritten, when unsafe as a partition key (:func:`partition_key`): a mapped
+name would make the key in the database differ from the directory users look for, and two names could map to one
+key. The sensor logs each refusal with the rule, so renaming the directory is the fix.
 """
 
 from __future__ import annotations
@@ -20,7 +29,9 @@ import struct
 import time
 from pathlib import Path
 
-SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+SAFE_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+"""Safe as a Dagster partition key, a path segment, a URL segment and a log token. Used with ``fullmatch``: ``$``
+would accept a trailing newline."""
 TEMP_MARKERS = (".partial", ".tmp", ".lock", ".incomplete", ".part")
 METADATA_FILE = "fixability_checkpoint.json"
 
@@ -41,7 +52,7 @@ class CheckpointInfo:
 
 def partition_key(name: str) -> str:
     """The directory name as a partition key, refused when unsafe as a key, a path segment or in SQL logs."""
-    if not SAFE_KEY.match(name) or ".." in name:
+    if not SAFE_KEY.fullmatch(name) or ".." in name:
         raise CheckpointError(
             f"checkpoint name {name!r} is not a safe partition key: use 1-128 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
@@ -49,8 +60,32 @@ def partition_key(name: str) -> str:
     return name
 
 
+DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "I16": 2, "U16": 2, "F16": 2,
+               "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8, "C64": 8}
+
+
+def _tensor_problem(name: str, entry) -> str | None:
+    """Why one header entry is not a tensor description, or None."""
+    if not isinstance(entry, dict):
+        return f"entry {name!r} is not an object"
+    offsets, shape = entry.get("data_offsets"), entry.get("shape")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) and o >= 0 for o in offsets)
+            and offsets[0] <= offsets[1]):
+        return f"tensor {name!r} has invalid data_offsets {str(offsets)[:40]}"
+    if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
+        return f"tensor {name!r} has an invalid shape {str(shape)[:40]}"
+    width = DTYPE_BYTES.get(entry.get("dtype"))
+    if width is not None:
+        count = 1
+        for d in shape:
+            count *= d
+        if count * width != offsets[1] - offsets[0]:
+            return f"tensor {name!r} ({entry['dtype']} {shape}) needs {count * width} bytes, its offsets span {offsets[1] - offsets[0]}"
+    return None
+
+
 def _safetensors_complete(path: Path) -> str | None:
-    """None when the file is whole; otherwise why not (truncated header or data)."""
+    """None when the file is whole; otherwise why not (truncated, padded, or a header that is not a tensor table)."""
     size = path.stat().st_size
     if size < 8:
         return f"{path.name} is {size} bytes, shorter than a safetensors header"
@@ -62,35 +97,83 @@ def _safetensors_complete(path: Path) -> str | None:
             header = json.loads(f.read(header_len))
         except (json.JSONDecodeError, UnicodeDecodeError):
             return f"{path.name} has an unreadable header (corrupt or still being written)"
-    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    if not isinstance(header, dict):
+        return f"{path.name} has a header that is not a JSON object (corrupt)"
+    tensors = {k: v for k, v in header.items() if k != "__metadata__"}
+    for name, entry in tensors.items():
+        if problem := _tensor_problem(name, entry):
+            return f"{path.name} is corrupt: {problem}"
+    spans = sorted(tuple(v["data_offsets"]) for v in tensors.values())
+    end = 0
+    for begin, stop in spans:
+        if begin != end:
+            return f"{path.name} is corrupt: tensor data {'overlaps' if begin < end else 'has a gap'} at byte {min(begin, end)}"
+        end = stop
     if 8 + header_len + end > size:
         return f"{path.name} is truncated: tensors need {8 + header_len + end} bytes, file has {size}"
+    if 8 + header_len + end < size:
+        return f"{path.name} has {size - 8 - header_len - end} bytes after its last tensor (corrupt or being overwritten)"
+    return None
+
+
+FULL_PARSE_BYTES = 4 << 20
+"""JSON files up to this size are parsed on every scan; larger ones (a big ``tokenizer.json``) only have their
+first and last bytes checked, which catches the half-written case without parsing tens of MB per sensor tick."""
+
+
+def _json_problem(path: Path, want_object: bool = True) -> str | None:
+    """Why ``path`` is not a readable JSON (object), or None."""
+    size = path.stat().st_size
+    if size > FULL_PARSE_BYTES:
+        with path.open("rb") as f:
+            head = f.read(256).lstrip()
+            f.seek(max(0, size - 256))
+            tail = f.read().rstrip()
+        if not (head.startswith(b"{") and tail.endswith(b"}")):
+            return f"{path.name} does not start with '{{' and end with '}}' (truncated or still being written)"
+        return None
+    try:
+        value = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        return f"{path.name} is not valid UTF-8"
+    except json.JSONDecodeError as exc:
+        return f"{path.name} is not valid JSON ({exc.msg}, line {exc.lineno})"
+    if want_object and not isinstance(value, dict):
+        return f"{path.name} is not a JSON object"
     return None
 
 
 def incompleteness(path: Path, settle_seconds: float = 0.0, now: float | None = None) -> list[str]:
     """Every reason ``path`` is not (yet) an auditable checkpoint; an empty list means complete."""
+    try:
+        return _incompleteness(path, settle_seconds, now)
+    except OSError as exc:  # a file vanished or was renamed mid-scan, or is unreadable: not auditable now
+        return [f"cannot be read right now ({exc.strerror or type(exc).__name__}: {exc.filename or path})"]
+
+
+def _incompleteness(path: Path, settle_seconds: float, now: float | None) -> list[str]:
     reasons: list[str] = []
     if not path.is_dir():
         return [f"{path} is not a directory"]
+    if path.name.endswith(TEMP_MARKERS):
+        reasons.append(f"directory name ends with a temporary suffix ({path.name}): still being written")
     files = [f for f in path.iterdir() if f.is_file()]
     names = {f.name for f in files}
     if "config.json" not in names:
         reasons.append("config.json missing")
-    else:
-        try:
-            json.loads((path / "config.json").read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            reasons.append("config.json is not valid JSON")
+    elif problem := _json_problem(path / "config.json"):
+        reasons.append("config.json is not valid JSON" if "not valid JSON" in problem else problem)
+    elif "model_type" not in json.loads((path / "config.json").read_text(encoding="utf-8")):
+        reasons.append("config.json has no model_type")
     weights = sorted(f for f in files if f.suffix == ".safetensors")
     index = path / "model.safetensors.index.json"
     if index.exists():
         try:
-            shards = set(json.loads(index.read_text())["weight_map"].values())
-            missing = sorted(s for s in shards if s not in names)
+            shards = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+            missing = sorted(str(s) for s in shards if s not in names)
             if missing:
                 reasons.append(f"weight shards missing: {', '.join(missing)}")
-        except (json.JSONDecodeError, KeyError, UnicodeDecodeError):
+        except (json.JSONDecodeError, KeyError, UnicodeDecodeError, AttributeError, TypeError):
             reasons.append("model.safetensors.index.json is unreadable")
     if not weights and "pytorch_model.bin" not in names:
         reasons.append("no weights (*.safetensors or pytorch_model.bin)")
@@ -99,6 +182,11 @@ def incompleteness(path: Path, settle_seconds: float = 0.0, now: float | None = 
             reasons.append(problem)
     if not ({"tokenizer.json", "tokenizer.model"} & names):
         reasons.append("no tokenizer (tokenizer.json or tokenizer.model)")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        if name in names and (problem := _json_problem(path / name)):
+            reasons.append(problem)
+    if "tokenizer.model" in names and (path / "tokenizer.model").stat().st_size == 0:
+        reasons.append("tokenizer.model is empty")
     temp = sorted(n for n in names if n.endswith(TEMP_MARKERS))
     if temp:
         reasons.append(f"temporary files present: {', '.join(temp)}")
@@ -136,10 +224,9 @@ def inspect_checkpoint(path: Path | str, settle_seconds: float = 0.0) -> Checkpo
     info: dict = {}
     meta = path / METADATA_FILE
     if meta.exists():
-        try:
-            info = json.loads(meta.read_text())
-        except json.JSONDecodeError as exc:
-            raise CheckpointError(f"{meta}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+        if problem := _json_problem(meta):
+            raise CheckpointError(f"checkpoint {path}: {problem}")
+        info = json.loads(meta.read_text(encoding="utf-8"))
     step = info.get("step")
     return CheckpointInfo(
         checkpoint_id=key,
@@ -162,4 +249,6 @@ def scan(root: Path | str, settle_seconds: float = 0.0) -> tuple[list[Checkpoint
             complete.append(inspect_checkpoint(child, settle_seconds))
         except CheckpointError as exc:
             skipped[child.name] = str(exc)
+        except OSError as exc:  # changed between the completeness check and the fingerprint: next tick decides
+            skipped[child.name] = f"checkpoint {child} changed while being inspected ({exc.strerror or exc})"
     return complete, skipped

@@ -14,6 +14,10 @@ CODE_VERSION = "0.2.0"
 """Bump when a change alters what an audit computes; the nightly schedule re-audits checkpoints stamped older."""
 
 
+OPERATIONAL_FIELDS = frozenset({"commit_every"})
+"""Settings that do not change results: changing them must not make the nightly schedule re-audit everything."""
+
+
 @dataclasses.dataclass(frozen=True)
 class AuditConfig:
     # problems
@@ -44,6 +48,8 @@ class AuditConfig:
     cluster_bootstraps: int = 20
     ablation_seeds: int = 3
     seed: int = 0
+    # operation (not part of the config hash: it changes how an audit is written, not what it computes)
+    commit_every: int = 32
 
     def __post_init__(self) -> None:
         if self.problem_format not in PROBLEM_FORMATS:
@@ -58,7 +64,7 @@ class AuditConfig:
         if self.probe_intervention == RETRY:
             raise ValueError("the probe must be a non-retry intervention, or probe shift measures only sampling noise")
         for name in ("n_samples", "probe_samples", "retry_budget", "intervention_budget", "eval_budget", "max_tokens",
-                     "cluster_seeds", "ablation_seeds"):
+                     "cluster_seeds", "ablation_seeds", "commit_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if self.cluster_bootstraps < 0:
@@ -79,7 +85,8 @@ class AuditConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     def config_hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        science = {k: v for k, v in self.as_dict().items() if k not in OPERATIONAL_FIELDS}
+        return hashlib.sha256(json.dumps(science, sort_keys=True).encode()).hexdigest()[:16]
 
     def load_problems(self) -> list[Problem]:
         if self.problem_format == "arith":

@@ -6,13 +6,13 @@ from assets import ALL_ASSETS
 from fixability_dag.jobs import audit_checkpoint_job, topography_job
 from fixability_dag.schedules import nightly_audit
 from fixability_dag.sensors import checkpoint_sensor
-from resources import AuditSettings, CheckpointDirectory, ResultsDatabase, VLLMResource
+from resources import AuditSettings, CheckpointDirectory, ResultsDatabase, engine_resource_from_env
 
 
 def default_resources() -> dict:
     return {
         "database": ResultsDatabase(),
-        "vllm": VLLMResource(),
+        "vllm": engine_resource_from_env(),  # RemoteVLLMResource when $FIXABILITY_VLLM_URLS is set
         "settings": AuditSettings(),
         "checkpoints": CheckpointDirectory(),
     }

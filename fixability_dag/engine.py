@@ -14,6 +14,13 @@ engine dies with "CPU Generator does not use offset". Two things cause partial p
   recomputed): we size ``max_num_seqs`` so every running sequence fits at full length.
 
 If the engine dies anyway, the error says what to change.
+
+When the engine-core process exits in the middle of a batch (killed by the OOM killer, a segfault in a kernel, an
+operator's ``kill``), vLLM 0.32's monitor thread notices and marks the client dead, but the synchronous
+``LLM.generate`` keeps waiting on its output queue forever. :meth:`VLLMEngine.generate` runs a small watchdog that
+pushes vLLM's own ``EngineDeadError`` into that queue when the flag goes up, so the caller gets :class:`EngineDied`
+naming the checkpoint and the batch within a second instead of a hung run. Nothing of the failed batch is returned;
+what the caller already stored from earlier batches is untouched (the engine never writes to the database).
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import gc
 import json
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,6 +41,72 @@ log = logging.getLogger(__name__)
 
 class RolloutEngineError(RuntimeError):
     """The engine could not produce rollouts; the message says why and what to change."""
+
+
+class EngineDied(RolloutEngineError):
+    """The engine process exited during a batch; no completions of that batch are returned."""
+
+    def __init__(self, checkpoint: str, batch: str, cause: BaseException | str):
+        self.checkpoint, self.batch = checkpoint, batch
+        super().__init__(
+            f"vLLM engine for checkpoint {checkpoint} died while generating {batch}: {str(cause).rstrip('.')}. Rows stored from earlier "
+            "batches are kept; re-run the step to redo this one. On the CPU build an engine also dies when seeded "
+            "requests are preempted for lack of KV cache: raise cpu_kvcache_space_gib or lower max_num_seqs/max_model_len."
+        )
+
+
+def describe_batch(requests: Sequence[GenerationRequest]) -> str:
+    """A short, log-safe description of a batch: size, phases, interventions, first and last problem."""
+    phases = sorted({r.phase for r in requests})
+    interventions = sorted({r.intervention for r in requests})
+    return (f"a batch of {len(requests)} requests ({sum(r.n for r in requests)} samples; phase {'/'.join(phases)}; "
+            f"intervention {'/'.join(interventions[:4])}{'/...' if len(interventions) > 4 else ''}; problems "
+            f"{requests[0].problem_id} .. {requests[-1].problem_id})")
+
+
+def _engine_client(llm):
+    return getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+
+
+def engine_is_dead(llm) -> bool:
+    """vLLM's own verdict (its monitor thread sets the flag when the engine-core process exits)."""
+    resources = getattr(_engine_client(llm), "resources", None)
+    return bool(getattr(resources, "engine_dead", False))
+
+
+class _DeathWatch:
+    """While a ``generate`` call runs, wake it with ``EngineDeadError`` if the engine process dies.
+
+    Only the multiprocess client has the output queue this needs; on any other client (in-process engine, a future
+    vLLM without these attributes) the watch does nothing and behaviour is vLLM's own.
+    """
+
+    def __init__(self, llm, poll_seconds: float = 0.2):
+        self.client = _engine_client(llm)
+        self.llm, self.poll_seconds = llm, poll_seconds
+        self.fired = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fixability-engine-deathwatch", daemon=True)
+
+    def _run(self) -> None:
+        queue = getattr(self.client, "outputs_queue", None)
+        if queue is None:
+            return
+        while not self._stop.wait(self.poll_seconds):
+            if engine_is_dead(self.llm):
+                from vllm.v1.engine.exceptions import EngineDeadError
+
+                self.fired = True
+                queue.put_nowait(EngineDeadError())
+                return
+
+    def __enter__(self) -> "_DeathWatch":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,6 +209,9 @@ class VLLMEngine:
 
         if not requests:
             return []
+        batch = describe_batch(requests)
+        if engine_is_dead(self.llm):
+            raise EngineDied(self.model_path.name, batch, "the engine process had already exited before this batch")
         params = [
             SamplingParams(
                 n=r.n,
@@ -147,9 +224,13 @@ class VLLMEngine:
             )
             for r in requests
         ]
+        watch = _DeathWatch(self.llm)
         try:
-            outputs = self.llm.generate([r.prompt for r in requests], params, use_tqdm=False)
+            with watch:
+                outputs = self.llm.generate([r.prompt for r in requests], params, use_tqdm=False)
         except Exception as exc:
+            if watch.fired or engine_is_dead(self.llm) or type(exc).__name__ == "EngineDeadError":
+                raise EngineDied(self.model_path.name, batch, f"{type(exc).__name__}: {exc}") from exc
             hint = ""
             if "Generator" in str(exc) or "EngineDead" in type(exc).__name__ or "died" in str(exc).lower():
                 hint = (" The engine process died. On the CPU build this happens when seeded requests are preempted "

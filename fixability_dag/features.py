@@ -148,7 +148,41 @@ def failed_problem_ids(diagnostic: pd.DataFrame, max_pass_rate: float = 0.0) -> 
 
 
 def compute_features(diagnostic: pd.DataFrame, probe: pd.DataFrame, problem_ids: list[str]) -> pd.DataFrame:
-    """One row of features per failed problem."""
+    """One row of features per failed problem, in ``problem_ids`` order.
+
+    The built-in features are computed for all problems at once from per-(problem, answer) counts (array
+    operations: ~80x faster than one pandas group per problem at 10,000 problems x 64 samples). A registered
+    feature without a vectorised twin falls back to its per-problem function, so adding a feature still needs
+    only ``@feature``. ``tests/test_features_vectorised.py`` checks both agree with the per-problem definition.
+    """
+    ids = pd.Index(problem_ids)
+    unique_ids = ids.unique()
+    counts = _AnswerCounts.build(diagnostic, probe, unique_ids)
+    absent = np.flatnonzero(counts.n == 0)
+    if len(absent):
+        raise ValueError(f"no diagnostic rollouts for failed problem {unique_ids[absent[0]]!r}")
+    columns = {name: VECTORISED[name](counts) for name in ALL_FEATURES if name in VECTORISED}
+    slow = [name for name in ALL_FEATURES if name not in VECTORISED]
+    if slow:
+        base_groups = dict(tuple(diagnostic[counts.rows].groupby("problem_id")))
+        probe_groups = {} if probe.empty else dict(tuple(probe[counts.probe_rows].groupby("problem_id")))
+        for name in slow:
+            fn = FEATURE_FUNCTIONS[name]
+            columns[name] = np.array([fn(RolloutGroup(base_groups[pid], probe_groups.get(pid))) for pid in unique_ids], dtype=float)
+    frame = pd.DataFrame({
+        "problem_id": unique_ids.to_numpy(dtype=object),
+        "base_samples": counts.n.astype(np.int64),
+        "base_pass_rate": counts.sum_by_problem(counts.correct_share) / counts.n,
+        **{name: columns[name] for name in ALL_FEATURES},
+    })
+    if len(unique_ids) != len(ids):  # a repeated id keeps one row per occurrence, as the per-problem loop did
+        frame = frame.set_index("problem_id").loc[ids].reset_index()
+    return frame
+
+
+def compute_features_per_problem(diagnostic: pd.DataFrame, probe: pd.DataFrame, problem_ids: list[str]) -> pd.DataFrame:
+    """:func:`compute_features` one pandas group at a time through :func:`problem_features`: the definition the
+    vectorised path is tested against, and the baseline of ``benchmarks/post_generation.py``."""
     base_groups = dict(tuple(diagnostic.groupby("problem_id")))
     probe_groups = dict(tuple(probe.groupby("problem_id"))) if not probe.empty else {}
     rows = []
@@ -159,3 +193,201 @@ def compute_features(diagnostic: pd.DataFrame, probe: pd.DataFrame, problem_ids:
         row["base_pass_rate"] = float(base_groups[pid]["is_correct"].mean())
         rows.append(row)
     return pd.DataFrame(rows, columns=["problem_id", "base_samples", "base_pass_rate", *ALL_FEATURES])
+
+
+# -- vectorised twins of the built-in features -------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _AnswerCounts:
+    """What the built-in features need, as arrays over the base rollouts of the requested problems.
+
+    ``code`` is each such rollout's problem position (``P`` problems); ``pair_*`` are the distinct (problem, answer)
+    pairs with their counts. Answers are coded over base and probe together, so the two distributions share
+    categories. Only the needed columns are touched: the frame (and its long ``text``) is never copied.
+    """
+
+    rows: np.ndarray  # mask over the diagnostic frame: rollouts of requested problems
+    probe_rows: np.ndarray
+    code: np.ndarray
+    n: np.ndarray  # base rollouts per problem
+    failed: np.ndarray  # ``~is_correct.astype(bool)``, as the per-problem feature reads it
+    correct_share: np.ndarray  # ``is_correct`` as float, for the pass rate
+    logprob: np.ndarray
+    tokens: np.ndarray
+    truncated: np.ndarray
+    pair_problem: np.ndarray
+    pair_answer: np.ndarray
+    pair_count: np.ndarray
+    probe_n: np.ndarray
+    probe_pair_problem: np.ndarray
+    probe_pair_answer: np.ndarray
+    probe_pair_count: np.ndarray
+    no_answer: int  # answer code of NO_ANSWER
+    answers: int  # number of answer codes
+
+    @classmethod
+    def build(cls, diagnostic: pd.DataFrame, probe: pd.DataFrame, ids: pd.Index) -> "_AnswerCounts":
+        if probe.empty:  # may even lack columns, as the per-problem path allowed
+            probe = pd.DataFrame({"problem_id": pd.Series([], dtype=object), "answer": pd.Series([], dtype=object)})
+        code = _positions(diagnostic["problem_id"], ids)
+        rows = code >= 0
+        probe_code = _positions(probe["problem_id"], ids)
+        probe_rows = probe_code >= 0
+        answer_code, no_answer, size = _answer_codes(diagnostic["answer"], probe["answer"])
+        code, probe_code = code[rows], probe_code[probe_rows]
+        probe_answer = answer_code[len(diagnostic):][probe_rows]
+
+        def column(name: str, dtype) -> np.ndarray:
+            return diagnostic[name].astype(dtype).to_numpy()[rows]
+
+        return cls(
+            rows, probe_rows, code, np.bincount(code, minlength=len(ids)),
+            ~column("is_correct", bool), column("is_correct", float), column("mean_logprob", float),
+            column("num_tokens", float), (diagnostic["finish_reason"] == "length").to_numpy(dtype=float)[rows],
+            *_pairs(code, answer_code[: len(diagnostic)][rows], size),
+            np.bincount(probe_code, minlength=len(ids)), *_pairs(probe_code, probe_answer, size),
+            no_answer, size,
+        )
+
+    @property
+    def problems(self) -> int:
+        return len(self.n)
+
+    def sum_by_problem(self, values: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        if rows is None:
+            return np.bincount(self.code, weights=values, minlength=self.problems)
+        return np.bincount(self.code[rows], weights=values[rows], minlength=self.problems)
+
+    def count_by_problem(self, rows: np.ndarray) -> np.ndarray:
+        return np.bincount(self.code[rows], minlength=self.problems)
+
+    @functools.cached_property
+    def token_moments(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and population std of token counts per problem, skipping missing values as pandas does."""
+        valid = ~np.isnan(self.tokens)
+        count = self.count_by_problem(valid)
+        mean = _rate(self.sum_by_problem(self.tokens, valid), count)
+        deviation = np.where(valid, self.tokens - mean[self.code], 0.0)
+        return mean, np.sqrt(_rate(self.sum_by_problem(deviation**2, valid), count))
+
+
+def _positions(problem_id: pd.Series, ids: pd.Index) -> np.ndarray:
+    """Position in ``ids`` of every row's problem, -1 for problems not asked for (hashing each id once)."""
+    codes, uniques = pd.factorize(problem_id)
+    position = ids.get_indexer(uniques)
+    return np.where(codes >= 0, position[codes], -1)
+
+
+def _answer_codes(*columns: pd.Series) -> tuple[np.ndarray, int, int]:
+    """One integer per answer (rows of each column in turn) such that equal codes mean equal :func:`answer_counts`
+    categories: ``str`` of the answer, NO_ANSWER when missing. Returns the codes, NO_ANSWER's code and the number
+    of codes. Each column is hashed in its own dtype and only its distinct values are turned into strings."""
+    parts, keys = [], []
+    for answers in columns:
+        codes, uniques = pd.factorize(answers)  # missing -> -1
+        uniques = np.asarray(uniques, dtype=object)
+        if not all(isinstance(u, str) for u in uniques.tolist()):
+            # values that hash alike but print differently (1 and True) must not share a category: str() first
+            missing = answers.isna().to_numpy()
+            text = answers.to_numpy(dtype=object).copy()
+            text[~missing] = [str(a) for a in text[~missing]]
+            text[missing] = None
+            codes, uniques = pd.factorize(pd.Series(text, dtype=object))
+            uniques = np.asarray(uniques, dtype=object)
+        parts.append((codes, len(keys)))
+        keys += [str(u) for u in uniques.tolist()]
+    merged, _ = pd.factorize(pd.Series([*keys, NO_ANSWER], dtype=object))
+    no_answer = int(merged[-1])
+    out = [np.where(codes >= 0, merged[np.maximum(codes, 0) + offset], no_answer) for codes, offset in parts]
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64), no_answer, int(merged.max()) + 1
+
+
+def _pairs(problem: np.ndarray, answer: np.ndarray, answers: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    unique, count = np.unique(problem.astype(np.int64) * answers + answer, return_counts=True)
+    return unique // answers, unique % answers, count
+
+
+def _entropy(pair_problem: np.ndarray, pair_count: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """:func:`normalized_entropy` of every problem's counts (0 for at most one draw)."""
+    p = pair_count / n[pair_problem]
+    h = np.bincount(pair_problem, weights=-p * np.log(p), minlength=len(n))
+    log_n = np.log(np.maximum(n, 1))
+    return np.divide(h, log_n, out=np.zeros(len(n)), where=n > 1)
+
+
+def _rate(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    return np.divide(numerator, denominator, out=np.full(len(denominator), np.nan), where=denominator > 0)
+
+
+VECTORISED: dict[str, Callable[[_AnswerCounts], np.ndarray]] = {}
+
+
+def _vectorised(name: str):
+    def register(fn):
+        VECTORISED[name] = fn
+        return fn
+
+    return register
+
+
+@_vectorised("answer_dispersion")
+def _v_answer_dispersion(c: _AnswerCounts) -> np.ndarray:
+    return _entropy(c.pair_problem, c.pair_count, c.n)
+
+
+@_vectorised("policy_confidence")
+def _v_policy_confidence(c: _AnswerCounts) -> np.ndarray:
+    has_failed = c.count_by_problem(c.failed) > 0
+    rows = np.where(has_failed[c.code], c.failed, True) & ~np.isnan(c.logprob)
+    return _rate(c.sum_by_problem(c.logprob, rows), c.count_by_problem(rows))
+
+
+@_vectorised("probe_shift")
+def _v_probe_shift(c: _AnswerCounts) -> np.ndarray:
+    keys = np.concatenate([c.pair_problem * c.answers + c.pair_answer, c.probe_pair_problem * c.answers + c.probe_pair_answer])
+    share = np.concatenate([c.pair_count / c.n[c.pair_problem], -c.probe_pair_count / c.probe_n[c.probe_pair_problem]])
+    unique, inverse = np.unique(keys, return_inverse=True)
+    diff = np.abs(np.bincount(inverse, weights=share, minlength=len(unique)))
+    tv = 0.5 * np.bincount(unique // c.answers, weights=diff, minlength=c.problems)
+    return np.where(c.probe_n > 0, tv, np.nan)
+
+
+@_vectorised("top_wrong_share")
+def _v_top_wrong_share(c: _AnswerCounts) -> np.ndarray:
+    wrong = c.pair_answer != c.no_answer
+    top = np.zeros(c.problems)
+    np.maximum.at(top, c.pair_problem[wrong], c.pair_count[wrong])
+    return top / c.n
+
+
+@_vectorised("no_answer_rate")
+def _v_no_answer_rate(c: _AnswerCounts) -> np.ndarray:
+    none = c.pair_answer == c.no_answer
+    return np.bincount(c.pair_problem[none], weights=c.pair_count[none], minlength=c.problems) / c.n
+
+
+@_vectorised("truncation_rate")
+def _v_truncation_rate(c: _AnswerCounts) -> np.ndarray:
+    return c.sum_by_problem(c.truncated) / c.n
+
+
+@_vectorised("mean_tokens")
+def _v_mean_tokens(c: _AnswerCounts) -> np.ndarray:
+    return c.token_moments[0]
+
+
+@_vectorised("tokens_cv")
+def _v_tokens_cv(c: _AnswerCounts) -> np.ndarray:
+    mean, std = c.token_moments
+    return np.divide(std, mean, out=np.zeros(c.problems), where=mean > 0)
+
+
+@_vectorised("distinct_answers")
+def _v_distinct_answers(c: _AnswerCounts) -> np.ndarray:
+    return np.bincount(c.pair_problem, minlength=c.problems).astype(float)
+
+
+@_vectorised("probe_dispersion")
+def _v_probe_dispersion(c: _AnswerCounts) -> np.ndarray:
+    return np.where(c.probe_n > 0, _entropy(c.probe_pair_problem, c.probe_pair_count, c.probe_n), np.nan)

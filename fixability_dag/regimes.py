@@ -27,7 +27,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from fixability_dag.interventions import RETRY
-from fixability_dag.stats import hungarian_match, majority_share, matched_accuracy
+from fixability_dag.stats import hungarian_match, majority_share, matched_accuracy, single_threaded
 
 REGIMES = ("retry_recoverable", "steerable_hard", "structural")
 
@@ -104,7 +104,7 @@ def cluster(X: np.ndarray, k: int = 3, method: str = "gmm", seed: int = 0) -> np
     k = max(1, min(k, len(X)))
     if len(X) == 0:
         return np.zeros(0, dtype=int)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), single_threaded():
         warnings.simplefilter("ignore")
         if method == "gmm":
             model = GaussianMixture(n_components=k, covariance_type="full", reg_covar=1e-3, n_init=3, random_state=seed)
@@ -220,7 +220,7 @@ def fit_regime_model(features: pd.DataFrame, truth: pd.DataFrame, columns: tuple
     X, medians = imputed_matrix(merged, columns)
     scaler = StandardScaler().fit(X)
     k = max(1, min(len(REGIMES), len(X)))
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), single_threaded():
         warnings.simplefilter("ignore")
         mixture = GaussianMixture(k, covariance_type="full", reg_covar=1e-3, n_init=3, random_state=seed).fit(scaler.transform(X))
     clusters = mixture.predict(scaler.transform(X))

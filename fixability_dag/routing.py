@@ -23,6 +23,7 @@ import pandas as pd
 from sklearn.mixture import GaussianMixture
 
 from fixability_dag.interventions import RETRY
+from fixability_dag.stats import single_threaded
 
 RULE_VERSION = "threshold-v1"
 ACTIONS = ("retry", "intervene", "skip")
@@ -47,15 +48,15 @@ def split_point(values: np.ndarray, seed: int = 0) -> tuple[float, str]:
         return float("nan"), "empty"
     if len(np.unique(x)) < 4:
         return float(np.median(x)), "median"
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), single_threaded():
         warnings.simplefilter("ignore")
         gmm = GaussianMixture(2, reg_covar=1e-4, n_init=3, random_state=seed).fit(x.reshape(-1, 1))
-    lo, hi = sorted(gmm.means_.ravel())
-    if hi - lo < 1e-9:
-        return float(np.median(x)), "median"
-    grid = np.linspace(lo, hi, 512).reshape(-1, 1)
-    low_component = int(np.argmin(gmm.means_.ravel()))
-    post = gmm.predict_proba(grid)[:, low_component]
+        lo, hi = sorted(gmm.means_.ravel())
+        if hi - lo < 1e-9:
+            return float(np.median(x)), "median"
+        grid = np.linspace(lo, hi, 512).reshape(-1, 1)
+        low_component = int(np.argmin(gmm.means_.ravel()))
+        post = gmm.predict_proba(grid)[:, low_component]
     crossing = np.nonzero(post < 0.5)[0]
     if len(crossing) == 0:
         return float(np.median(x)), "median"

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
+import re
 from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 import pandas as pd
 
-from fixability_dag.answers import grade
+from fixability_dag.answers import MAX_ANSWER_CHARS, grade
 from fixability_dag.problems import Problem
 
 PHASES = ("diagnostic", "probe", "label", "eval")
@@ -83,13 +85,54 @@ def derive_seed(base_seed: int, *parts: str) -> int:
     return int.from_bytes(digest, "big") % (2**31 - 1)
 
 
+MAX_TEXT_CHARS = 16_384
+"""Longest rollout text stored. Longer texts keep their first and last ``MAX_TEXT_CHARS // 2`` characters around
+a marker that says how much was removed (the answer is usually at the end, the approach at the start)."""
+TRUNCATION_MARKER = "\n[... {removed} characters removed by fixability-dag: rollout text longer than {cap} ...]\n"
+_UNSTORABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|[\ud800-\udfff]")
+
+
+def storable_text(text: str | None) -> tuple[str, bool]:
+    """Rollout text fit for a ``TEXT`` column on SQLite and PostgreSQL, and whether it was cut.
+
+    Control characters other than tab, newline and carriage return are dropped (PostgreSQL refuses NUL in text,
+    and none of them carries meaning in a completion); lone UTF-16 surrogates, which cannot be encoded as UTF-8,
+    become U+FFFD; then the length is capped at :data:`MAX_TEXT_CHARS` plus the marker.
+    """
+    text = _UNSTORABLE.sub(lambda m: "" if m.group() < "\ud800" else "\ufffd", text or "")
+    if len(text) <= MAX_TEXT_CHARS:
+        return text, False
+    half = MAX_TEXT_CHARS // 2
+    marker = TRUNCATION_MARKER.format(removed=len(text) - 2 * half, cap=MAX_TEXT_CHARS)
+    return text[:half] + marker + text[-half:], True
+
+
+def _finite(value: float | None) -> float | None:
+    """A log-probability as stored: non-finite (``-inf`` from a zero-probability token, NaN) is unknown."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
 def grade_completions(request: GenerationRequest, problem: Problem, completions: Sequence[Completion]) -> list[dict]:
+    """One rollout row per completion, safe to store whatever the model wrote.
+
+    The answer is extracted from the *whole* text (before :func:`storable_text` cuts it), is ``None`` when the
+    completion states none (``is_correct`` then False), and is at most :data:`MAX_ANSWER_CHARS` long. The
+    finish reason is kept as the engine gave it (``length`` marks a rollout cut by ``max_tokens``), capped to the
+    column's 16 characters; ``num_tokens`` stays the engine's count even when the stored text was shortened.
+    """
     rows = []
     for index, c in enumerate(completions):
-        answer, correct = grade(problem.gold_answer, c.text)
+        answer, correct = grade(problem.gold_answer, c.text or "")
+        if answer is not None:
+            answer = answer[:MAX_ANSWER_CHARS]
+        text, _ = storable_text(c.text)
+        cumulative = _finite(c.cumulative_logprob)
         mean_lp = None
-        if c.cumulative_logprob is not None and c.num_tokens > 0:
-            mean_lp = c.cumulative_logprob / c.num_tokens
+        if cumulative is not None and c.num_tokens > 0:
+            mean_lp = cumulative / c.num_tokens
         rows.append(
             {
                 "problem_id": request.problem_id,
@@ -97,13 +140,13 @@ def grade_completions(request: GenerationRequest, problem: Problem, completions:
                 "intervention": request.intervention,
                 "sample_index": index,
                 "seed": request.seed,
-                "text": c.text,
+                "text": text,
                 "answer": answer,
                 "is_correct": bool(correct),
                 "num_tokens": int(c.num_tokens),
-                "cumulative_logprob": c.cumulative_logprob,
+                "cumulative_logprob": cumulative,
                 "mean_logprob": mean_lp,
-                "finish_reason": c.finish_reason,
+                "finish_reason": None if c.finish_reason is None else str(c.finish_reason)[:16],
             }
         )
     return rows
@@ -114,18 +157,18 @@ def chunked(items: Sequence, size: int) -> Iterator[Sequence]:
         yield items[start : start + size]
 
 
-def generate_rollouts(
+def graded_chunks(
     engine: RolloutEngine,
     requests: Sequence[GenerationRequest],
     problems: dict[str, Problem],
     chunk_size: int = 256,
-) -> pd.DataFrame:
-    """Run requests through an engine in chunks and grade every completion."""
-    rows: list[dict] = []
+) -> Iterator[tuple[Sequence[GenerationRequest], list[dict]]]:
+    """Run requests through an engine chunk by chunk, yielding each chunk with its graded rows (to commit them)."""
     for chunk in chunked(list(requests), chunk_size):
         outputs = engine.generate(chunk)
         if len(outputs) != len(chunk):
             raise RuntimeError(f"engine returned {len(outputs)} results for {len(chunk)} requests")
+        rows: list[dict] = []
         for request, completions in zip(chunk, outputs):
             if len(completions) != request.n:
                 raise RuntimeError(
@@ -133,4 +176,15 @@ def generate_rollouts(
                     f"asked for {request.n}"
                 )
             rows += grade_completions(request, problems[request.problem_id], completions)
+        yield chunk, rows
+
+
+def generate_rollouts(
+    engine: RolloutEngine,
+    requests: Sequence[GenerationRequest],
+    problems: dict[str, Problem],
+    chunk_size: int = 256,
+) -> pd.DataFrame:
+    """Run requests through an engine in chunks and grade every completion (all in memory, nothing committed)."""
+    rows = [row for _, chunk_rows in graded_chunks(engine, requests, problems, chunk_size) for row in chunk_rows]
     return pd.DataFrame(rows, columns=ROLLOUT_COLUMNS)

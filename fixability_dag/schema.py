@@ -83,6 +83,9 @@ class RolloutRow(Base):
     mean_logprob: Mapped[float | None] = mapped_column(Float)
     finish_reason: Mapped[str | None] = mapped_column(String(16))
     run_id: Mapped[str | None] = mapped_column(String(64))
+    request_hash: Mapped[str | None] = mapped_column(
+        String(32), comment="hash of what produced the sample group (prompt, n, seed, decoding, weights): a resumed run "
+                            "keeps a committed group only while this matches")
     __table_args__ = (
         UniqueConstraint("checkpoint_id", "problem_id", "phase", "intervention", "sample_index"),
         Index("ix_rollouts_checkpoint_phase", "checkpoint_id", "phase", "intervention"),
@@ -226,3 +229,21 @@ class RegimeTransfer(Base):
 
 
 TABLES.update({m.__tablename__: m for m in (RegimeReport, FeatureAblation, RegimeTransfer)})
+
+
+class CheckpointLease(Base):
+    """Who is auditing a checkpoint right now: one row per checkpoint, held by one run at a time.
+
+    Not a foreign key to ``checkpoints``: the lease is taken before the checkpoint is registered.
+    """
+
+    __tablename__ = "checkpoint_leases"
+    checkpoint_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(64))
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    acquired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), comment="refreshed at every step and chunk commit")
+
+
+TABLES[CheckpointLease.__tablename__] = CheckpointLease

@@ -24,14 +24,16 @@ def checkpoint_sensor(context: SensorEvaluationContext, checkpoints: CheckpointD
     database has no successful audit of these weights under the current code and config, so restarting the
     daemon, or a checkpoint audited by ``make demo``, costs nothing; an overwritten checkpoint is re-audited.
 
-    The cursor maps checkpoint id to the fingerprint last requested.
+    The cursor maps checkpoint id to the fingerprint last requested. A directory that is incomplete, corrupt or
+    has an unsafe name (see :mod:`fixability_dag.checkpoints`) is never added as a partition: each tick logs why,
+    and a tick that requests nothing says so in its skip reason (first three, visible in the UI).
     """
     complete, skipped = checkpoints.scan()
     requested: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     known = set(checkpoint_partitions.get_partition_keys(dynamic_partitions_store=context.instance))
     config_hash = settings.config().config_hash()
     for name, why in skipped.items():
-        context.log.info(f"not yet auditable: {name}: {why}")
+        context.log.info(f"not auditable (not registered as a partition): {name}: {why}")
 
     new_keys = [c.checkpoint_id for c in complete if c.checkpoint_id not in known]
     candidates = [c for c in complete if requested.get(c.checkpoint_id) != c.fingerprint]
@@ -43,7 +45,10 @@ def checkpoint_sensor(context: SensorEvaluationContext, checkpoints: CheckpointD
         fingerprints = dict(zip(stored["checkpoint_id"], stored["fingerprint"]))
         candidates = [c for c in candidates if c.checkpoint_id in stale or fingerprints.get(c.checkpoint_id) != c.fingerprint]
     if not candidates and not new_keys:
-        return SkipReason(f"no new or changed complete checkpoint in {checkpoints.root} ({len(skipped)} incomplete)")
+        why = "; ".join(f"{name}: {reason}" for name, reason in list(skipped.items())[:3])
+        more = f"; and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+        return SkipReason(f"no new or changed complete checkpoint in {checkpoints.root} ({len(skipped)} not auditable"
+                          f"{': ' + why[:1500] + more if skipped else ''})")
     for c in candidates:
         requested[c.checkpoint_id] = c.fingerprint
     return SensorResult(

@@ -2,7 +2,10 @@
 
 from resources.checkpoints import CheckpointDirectory
 from resources.database import ResultsDatabase
+from resources.remote_vllm import RemoteVLLMResource, engine_resource_from_env
+from resources.rollout_engine import RolloutEngineResource
 from resources.settings import AuditSettings
 from resources.vllm_engine import VLLMResource
 
-__all__ = ["AuditSettings", "CheckpointDirectory", "ResultsDatabase", "VLLMResource"]
+__all__ = ["AuditSettings", "CheckpointDirectory", "RemoteVLLMResource", "ResultsDatabase", "RolloutEngineResource",
+           "VLLMResource", "engine_resource_from_env"]

@@ -37,6 +37,7 @@ class AuditSettings(ConfigurableResource):
     cluster_bootstraps: int = _D.cluster_bootstraps
     ablation_seeds: int = _D.ablation_seeds
     seed: int = _D.seed
+    commit_every: int = _D.commit_every
 
     def config(self) -> AuditConfig:
         return AuditConfig.from_mapping({name: getattr(self, name) for name in AuditConfig.__dataclass_fields__})

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dagster import ConfigurableResource, InitResourceContext
-from pydantic import Field, PrivateAttr
+from pydantic import Field
 
 from fixability_dag.engine import EngineOptions, VLLMEngine
+from resources.rollout_engine import RolloutEngineResource
 
 
-class VLLMResource(ConfigurableResource):
+class VLLMResource(RolloutEngineResource):
     """Engine settings; the checkpoint path comes from the partition being audited.
 
     The engine is built on first use and kept for the rest of the run (the audit job runs its steps in one process),
@@ -27,19 +27,8 @@ class VLLMResource(ConfigurableResource):
     cpu_kvcache_space_gib: int = Field(default=4, description="CPU build only: GiB of RAM for the KV cache (VLLM_CPU_KVCACHE_SPACE)")
     cpu_threads: int | None = None
 
-    _engines: dict = PrivateAttr(default_factory=dict)
-
     def options(self) -> EngineOptions:
         return EngineOptions(**{f: getattr(self, f) for f in EngineOptions.__dataclass_fields__})
 
-    def engine(self, model_path: str) -> VLLMEngine:
-        if model_path not in self._engines:
-            for other in list(self._engines):  # one checkpoint per run: never keep two engines in memory
-                self._engines.pop(other).close()
-            self._engines[model_path] = VLLMEngine(model_path, self.options())
-        return self._engines[model_path]
-
-    def teardown_after_execution(self, context: InitResourceContext) -> None:
-        for engine in self._engines.values():
-            engine.close()
-        self._engines.clear()
+    def build_engine(self, model_path: str) -> VLLMEngine:
+        return VLLMEngine(model_path, self.options())

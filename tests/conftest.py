@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from fixability_dag.scratch import ScratchDatabases
 from fixability_dag.store import AuditStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,19 +35,13 @@ def demo_checkpoint(name: str | None = None) -> Path:
 @pytest.fixture(scope="session")
 def pg_server_url() -> str:
     """A fresh PostgreSQL database for this session (dropped at the end)."""
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"fixability_test_{uuid.uuid4().hex[:10]}"
     try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))  # name is generated above, not user input
+        dbs = ScratchDatabases(PG_ADMIN_URL, "fixability_test")
+        url = dbs.create()
     except Exception as exc:  # noqa: BLE001
         pytest.fail(f"PostgreSQL at {make_url(PG_ADMIN_URL).render_as_string(hide_password=True)} is required: {exc}")
-    url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
     yield url
-    with admin.connect() as conn:
-        conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n AND pid <> pg_backend_pid()"), {"n": name})
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-    admin.dispose()
+    dbs.close()
 
 
 def _reset_pg(url: str) -> None:

@@ -1,4 +1,6 @@
 import math
+import subprocess
+import sys
 from itertools import combinations
 
 import numpy as np
@@ -81,3 +83,34 @@ def test_wilson_interval_known_value():
     assert lo == 0.0 and hi == pytest.approx(0.2775, abs=1e-3)
     lo, hi = wilson_interval(5, 10)
     assert lo == pytest.approx(0.2366, abs=1e-3) and hi == pytest.approx(0.7634, abs=1e-3)
+
+
+def test_single_threaded_limits_blas_inside_and_restores_after():
+    from threadpoolctl import threadpool_info
+
+    from fixability_dag.stats import single_threaded
+
+    before = [(p["filepath"], p["num_threads"]) for p in threadpool_info()]
+    with single_threaded():
+        assert all(p["num_threads"] == 1 for p in threadpool_info())
+    assert [(p["filepath"], p["num_threads"]) for p in threadpool_info()] == before
+
+
+def test_single_threaded_also_limits_libraries_loaded_after_its_first_use():
+    """CI once ran torch's libgomp unlimited: the first call had cached a scan made before torch was imported.
+
+    A fresh interpreter fixes the order (first use, then torch) whatever the test order in this process is.
+    """
+    script = (
+        "from threadpoolctl import threadpool_info\n"
+        "from fixability_dag.stats import single_threaded\n"
+        "with single_threaded():\n"
+        "    pass\n"
+        "import torch\n"
+        "with single_threaded():\n"
+        "    pools = threadpool_info()\n"
+        "assert any(p['internal_api'] == 'openmp' for p in pools), pools\n"
+        "assert all(p['num_threads'] == 1 for p in pools), pools\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]

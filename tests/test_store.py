@@ -1,8 +1,9 @@
 import pandas as pd
 import pytest
 from sqlalchemy import inspect, text
+from sqlalchemy.exc import IntegrityError
 
-from fixability_dag.migrations import current_revision
+from fixability_dag.migrations import alembic_config, current_revision
 from fixability_dag.problems import ArithmeticSuiteSpec, arithmetic_suite
 from fixability_dag.schema import TABLES
 from fixability_dag.store import AuditStore, DatabaseUnavailable, redact
@@ -10,11 +11,17 @@ from fixability_dag.store import AuditStore, DatabaseUnavailable, redact
 pytestmark = pytest.mark.postgres
 
 
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
 def test_migration_creates_every_table_and_is_idempotent(store):
     store.migrate()
     tables = set(inspect(store.engine).get_table_names())
     assert set(TABLES) <= tables
-    assert current_revision(store.engine) == "0002"
+    assert current_revision(store.engine) == head_revision()
     indexes = {ix["name"] for ix in inspect(store.engine).get_indexes("rollouts")}
     assert {"ix_rollouts_checkpoint_phase", "ix_rollouts_problem"} <= indexes
 
@@ -33,6 +40,19 @@ def rollout_rows(n, correct_every=2):
         "text": f"t{i}", "answer": str(i) if i % 3 else None, "is_correct": i % correct_every == 0, "num_tokens": 5,
         "cumulative_logprob": -1.0, "mean_logprob": float("nan") if i == 1 else -0.2, "finish_reason": "stop", "run_id": "r",
     } for i in range(n)])
+
+
+def test_rollout_groups_replace_only_what_they_name_and_never_duplicate(store):
+    store.upsert_problems(arithmetic_suite(ArithmeticSuiteSpec(chain_lengths=(1,), templates_per_length=1, variants_per_template=1)))
+    store.register_checkpoint("ck", "/x/ck", "f1")
+    group = [("arith-L1-T0-V0", "retry")]
+    assert store.write_rollout_groups("ck", "diagnostic", [], rollout_rows(4)) == 4  # nothing stored: plain insert
+    assert store.rollout_groups("ck", "diagnostic") == {group[0]: (None, 4)}
+    with pytest.raises(IntegrityError):  # a stored group left out of ``groups`` is refused, not duplicated
+        store.write_rollout_groups("ck", "diagnostic", [], rollout_rows(6))
+    assert store.count("rollouts", "ck") == 4
+    assert store.write_rollout_groups("ck", "diagnostic", group, rollout_rows(6)) == 6
+    assert store.count("rollouts", "ck") == 6
 
 
 def test_replace_is_atomic_and_scoped(store):
@@ -83,19 +103,27 @@ def test_sqlite_uses_wal(sqlite_store):
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
 
 
-def test_upgrade_from_the_first_revision_keeps_data(db_url):
-    """A database created by migration 0001, with rows in it, upgrades to head without losing them."""
+@pytest.mark.parametrize("start", ["0001", "0002"])
+def test_upgrade_from_an_earlier_revision_keeps_data(db_url, start):
+    """A database created by an earlier migration, with rows in it, upgrades to head without losing them."""
     from fixability_dag.migrations import upgrade
 
     store = AuditStore(db_url)
-    upgrade(store.engine, "0001")
-    assert current_revision(store.engine) == "0001"
+    upgrade(store.engine, start)
+    assert current_revision(store.engine) == start
     store.upsert_problems(arithmetic_suite(ArithmeticSuiteSpec(chain_lengths=(1,), templates_per_length=1, variants_per_template=1)))
     store.register_checkpoint("ck", "/x/ck", "f", "sft", 1)
     store.replace("rollouts", "ck", rollout_rows(4), phase="diagnostic")
-    assert "regime_reports" not in inspect(store.engine).get_table_names()
+    with store.engine.connect() as conn:  # the ORM model is head's: read the old table as it is
+        before = pd.read_sql(text("SELECT * FROM rollouts ORDER BY sample_index"), conn)
+    tables_before = set(inspect(store.engine).get_table_names())
+    assert "checkpoint_leases" not in tables_before
+    assert ("regime_reports" in tables_before) == (start >= "0002")
     store.migrate()
-    assert current_revision(store.engine) == "0002"
+    assert current_revision(store.engine) == head_revision()
     assert store.count("rollouts", "ck") == 4 and store.count("problems") == 1
-    assert {"regime_reports", "feature_ablations", "regime_transfers"} <= set(inspect(store.engine).get_table_names())
+    after = store.read("rollouts", "ck").sort_values("sample_index").reset_index(drop=True)
+    pd.testing.assert_frame_equal(after[before.columns], before, check_dtype=False)
+    assert after["request_hash"].isna().all(), "rows from before 0003 carry no request hash (regenerated on resume)"
+    assert {"regime_reports", "feature_ablations", "regime_transfers", "checkpoint_leases"} <= set(inspect(store.engine).get_table_names())
     store.dispose()

@@ -1,0 +1,42 @@
+"""The common base of the rollout-engine resources, so the asset graph does not care where samples come from.
+
+The generating assets ask their ``vllm`` resource for ``engine(model_path)`` and use nothing else. Any subclass of
+:class:`RolloutEngineResource` can stand there: :class:`~resources.vllm_engine.VLLMResource` loads the checkpoint
+into this process, :class:`~resources.remote_vllm.RemoteVLLMResource` talks to ``vllm serve`` servers. Which one a
+deployment uses is decided in ``fixability_dag/definitions.py`` (``FIXABILITY_VLLM_URLS``), never in an asset.
+"""
+
+from __future__ import annotations
+
+from dagster import ConfigurableResource, InitResourceContext
+from pydantic import PrivateAttr
+
+from fixability_dag.sampling import RolloutEngine
+
+
+class RolloutEngineResource(ConfigurableResource):
+    """Hands out one engine per checkpoint per run, kept for the rest of the run and closed when the run ends
+    (success or failure). Subclasses say how to build an engine in :meth:`build_engine`."""
+
+    _engines: dict = PrivateAttr(default_factory=dict)
+
+    def build_engine(self, model_path: str) -> RolloutEngine:
+        raise NotImplementedError(f"{type(self).__name__} must implement build_engine(model_path)")
+
+    def engine(self, model_path: str) -> RolloutEngine:
+        if model_path not in self._engines:
+            for other in list(self._engines):  # one checkpoint per run: never keep two engines around
+                _close(self._engines.pop(other))
+            self._engines[model_path] = self.build_engine(model_path)
+        return self._engines[model_path]
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        for engine in self._engines.values():
+            _close(engine)
+        self._engines.clear()
+
+
+def _close(engine: RolloutEngine) -> None:
+    close = getattr(engine, "close", None)  # the RolloutEngine protocol does not require it
+    if close is not None:
+        close()
