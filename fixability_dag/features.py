@@ -25,7 +25,9 @@ import pandas as pd
 
 from fixability_dag.stats import normalized_entropy, total_variation
 
-NO_ANSWER = "<no answer>"
+NO_ANSWER = "\x00no answer"
+"""The category of rollouts with no answer. Its NUL can never be in an extracted answer (``answers.clean_text``
+strips control characters), so a model that literally writes "#### <no answer>" is not counted as silent."""
 
 
 @dataclasses.dataclass

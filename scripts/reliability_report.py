@@ -103,7 +103,11 @@ def render(results: dict, seconds: float, command: str) -> str:
         "",
         "`errors` quotes each failed run's first error line: a refused run names the run holding the lease. Two runs "
         "of one checkpoint either refuse (the second finds the first's lease) or, when the first finished before the "
-        "second started, the second resumes with nothing left to generate; any other failure fails the report.",
+        "second started, the second resumes with nothing left to generate; any other failure fails the report. "
+        "Both runs of a scenario share one Dagster instance (SQLite storage in a temporary `DAGSTER_HOME`) whose "
+        "databases are created before they start, as `dagster dev` or the daemon would: two processes creating a "
+        "fresh SQLite instance at the same moment can fail Dagster's own `CREATE TABLE` (\"table secondary_indexes "
+        "already exists\"), which an earlier version of this harness hit.",
         "",
         "## Bad inputs",
         "",

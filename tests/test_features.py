@@ -22,6 +22,20 @@ def test_no_answer_is_its_own_category():
     assert counts == {"1": 2, NO_ANSWER: 2}
 
 
+@pytest.mark.parametrize("spelled", ["<no answer>", "no answer", "None", "nan", ""])
+def test_an_answer_spelled_like_missing_is_still_an_answer(spelled):
+    from fixability_dag.answers import canonical_answer, extract_answer
+
+    answer = canonical_answer(extract_answer(f"#### {spelled}"))
+    stated = [answer] * 3 if answer is not None else []
+    base = rollouts("p", [*stated, None])
+    expected = 1.0 if answer is None else 0.25
+    assert problem_features(base, None)["no_answer_rate"] == expected
+    vectorised = compute_features(base, base.iloc[:0], ["p"])
+    assert vectorised.loc[0, "no_answer_rate"] == expected
+    assert NO_ANSWER not in {a for a in base["answer"] if a is not None}
+
+
 def test_problem_features_concentrated_vs_dispersed():
     concentrated = problem_features(rollouts("a", ["7"] * 8, logprob=-0.1), rollouts("a", ["7"] * 4, phase="probe"))
     dispersed = problem_features(rollouts("b", [str(i) for i in range(8)], logprob=-2.0), rollouts("b", ["x", "y", "z", "w"], phase="probe"))

@@ -23,8 +23,20 @@ def audit_settings(n_samples: int) -> dict:
 
 
 def dagster_home(path: Path) -> Path:
+    """A fresh DAGSTER_HOME on Dagster's default SQLite storage, its databases created before any run starts.
+
+    Two processes opening a *fresh* SQLite instance at once both run ``CREATE TABLE`` on the same files, and one dies
+    with "table secondary_indexes already exists" before its run begins (seen in this harness). ``dagster dev`` and
+    the daemon create those files once at start-up, so deployed runs never race on them; the harness does the same.
+    """
+    from dagster import DagsterInstance
+
     path.mkdir(parents=True, exist_ok=True)
     (path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    with DagsterInstance.from_config(str(path)) as instance:
+        instance.get_runs(limit=1)
+        instance.get_dynamic_partitions("checkpoints")
+        instance.all_instigator_state()
     return path
 
 
@@ -35,7 +47,8 @@ def run(db_url: str, checkpoint: Path, n_samples: int) -> bool:
     from resources import AuditSettings, CheckpointDirectory, ResultsDatabase, VLLMResource
 
     instance = DagsterInstance.get()
-    instance.add_dynamic_partitions("checkpoints", [checkpoint.name])
+    if not instance.has_dynamic_partition("checkpoints", checkpoint.name):
+        instance.add_dynamic_partitions("checkpoints", [checkpoint.name])
     result = materialize(
         [problem_set, base_rollouts], instance=instance, partition_key=checkpoint.name, raise_on_error=False,
         resources={"database": ResultsDatabase(url=db_url), "vllm": VLLMResource(),
@@ -60,6 +73,17 @@ def failure_lines(stderr: str) -> list[str]:
     return marked or stderr.strip().splitlines()[-1:]
 
 
+def _run_marked(db_url: str, checkpoint: Path, n_samples: int) -> bool:
+    """:func:`run`, with a crash outside any step (instance storage, imports) marked like a step failure."""
+    try:
+        return run(db_url, checkpoint, n_samples)
+    except Exception as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        print(f"{FAILED} <outside any step>: {type(error).__module__}.{type(error).__name__}: {message}",
+              file=sys.stderr)
+        raise
+
+
 def spawn_run(db_url: str, checkpoint: Path, n_samples: int, home: Path) -> subprocess.Popen:
     """Start :func:`run` in a new session (process group), so one ``killpg`` takes vLLM's engine process too."""
     env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONPATH": str(REPO)}
@@ -76,4 +100,4 @@ if __name__ == "__main__":
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--samples", type=int, default=16)
     args = parser.parse_args()
-    sys.exit(0 if run(args.db_url, Path(args.checkpoint), args.samples) else 1)
+    sys.exit(0 if _run_marked(args.db_url, Path(args.checkpoint), args.samples) else 1)
