@@ -41,14 +41,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pandas as pd
-from sqlalchemy import create_engine, delete, select, text
+from sqlalchemy import delete, select, text
 
 from fixability_dag import audit
 from fixability_dag.config import AuditConfig
 from fixability_dag.features import FEATURES, compute_features, compute_features_per_problem, failed_problem_ids
 from fixability_dag.regimes import cluster, feature_matrix
 from fixability_dag.routing import fit_thresholds, route
-from fixability_dag.scratch import scratch_postgres
+from fixability_dag.scratch import reset_schema, scratch_postgres
 from fixability_dag.schema import TABLES
 from fixability_dag.stats import matched_accuracy
 from fixability_dag.store import AuditStore, _clean, redact
@@ -87,15 +87,23 @@ def table(headers: list[str], rows: list[list]) -> str:
 
 
 def in_memory(diagnostic: pd.DataFrame, probe: pd.DataFrame, labels: dict[str, str], repeats: int, baseline: bool) -> dict:
+    cfg = AuditConfig()
+
+    def clustering(features: pd.DataFrame):
+        return cluster(feature_matrix(features, FEATURES))
+
+    def routing(features: pd.DataFrame) -> pd.DataFrame:  # as audit.plan routes
+        return route(features, fit_thresholds(features), cfg.probe_intervention, cfg.eval_budget, cfg.eval_budget)
+
     stages: dict[str, list[Timing]] = {"failed problems": [], "features": [], "clustering": [], "routing": []}
     for _ in range(repeats):
         failed, t = timed(lambda: failed_problem_ids(diagnostic))
         stages["failed problems"].append(t)
         features, t = timed(lambda: compute_features(diagnostic, probe, failed))
         stages["features"].append(t)
-        clusters, t = timed(lambda: cluster(feature_matrix(features, FEATURES)))
+        clusters, t = timed(lambda: clustering(features))
         stages["clustering"].append(t)
-        plan, t = timed(lambda: route(features, fit_thresholds(features), "solution_prefix", 8, 8))
+        plan, t = timed(lambda: routing(features))
         stages["routing"].append(t)
     med = {name: median_timing(ts) for name, ts in stages.items()}
     total = Timing(sum(t.wall for t in med.values()), sum(t.cpu for t in med.values()))
@@ -111,8 +119,7 @@ def in_memory(diagnostic: pd.DataFrame, probe: pd.DataFrame, labels: dict[str, s
         pd.testing.assert_frame_equal(features, reference, check_exact=False, rtol=1e-12)
         result["baseline_features"] = dataclasses.asdict(t)
         with every_thread():  # the same fits as before stats.single_threaded existed
-            runs = [(timed(lambda: cluster(feature_matrix(features, FEATURES))), timed(lambda: route(features, fit_thresholds(features), "solution_prefix", 8, 8)))
-                    for _ in range(repeats)]
+            runs = [(timed(lambda: clustering(features)), timed(lambda: routing(features))) for _ in range(repeats)]
         assert all((c[0] == clusters).all() and p[0].equals(plan) for c, p in runs), "thread count changed the result"
         result["baseline_clustering"] = dataclasses.asdict(median_timing([c[1] for c, _ in runs]))
         result["baseline_routing"] = dataclasses.asdict(median_timing([p[1] for _, p in runs]))
@@ -170,11 +177,7 @@ class Backends:
             self.files += 1
             store = AuditStore(f"sqlite:///{self.workdir / f'bench{self.files}.db'}")
         else:
-            engine = create_engine(self.pg_url)
-            with engine.begin() as conn:
-                conn.execute(text("DROP SCHEMA public CASCADE"))
-                conn.execute(text("CREATE SCHEMA public"))
-            engine.dispose()
+            reset_schema(self.pg_url)
             store = AuditStore(self.pg_url)
         store.migrate()
         return store
@@ -229,7 +232,7 @@ def rollout_writes(diagnostic: pd.DataFrame, backends: Backends, baseline: bool,
                 lambda s: s.replace("rollouts", "ck", diagnostic, phase="diagnostic"), store=store)
         store.dispose()
         if chunked:
-            store = measure(backend, f"write_rollout_groups, {CHUNK_REQUESTS}-request chunks (fresh)",
+            store = measure(backend, f"insert_rollouts, {CHUNK_REQUESTS}-request chunks (fresh)",
                             lambda s: chunked_writes(s, diagnostic, replace=False))
             measure(backend, f"re-run after new weights: 1 delete + {CHUNK_REQUESTS}-request chunks",
                     lambda s: chunked_writes(s, diagnostic, replace=True), store=store).dispose()
@@ -257,7 +260,7 @@ def chunked_writes(store: AuditStore, frame: pd.DataFrame, replace: bool) -> Non
     bounds = frame["problem_id"].ne(frame["problem_id"].shift()).to_numpy().nonzero()[0].tolist() + [len(frame)]
     for i in range(0, len(bounds) - 1, CHUNK_REQUESTS):
         chunk = frame.iloc[bounds[i] : bounds[min(i + CHUNK_REQUESTS, len(bounds) - 1)]]
-        store.write_rollout_groups("ck", "diagnostic", [], chunk)
+        store.insert_rollouts("ck", chunk)
 
 
 def print_rollout_writes(results: list[dict]) -> None:
@@ -274,7 +277,7 @@ def per_checkpoint(backends: Backends, problems: int, samples: int, probe_sample
     out = {}
     for backend in backends.names:
         store = backends.fresh(backend)
-        diagnostic, probe, labels = planted_frames(problems, samples, probe_samples, seed=0)
+        labels = planted_frames(problems, 1, 1, seed=0)[2]  # the problem ids depend on ``problems`` only
         seed_reference_rows(store, sorted(labels), [])
         audited, rows = 0, []
 

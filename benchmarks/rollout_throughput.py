@@ -113,17 +113,13 @@ def median_row(key: str, label: str, runs: Sequence[Run]) -> dict:
 def raw_vllm(llm, requests: Sequence[GenerationRequest], seen: dict, seeded: bool = True, **extra) -> Callable[[str], Run]:
     """``llm.generate`` with the requests' own prompts, n and seeds, and nothing else (prompt token ids go to ``seen``).
 
-    ``seeded=False`` and ``extra`` (``logprobs=0``, ``flat_logprobs=True``) give the ``--breakdown`` variants.
+    The ``SamplingParams`` are our engine's (:func:`fixability_dag.engine.sampling_params`) without its logprobs
+    request; ``seeded=False`` and ``extra`` (``logprobs=0``, ``flat_logprobs=True``) give the ``--breakdown`` variants.
     """
-    from vllm import SamplingParams
+    from fixability_dag.engine import sampling_params
 
     def run(_tag: str) -> Run:
-        params = [
-            SamplingParams(n=r.n, seed=r.seed if seeded else None, temperature=r.decoding.temperature,
-                           top_p=r.decoding.top_p, max_tokens=r.decoding.max_tokens,
-                           stop=list(r.decoding.stop) or None, **extra)
-            for r in requests
-        ]
+        params = [sampling_params(r, seeded, **{"logprobs": None, **extra}) for r in requests]
         started = time.perf_counter()
         outputs = llm.generate([r.prompt for r in requests], params, use_tqdm=False)
         seconds = time.perf_counter() - started
@@ -262,7 +258,6 @@ class LmEval:
         self.task_config = config
         self.task_manager = TaskManager(include_path=str(TASK_DIR), include_defaults=False)
         model_args = {"pretrained": str(checkpoint_dir), "max_gen_toks": decoding.max_tokens, **settings}
-        self.model_args = model_args
         started = time.perf_counter()
         self.lm = lm_eval.api.registry.get_model("vllm").create_from_arg_obj(model_args, {"batch_size": "auto"})
         self.load_seconds = time.perf_counter() - started

@@ -90,7 +90,7 @@ def sample_phase(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, p
     for _chunk, rows in graded_chunks(engine, plan.todo, problems_by_id(problems), commit_every):
         for row in rows:
             row["run_id"], row["request_hash"] = run_id, hashes[(row["problem_id"], row["intervention"])]
-        store.write_rollout_groups(checkpoint_id, phase, [], rows)
+        store.insert_rollouts(checkpoint_id, rows)
     frame = _rollouts(store, checkpoint_id, phase)
     frame = frame.sort_values(["problem_id", "intervention", "sample_index"], kind="stable").reset_index(drop=True)
     frame.attrs.update(requests=len(requests), kept_requests=plan.kept, generated_requests=len(plan.todo))

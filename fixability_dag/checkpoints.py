@@ -121,8 +121,21 @@ FULL_PARSE_BYTES = 4 << 20
 first and last bytes checked, which catches the half-written case without parsing tens of MB per sensor tick."""
 
 
-def _json_problem(path: Path, want_object: bool = True) -> str | None:
-    """Why ``path`` is not a readable JSON (object), or None."""
+def _read_json_object(path: Path) -> tuple[dict | None, str | None]:
+    """``(content, None)`` when ``path`` holds a JSON object, else ``(None, why not)``; always parsed whole."""
+    try:
+        value = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        return None, f"{path.name} is not valid UTF-8"
+    except json.JSONDecodeError as exc:
+        return None, f"{path.name} is not valid JSON ({exc.msg}, line {exc.lineno})"
+    if not isinstance(value, dict):
+        return None, f"{path.name} is not a JSON object"
+    return value, None
+
+
+def _json_problem(path: Path) -> str | None:
+    """Why ``path`` is not a readable JSON object, or None; past :data:`FULL_PARSE_BYTES` only its ends are read."""
     size = path.stat().st_size
     if size > FULL_PARSE_BYTES:
         with path.open("rb") as f:
@@ -132,15 +145,7 @@ def _json_problem(path: Path, want_object: bool = True) -> str | None:
         if not (head.startswith(b"{") and tail.endswith(b"}")):
             return f"{path.name} does not start with '{{' and end with '}}' (truncated or still being written)"
         return None
-    try:
-        value = json.loads(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError:
-        return f"{path.name} is not valid UTF-8"
-    except json.JSONDecodeError as exc:
-        return f"{path.name} is not valid JSON ({exc.msg}, line {exc.lineno})"
-    if want_object and not isinstance(value, dict):
-        return f"{path.name} is not a JSON object"
-    return None
+    return _read_json_object(path)[1]
 
 
 def incompleteness(path: Path, settle_seconds: float = 0.0, now: float | None = None) -> list[str]:
@@ -161,10 +166,12 @@ def _incompleteness(path: Path, settle_seconds: float, now: float | None) -> lis
     names = {f.name for f in files}
     if "config.json" not in names:
         reasons.append("config.json missing")
-    elif problem := _json_problem(path / "config.json"):
-        reasons.append("config.json is not valid JSON" if "not valid JSON" in problem else problem)
-    elif "model_type" not in json.loads((path / "config.json").read_text(encoding="utf-8")):
-        reasons.append("config.json has no model_type")
+    else:
+        config, problem = _read_json_object(path / "config.json")  # small, and its model_type is needed
+        if problem:
+            reasons.append("config.json is not valid JSON" if "not valid JSON" in problem else problem)
+        elif "model_type" not in config:
+            reasons.append("config.json has no model_type")
     weights = sorted(f for f in files if f.suffix == ".safetensors")
     index = path / "model.safetensors.index.json"
     if index.exists():
@@ -224,9 +231,9 @@ def inspect_checkpoint(path: Path | str, settle_seconds: float = 0.0) -> Checkpo
     info: dict = {}
     meta = path / METADATA_FILE
     if meta.exists():
-        if problem := _json_problem(meta):
+        info, problem = _read_json_object(meta)
+        if problem:
             raise CheckpointError(f"checkpoint {path}: {problem}")
-        info = json.loads(meta.read_text(encoding="utf-8"))
     step = info.get("step")
     return CheckpointInfo(
         checkpoint_id=key,

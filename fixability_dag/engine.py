@@ -43,6 +43,11 @@ class RolloutEngineError(RuntimeError):
     """The engine could not produce rollouts; the message says why and what to change."""
 
 
+PREEMPTION_HINT = ("seeded requests are preempted for lack of KV cache: raise cpu_kvcache_space_gib or lower "
+                   "max_num_seqs/max_model_len.")
+"""Why a CPU engine dies that the caller can fix (see the module docstring)."""
+
+
 class EngineDied(RolloutEngineError):
     """The engine process exited during a batch; no completions of that batch are returned."""
 
@@ -50,8 +55,7 @@ class EngineDied(RolloutEngineError):
         self.checkpoint, self.batch = checkpoint, batch
         super().__init__(
             f"vLLM engine for checkpoint {checkpoint} died while generating {batch}: {str(cause).rstrip('.')}. Rows stored from earlier "
-            "batches are kept; re-run the step to redo this one. On the CPU build an engine also dies when seeded "
-            "requests are preempted for lack of KV cache: raise cpu_kvcache_space_gib or lower max_num_seqs/max_model_len."
+            f"batches are kept; re-run the step to redo this one. On the CPU build an engine also dies when {PREEMPTION_HINT}"
         )
 
 
@@ -107,6 +111,18 @@ class _DeathWatch:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def sampling_params(request: GenerationRequest, seeded: bool = True, **overrides):
+    """The vLLM ``SamplingParams`` of one request, as :class:`VLLMEngine` sends them: ``n`` samples sharing the
+    prompt, the request's seed (none for greedy decoding, or with ``seeded=False``) and ``logprobs=0`` (the sampled
+    token's logprob, which gives ``cumulative_logprob``). ``overrides`` replace fields (the benchmark's raw variants)."""
+    from vllm import SamplingParams
+
+    d = request.decoding
+    fields = {"n": request.n, "seed": request.seed if seeded and not d.greedy else None, "temperature": d.temperature,
+              "top_p": d.top_p, "max_tokens": d.max_tokens, "stop": list(d.stop) or None, "logprobs": 0}
+    return SamplingParams(**{**fields, **overrides})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,25 +221,12 @@ class VLLMEngine:
             raise RolloutEngineError(f"vLLM could not load checkpoint {self.model_path}: {exc}") from exc
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
-        from vllm import SamplingParams
-
         if not requests:
             return []
         batch = describe_batch(requests)
         if engine_is_dead(self.llm):
             raise EngineDied(self.model_path.name, batch, "the engine process had already exited before this batch")
-        params = [
-            SamplingParams(
-                n=r.n,
-                seed=None if r.decoding.greedy else r.seed,
-                temperature=r.decoding.temperature,
-                top_p=r.decoding.top_p,
-                max_tokens=r.decoding.max_tokens,
-                stop=list(r.decoding.stop) or None,
-                logprobs=0,  # the sampled token's logprob, which gives cumulative_logprob
-            )
-            for r in requests
-        ]
+        params = [sampling_params(r) for r in requests]
         watch = _DeathWatch(self.llm)
         try:
             with watch:
@@ -232,9 +235,8 @@ class VLLMEngine:
             if watch.fired or engine_is_dead(self.llm) or type(exc).__name__ == "EngineDeadError":
                 raise EngineDied(self.model_path.name, batch, f"{type(exc).__name__}: {exc}") from exc
             hint = ""
-            if "Generator" in str(exc) or "EngineDead" in type(exc).__name__ or "died" in str(exc).lower():
-                hint = (" The engine process died. On the CPU build this happens when seeded requests are preempted "
-                        "for lack of KV cache: raise cpu_kvcache_space_gib or lower max_num_seqs/max_model_len.")
+            if "Generator" in str(exc) or "died" in str(exc).lower():  # EngineDeadError itself is EngineDied above
+                hint = f" The engine process died. On the CPU build this happens when {PREEMPTION_HINT}"
             raise RolloutEngineError(f"vLLM generation failed for {self.model_path.name}: {exc}.{hint}") from exc
         results = []
         for request, output in zip(requests, outputs):

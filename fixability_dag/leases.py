@@ -73,14 +73,21 @@ def holder_of(engine, checkpoint_id: str) -> dict | None:
     return dict(row) if row else None
 
 
+def refresh(conn, checkpoint_id: str, run_id: str) -> bool:
+    """Inside ``conn``'s transaction: if ``run_id`` holds the lease, beat its heartbeat and record this process as
+    the holder (with one process per step, the recorded pid stays a live one); False if it does not hold it."""
+    me = Holder.me(run_id)
+    return conn.execute(update(_T).where(_T.c.checkpoint_id == checkpoint_id, _T.c.run_id == run_id)
+                        .values(host=me.host, pid=me.pid, heartbeat_at=_now())).rowcount == 1
+
+
 def acquire(engine, checkpoint_id: str, run_id: str, ttl: timedelta = DEFAULT_TTL) -> str:
     """Take or refresh the lease; returns how: ``taken``, ``refreshed``, ``expired-takeover``, ``dead-takeover``."""
+    with engine.begin() as conn:
+        if refresh(conn, checkpoint_id, run_id):
+            return "refreshed"
     me, now = Holder.me(run_id), _now()
     values = {"run_id": me.run_id, "host": me.host, "pid": me.pid, "heartbeat_at": now}
-    with engine.begin() as conn:
-        if conn.execute(update(_T).where(_T.c.checkpoint_id == checkpoint_id, _T.c.run_id == run_id)
-                        .values(host=me.host, pid=me.pid, heartbeat_at=now)).rowcount == 1:
-            return "refreshed"
     try:
         with engine.begin() as conn:
             conn.execute(insert(_T).values(checkpoint_id=checkpoint_id, acquired_at=now, **values))

@@ -265,7 +265,10 @@ def _required_text(path: Path, lineno: int, row: Mapping, field: str) -> str:
 
 
 def _gold(path: Path, lineno: int, field: str, gold: str) -> str:
-    """A final answer fit to store and compare: short, and not a writer's placeholder for a missing number."""
+    """A final answer fit to store and compare: short, and not a writer's placeholder for a missing number.
+
+    ``gold`` is always cut from a :func:`_required_text` value, which has already refused NUL characters.
+    """
     gold = gold.strip()
     if not gold:
         raise ProblemFileError(path, lineno, field, "final answer is empty")
@@ -274,8 +277,6 @@ def _gold(path: Path, lineno: int, field: str, gold: str) -> str:
                                                     f"(at most {MAX_GOLD_CHARS})")
     if _NON_FINITE_TEXT.fullmatch(gold):
         raise ProblemFileError(path, lineno, field, f"gold answer {gold!r} is not a finite number (a missing or overflowed value?)")
-    if "\x00" in gold:
-        raise ProblemFileError(path, lineno, field, "gold answer contains a NUL character")
     return gold
 
 

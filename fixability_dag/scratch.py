@@ -6,12 +6,30 @@ parameters) and is dropped on exit, its open connections terminated first.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+
+SERVER_URL_ENV = "FIXABILITY_TEST_PG_URL"
+DEFAULT_SERVER_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def server_url() -> str:
+    """The PostgreSQL server scratch databases go on: ``$FIXABILITY_TEST_PG_URL``, else the local trust-auth one."""
+    return os.environ.get(SERVER_URL_ENV, DEFAULT_SERVER_URL)
+
+
+def reset_schema(url: str) -> None:
+    """Empty the database at ``url``: drop its ``public`` schema with everything in it and create it again."""
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
 
 
 class ScratchDatabases:

@@ -5,9 +5,10 @@ All writes go through two primitives:
 * :meth:`AuditStore.upsert` for shared reference rows (checkpoints, problems), keyed by their primary key;
 * :meth:`AuditStore.replace` for one asset's rows of one checkpoint: delete-then-insert inside one transaction, so a
   re-run replaces rather than duplicates, and a failed write leaves the previous rows untouched;
-* :meth:`AuditStore.write_rollout_groups` for rollouts, committed chunk by chunk as they are generated: each
-  request's sample group is deleted and inserted in one transaction, so a killed run leaves whole groups only and a
-  re-run resumes (:mod:`fixability_dag.resume`).
+* :meth:`AuditStore.insert_rollouts` for rollouts, committed chunk by chunk as they are generated, each request's
+  whole sample group in one transaction, so a killed run leaves whole groups only and a re-run resumes
+  (:mod:`fixability_dag.resume`); what a re-run regenerates is removed first by
+  :meth:`AuditStore.delete_rollout_groups`.
 
 A store that holds a checkpoint's lease (:meth:`AuditStore.hold_lease`) refreshes it in the same transaction as
 every write for that checkpoint and refuses the write if the lease was taken over: a run that stalled past its
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Engine, and_, create_engine, delete, event, func, select, update
+from sqlalchemy import Engine, create_engine, delete, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -37,7 +38,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from fixability_dag import leases
 from fixability_dag.bulk import frame_records, insert_rows
 from fixability_dag.problems import Problem
-from fixability_dag.schema import TABLES, AuditRun, CheckpointLease
+from fixability_dag.schema import TABLES, AuditRun
 
 DB_URL_ENV = "FIXABILITY_DB_URL"
 DEFAULT_DB_PATH = Path(".fixability") / "audit.db"
@@ -112,6 +113,14 @@ def records(frame: pd.DataFrame | Sequence[Mapping]) -> list[dict]:
     return [{k: _clean(v) for k, v in dict(row).items()} for row in frame]
 
 
+def _checkpoint_records(rows: pd.DataFrame | Sequence[Mapping], checkpoint_id: str) -> list[dict]:
+    """:func:`records` of one checkpoint's rows, each stamped with its ``checkpoint_id``."""
+    payload = records(rows)
+    for row in payload:
+        row["checkpoint_id"] = checkpoint_id
+    return payload
+
+
 class AuditStore:
     """A handle on the results database. Cheap to create; one engine (connection pool) per store."""
 
@@ -162,11 +171,8 @@ class AuditStore:
     def replace(self, table_name: str, checkpoint_id: str, rows: pd.DataFrame | Sequence[Mapping], **scope: Any) -> int:
         """Replace the rows of ``table_name`` for one checkpoint (and optional column scope) atomically."""
         table = TABLES[table_name].__table__
-        payload = records(rows)
-        for row in payload:
-            row["checkpoint_id"] = checkpoint_id
         where = [table.c.checkpoint_id == checkpoint_id] + [table.c[k] == v for k, v in scope.items()]
-        return self._rewrite(table, where, payload, checkpoint_id)
+        return self._rewrite(table, where, _checkpoint_records(rows, checkpoint_id), checkpoint_id)
 
     def replace_all(self, table_name: str, rows: pd.DataFrame | Sequence[Mapping]) -> int:
         """Replace a cross-checkpoint table's whole content atomically."""
@@ -191,22 +197,17 @@ class AuditStore:
         # a group whose rows disagree on the hash cannot be kept: report it with no hash
         return {(p, i): (lo if lo == hi else None, int(n)) for p, i, lo, hi, n in rows}
 
-    def write_rollout_groups(self, checkpoint_id: str, phase: str, groups: Sequence[tuple[str, str]],
-                             rows: pd.DataFrame | Sequence[Mapping]) -> int:
-        """Delete the stored sample ``groups`` of one phase and insert ``rows``, in one transaction.
+    def insert_rollouts(self, checkpoint_id: str, rows: pd.DataFrame | Sequence[Mapping]) -> int:
+        """Insert one chunk of rollouts in one transaction, under the checkpoint's lease.
 
-        ``groups`` names only what is stored and being replaced (a killed run's partial groups, groups sampled with
-        other settings); groups never written need no delete. A row that would duplicate a stored one is refused by
-        the unique key, so a caller that leaves a stored group out fails loudly rather than duplicating it.
+        Nothing is deleted here: what a re-run regenerates went first, in one :meth:`delete_rollout_groups`. A row
+        that would duplicate a stored one is refused by the unique key, so a caller that forgot to delete a stored
+        group fails loudly rather than duplicating it.
         """
-        table = TABLES["rollouts"].__table__
-        payload = records(rows)
-        for row in payload:
-            row["checkpoint_id"] = checkpoint_id
+        payload = _checkpoint_records(rows, checkpoint_id)
         with _database_errors(self.url, f"commit {len(payload)} rollouts of {checkpoint_id}"), self.engine.begin() as conn:
             self._fence(conn, checkpoint_id)
-            self._delete_groups(conn, table, checkpoint_id, phase, groups)
-            insert_rows(conn, table, payload)
+            insert_rows(conn, TABLES["rollouts"].__table__, payload)
         return len(payload)
 
     def delete_rollout_groups(self, checkpoint_id: str, phase: str, groups: Sequence[tuple[str, str]],
@@ -218,19 +219,15 @@ class AuditStore:
             self._fence(conn, checkpoint_id)
             if whole_phase:
                 conn.execute(delete(table).where(table.c.checkpoint_id == checkpoint_id, table.c.phase == phase))
-            else:
-                self._delete_groups(conn, table, checkpoint_id, phase, groups)
-
-    @staticmethod
-    def _delete_groups(conn, table, checkpoint_id: str, phase: str, groups: Sequence[tuple[str, str]]) -> None:
-        by_intervention: dict[str, list[str]] = {}
-        for problem_id, intervention in groups:
-            by_intervention.setdefault(intervention, []).append(problem_id)
-        for intervention, problem_ids in by_intervention.items():
-            for start in range(0, len(problem_ids), 500):  # bounded IN lists
-                conn.execute(delete(table).where(
-                    table.c.checkpoint_id == checkpoint_id, table.c.phase == phase, table.c.intervention == intervention,
-                    table.c.problem_id.in_(problem_ids[start : start + 500])))
+                return
+            by_intervention: dict[str, list[str]] = {}
+            for problem_id, intervention in groups:
+                by_intervention.setdefault(intervention, []).append(problem_id)
+            for intervention, problem_ids in by_intervention.items():
+                for start in range(0, len(problem_ids), 500):  # bounded IN lists
+                    conn.execute(delete(table).where(
+                        table.c.checkpoint_id == checkpoint_id, table.c.phase == phase, table.c.intervention == intervention,
+                        table.c.problem_id.in_(problem_ids[start : start + 500])))
 
     # -- the checkpoint lease ----------------------------------------------------------------------------------------
     def hold_lease(self, checkpoint_id: str, run_id: str, ttl=leases.DEFAULT_TTL) -> str:
@@ -249,11 +246,7 @@ class AuditStore:
         """Inside a write's transaction: refresh our lease, or abort the write if it is no longer ours."""
         if self._lease is None or checkpoint_id is None or self._lease[0] != checkpoint_id:
             return
-        t, me = CheckpointLease.__table__, leases.Holder.me(self._lease[1])
-        # the writer becomes the recorded holder process: with one process per step, the pid stays a live one
-        held = conn.execute(update(t).where(and_(t.c.checkpoint_id == checkpoint_id, t.c.run_id == me.run_id))
-                            .values(heartbeat_at=datetime.now(timezone.utc), host=me.host, pid=me.pid)).rowcount
-        if held != 1:
+        if not leases.refresh(conn, checkpoint_id, self._lease[1]):
             raise leases.CheckpointBusy(f"run {self._lease[1]} no longer holds the lease of checkpoint {checkpoint_id} "
                                         "(taken over as stale); this write was rolled back")
 

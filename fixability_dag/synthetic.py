@@ -109,10 +109,9 @@ def planted_frames(
         is_top = rng.random(len(p)) < top_prob
         alt = (rng.random(len(p)) * pool[r]).astype(int)
         suffix = "-p" if probe else ""  # a wandering policy's probe draws are fresh values
+        top = np.char.add("w", tops[p].astype(str))
         answers = np.where(
-            is_top,
-            np.char.add("w", tops[p].astype(str)),
-            np.char.add(np.char.add(np.char.add("w", tops[p].astype(str)), "-alt"), np.char.add(alt.astype(str), np.where(wandering, suffix, ""))),
+            is_top, top, np.char.add(np.char.add(top, "-alt"), np.char.add(alt.astype(str), np.where(wandering, suffix, ""))),
         ).astype(object)
         missing = rng.random(len(p)) < no_answer_rate
         answers[missing] = None

@@ -35,7 +35,7 @@ class ResultsDatabase(ConfigurableResource):
         those siblings out. So the run's own event log decides: the last step to finish releases.
         """
         if self._store is not None:
-            run = context.dagster_run
+            run = context.run
             if run is not None and not steps_in_flight(context.instance, run.run_id):
                 self._store.release_leases(run.run_id)
             self._store.dispose()

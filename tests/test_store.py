@@ -42,16 +42,19 @@ def rollout_rows(n, correct_every=2):
     } for i in range(n)])
 
 
-def test_rollout_groups_replace_only_what_they_name_and_never_duplicate(store):
+def test_rollout_inserts_never_duplicate_and_group_deletes_remove_what_they_name(store):
     store.upsert_problems(arithmetic_suite(ArithmeticSuiteSpec(chain_lengths=(1,), templates_per_length=1, variants_per_template=1)))
     store.register_checkpoint("ck", "/x/ck", "f1")
     group = [("arith-L1-T0-V0", "retry")]
-    assert store.write_rollout_groups("ck", "diagnostic", [], rollout_rows(4)) == 4  # nothing stored: plain insert
+    assert store.insert_rollouts("ck", rollout_rows(4)) == 4
     assert store.rollout_groups("ck", "diagnostic") == {group[0]: (None, 4)}
-    with pytest.raises(IntegrityError):  # a stored group left out of ``groups`` is refused, not duplicated
-        store.write_rollout_groups("ck", "diagnostic", [], rollout_rows(6))
+    with pytest.raises(IntegrityError):  # a stored group not deleted first is refused, not duplicated
+        store.insert_rollouts("ck", rollout_rows(6))
     assert store.count("rollouts", "ck") == 4
-    assert store.write_rollout_groups("ck", "diagnostic", group, rollout_rows(6)) == 6
+    store.delete_rollout_groups("ck", "diagnostic", [("arith-L1-T0-V0", "other")])  # names no stored group
+    assert store.count("rollouts", "ck") == 4
+    store.delete_rollout_groups("ck", "diagnostic", group)
+    assert store.insert_rollouts("ck", rollout_rows(6)) == 6
     assert store.count("rollouts", "ck") == 6
 
 
