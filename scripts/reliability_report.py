@@ -24,12 +24,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from fixability_dag.scratch import scratch_postgres  # noqa: E402
+from fixability_dag.scratch import scratch_postgres, server_url  # noqa: E402
 from scripts.reliability.bad_inputs import run_bad_inputs  # noqa: E402
 from scripts.reliability.concurrent import race  # noqa: E402
 from scripts.reliability.kill_resume import kill_and_resume  # noqa: E402
 
-PG_ADMIN_URL = os.environ.get("FIXABILITY_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 CHECKPOINT = REPO / "demo" / "checkpoints" / "arith-sft-s1000"
 
 
@@ -40,7 +39,7 @@ def table(rows: list[dict], columns: list[str]) -> str:
 def collect(samples: int, race_samples: int, engine_death: bool) -> dict:
     results: dict = {"kill": [], "race": [], "bad": []}
     work = Path(tempfile.mkdtemp(prefix="fixability-reliability-"))
-    with scratch_postgres(PG_ADMIN_URL, "fixability_reliability") as pg_url:
+    with scratch_postgres(server_url(), "fixability_reliability") as pg_url:
         for backend, url in (("sqlite", f"sqlite:///{work / 'kill.db'}"), ("postgresql", pg_url)):
             print(f"[{backend}] kill -9 mid-generation, then resume ...", file=sys.stderr)
             results["kill"].append({"backend": backend, **kill_and_resume(url, CHECKPOINT, samples)})
@@ -54,11 +53,22 @@ def collect(samples: int, race_samples: int, engine_death: bool) -> dict:
     return results
 
 
+def tally(results: dict) -> dict:
+    """The figures the report is judged by: rows lost, duplicated, inputs that crashed, races that went wrong."""
+    kill, race_rows, bad = results["kill"], results["race"], pd.DataFrame(results["bad"])
+    return {
+        "lost": sum(r["lost_rows"] for r in kill) + int((bad["rows_after"] != bad["rows_before"]).sum()),
+        "duplicates": sum(r["duplicate_rows"] for r in kill) + sum(r["duplicates"] for r in race_rows),
+        "crashed": int((~bad["answer"].isin(["refused", "handled"])).sum()),
+        "bad_races": sum(r["rows"] != r["expected_rows"] or r["completed"] + r["refused"] != r["runs"] or not r["completed"]
+                         for r in race_rows),
+    }
+
+
 def render(results: dict, seconds: float, command: str) -> str:
     kill, race_rows, bad = results["kill"], results["race"], pd.DataFrame(results["bad"])
-    lost = sum(r["lost_rows"] for r in kill) + int((bad["rows_after"] != bad["rows_before"]).sum())
-    duplicates = sum(r["duplicate_rows"] for r in kill) + sum(r["duplicates"] for r in race_rows)
-    crashed = int((~bad["answer"].isin(["refused", "handled"])).sum())
+    figures = tally(results)
+    lost, duplicates, crashed = figures["lost"], figures["duplicates"], figures["crashed"]
     lines = [
         "# Reliability report",
         "",
@@ -134,12 +144,7 @@ def main() -> int:
     print(report)
     if args.write:
         args.write.write_text(report)
-    bad = pd.DataFrame(results["bad"])
-    failed = (any(r["lost_rows"] or r["duplicate_rows"] for r in results["kill"])
-              or any(r["duplicates"] or r["rows"] != r["expected_rows"] for r in results["race"])
-              or any(r["completed"] + r["refused"] != r["runs"] or not r["completed"] for r in results["race"])
-              or (bad["rows_after"] != bad["rows_before"]).any() or (~bad["answer"].isin(["refused", "handled"])).any())
-    return 1 if failed else 0
+    return 1 if any(tally(results).values()) else 0
 
 
 if __name__ == "__main__":

@@ -8,20 +8,27 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from fixability_dag.scratch import ScratchDatabases
+from fixability_dag.scratch import ScratchDatabases, reset_schema, server_url
 from fixability_dag.store import AuditStore
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CHECKPOINTS = REPO / "demo" / "checkpoints"
-PG_ADMIN_URL = os.environ.get("FIXABILITY_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+PG_ADMIN_URL = server_url()
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (free when this returns)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def demo_checkpoint(name: str | None = None) -> Path:
@@ -44,21 +51,13 @@ def pg_server_url() -> str:
     dbs.close()
 
 
-def _reset_pg(url: str) -> None:
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA public CASCADE"))
-        conn.execute(text("CREATE SCHEMA public"))
-    engine.dispose()
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request, tmp_path) -> str:
     """Each test using it runs twice: on a fresh SQLite file and on a fresh PostgreSQL schema."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'audit.db'}"
     url = request.getfixturevalue("pg_server_url")
-    _reset_pg(url)
+    reset_schema(url)
     return url
 
 

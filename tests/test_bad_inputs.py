@@ -2,7 +2,6 @@
 or (model output) stored safely. Cases already covered by test_problems, test_answers, test_checkpoints,
 test_sensors and test_store are not repeated here."""
 
-import importlib.util
 import json
 import os
 import shutil
@@ -13,7 +12,6 @@ import time
 
 import pandas as pd
 import pytest
-from sqlalchemy.engine import make_url
 
 from fixability_dag.answers import LatexChecker, answers_match, canonical_answer, grade
 from fixability_dag.audit import snapshot_problems
@@ -31,6 +29,7 @@ from fixability_dag.problems import (
 )
 from fixability_dag.sampling import MAX_TEXT_CHARS, Completion, Decoding, GenerationRequest, grade_completions
 from fixability_dag.store import AuditStore, DatabaseUnavailable
+from scripts.reliability import bad_inputs as script
 
 from .conftest import REPO, demo_checkpoint
 from .test_sensors import age, evaluate
@@ -175,22 +174,21 @@ def rewrite_header(weights, mutate):
     weights.write_bytes(data[:8] + text.ljust(n, b" ") + data[8 + n :])
 
 
-def first_tensor(header):
-    return sorted((v for k, v in header.items() if k != "__metadata__"), key=lambda v: v["data_offsets"])[0]
+def tensors(header):
+    """The header's tensor entries in file order."""
+    return sorted((v for k, v in header.items() if k != "__metadata__"), key=lambda v: v["data_offsets"])
 
 
-def second_tensor(header):
-    return sorted((v for k, v in header.items() if k != "__metadata__"), key=lambda v: v["data_offsets"])[1]
+def shift_offsets(entry, begin: int, end: int) -> None:
+    entry["data_offsets"] = [entry["data_offsets"][0] + begin, entry["data_offsets"][1] + end]
 
 
 DAMAGE = {
     "zero-size weights": (lambda d: (d / "model.safetensors").write_bytes(b""), "shorter than a safetensors header"),
     "trailing bytes": (lambda d: (d / "model.safetensors").open("ab").write(b"\0" * 64), "64 bytes after its last tensor"),
-    "shape vs bytes": (lambda d: rewrite_header(d / "model.safetensors", lambda h: first_tensor(h).update(shape=[1])), "needs 2 bytes"),
-    "overlapping tensors": (lambda d: rewrite_header(d / "model.safetensors", lambda h: second_tensor(h).update(
-        data_offsets=[second_tensor(h)["data_offsets"][0] - 4, second_tensor(h)["data_offsets"][1] - 4])), "overlaps"),
-    "gap before the data": (lambda d: rewrite_header(d / "model.safetensors", lambda h: first_tensor(h).update(
-        data_offsets=[2, first_tensor(h)["data_offsets"][1] + 2])), "has a gap at byte 0"),
+    "shape vs bytes": (lambda d: rewrite_header(d / "model.safetensors", lambda h: tensors(h)[0].update(shape=[1])), "needs 2 bytes"),
+    "overlapping tensors": (lambda d: rewrite_header(d / "model.safetensors", lambda h: shift_offsets(tensors(h)[1], -4, -4)), "overlaps"),
+    "gap before the data": (lambda d: rewrite_header(d / "model.safetensors", lambda h: shift_offsets(tensors(h)[0], 2, 2)), "has a gap at byte 0"),
     "header is a list": (lambda d: rewrite_header(d / "model.safetensors", lambda h: [1, 2]), "not a JSON object"),
     "header entry not an object": (lambda d: rewrite_header(d / "model.safetensors", lambda h: {"t": [1]}), "entry 't' is not an object"),
     "truncated tokenizer": (lambda d: (d / "tokenizer.json").write_bytes((d / "tokenizer.json").read_bytes()[:500]), "tokenizer.json is not valid JSON"),
@@ -417,25 +415,16 @@ def test_read_only_sqlite_file_is_refused_and_left_intact(tmp_path):
 
 @pytest.mark.postgres
 def test_read_only_postgresql_session_is_refused_and_left_intact(pg_server_url):
-    from .conftest import _reset_pg
+    from fixability_dag.scratch import reset_schema
 
-    _reset_pg(pg_server_url)
+    reset_schema(pg_server_url)
     populated(pg_server_url)
-    ro = make_url(pg_server_url).update_query_dict({"options": "-c default_transaction_read_only=on"}).render_as_string(hide_password=False)
-    assert_read_only_refused(ro, pg_server_url)
+    assert_read_only_refused(script.read_only_url(pg_server_url), pg_server_url)
 
 
 # -- the whole catalogue, as the reliability report runs it -----------------------------------------------------------
-def load_script():
-    spec = importlib.util.spec_from_file_location("bad_inputs", REPO / "scripts" / "reliability" / "bad_inputs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.postgres
 def test_reliability_script_refuses_or_handles_every_case_and_loses_nothing(tmp_path, db_url):
-    script = load_script()
     rows = script.run_bad_inputs(tmp_path / "work", db_url)
     assert len(rows) >= 55
     assert [r["case"] for r in rows if r["answer"] == "crashed"] == []

@@ -27,14 +27,12 @@ from fixability_dag.store import DB_URL_ENV
 from resources import AuditSettings, CheckpointDirectory, ResultsDatabase, VLLMResource
 
 from .conftest import DEMO_CHECKPOINTS, PG_ADMIN_URL, REPO, demo_checkpoint
+from .test_end_to_end import TINY
 
 DEPLOY = REPO / "deploy"
 PASSWORD = "S3cret-XYZ"  # trust auth on the test server ignores it; it must never be stored or logged anywhere
 PARTITION_TAG = "dagster/partition"
 GPU_ASSETS = {"base_rollouts", "probe_rollouts", "rescue_rollouts", "rescue_evaluation"}
-TINY = dict(chain_lengths=[1, 2, 4, 6], templates_per_length=2, variants_per_template=2, n_samples=8,
-            probe_samples=4, retry_budget=8, intervention_budget=4, eval_budget=4,
-            cluster_seeds=2, cluster_bootstraps=3, ablation_seeds=1)
 
 
 # ----------------------------------------------------------------------------------------------------------- fixtures

@@ -12,9 +12,11 @@ from .conftest import DEMO_CHECKPOINTS, demo_checkpoint
 
 pytestmark = [pytest.mark.vllm, pytest.mark.postgres]
 
-SETTINGS = AuditSettings(chain_lengths=[1, 2, 4, 6], templates_per_length=2, variants_per_template=2, n_samples=8,
-                         probe_samples=4, retry_budget=8, intervention_budget=4, eval_budget=4,
-                         cluster_seeds=2, cluster_bootstraps=3, ablation_seeds=1)
+TINY = dict(chain_lengths=[1, 2, 4, 6], templates_per_length=2, variants_per_template=2, n_samples=8,
+            probe_samples=4, retry_budget=8, intervention_budget=4, eval_budget=4,
+            cluster_seeds=2, cluster_bootstraps=3, ablation_seeds=1)
+"""A small audit that still has failures in every regime (as run config too: ``tests/test_deployment.py``)."""
+SETTINGS = AuditSettings(**TINY)
 TABLES = ("rollouts", "problem_features", "intervention_outcomes", "regime_labels", "routing_plans", "rescue_evaluations")
 
 

@@ -10,14 +10,8 @@ from .conftest import demo_checkpoint
 pytestmark = [pytest.mark.vllm, pytest.mark.postgres]
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_sigkill_mid_generation_then_resume(backend, tmp_path, request):
-    url = f"sqlite:///{tmp_path / 'audit.db'}" if backend == "sqlite" else request.getfixturevalue("pg_server_url")
-    if backend == "postgresql":
-        from .conftest import _reset_pg
-
-        _reset_pg(url)
-    figures = kill_and_resume(url, demo_checkpoint("arith-sft-s1000"), n_samples=16)
+def test_sigkill_mid_generation_then_resume(db_url):
+    figures = kill_and_resume(db_url, demo_checkpoint("arith-sft-s1000"), n_samples=16)
     assert 0 < figures["rows_at_kill"] < figures["expected_rows"]
     assert figures["partial_groups_at_kill"] == 0, "a chunk is committed whole or not at all"
     assert figures["lease_left_by_killed_run"] == 1

@@ -60,7 +60,7 @@ def numbers(draw):
         return "0", 0, ""
     sign = "-" if integer < 0 or (integer == 0 and draw(st.booleans())) else ""
     canonical = f"{sign}{abs(integer)}" + (f".{fraction}" if fraction else "")
-    return canonical, integer, fraction if not sign or integer else fraction
+    return canonical, integer, fraction
 
 
 def spell(integer: int, fraction: str, negative: bool, style: str, zeros: int) -> str:

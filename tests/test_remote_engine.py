@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ from fixability_dag.remote_engine import RemoteEngine, RemoteEngineError, Remote
 from fixability_dag.sampling import Decoding
 from resources import CheckpointDirectory, RemoteVLLMResource, ResultsDatabase
 
-from .conftest import DEMO_CHECKPOINTS, demo_checkpoint
+from .conftest import DEMO_CHECKPOINTS, demo_checkpoint, free_port
 from .test_end_to_end import SETTINGS, check_invariants
 
 pytestmark = pytest.mark.vllm
@@ -35,12 +34,6 @@ pytestmark = pytest.mark.vllm
 CHECKPOINT = demo_checkpoint()
 PROBLEMS = arithmetic_suite(ArithmeticSuiteSpec(chain_lengths=(1, 2, 5), templates_per_length=2, variants_per_template=2))
 STARTUP_TIMEOUT = float(os.environ.get("FIXABILITY_TEST_VLLM_STARTUP_TIMEOUT", "600"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:

@@ -26,6 +26,8 @@ from fixability_dag.remote_engine import (
 )
 from fixability_dag.sampling import Decoding, GenerationRequest, generate_rollouts
 
+from .conftest import free_port
+
 CHECKPOINT = Path("/checkpoints/run-7/arith-sft-s0300")
 FAST = RemoteOptions(max_concurrency=4, max_retries=3, backoff_seconds=0.01, max_backoff_seconds=0.05, timeout_seconds=10)
 
@@ -117,11 +119,7 @@ def requests(count: int, n: int = 3, temperature: float = 1.0) -> list[Generatio
 
 
 def closed_port_url() -> str:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()  # nothing listens there any more: connections are refused
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{free_port()}"  # nothing listens there: connections are refused
 
 
 def test_completions_come_back_in_request_and_index_order_with_the_request_fields():

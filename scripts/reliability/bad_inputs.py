@@ -38,6 +38,7 @@ from fixability_dag.checkpoints import CheckpointError, inspect_checkpoint, part
 from fixability_dag.problems import ArithmeticSuiteSpec, ProblemFileError, arithmetic_suite, load_problems  # noqa: E402
 from fixability_dag.sampling import Completion, Decoding, GenerationRequest, grade_completions  # noqa: E402
 from fixability_dag.store import AuditStore, DatabaseUnavailable, redact  # noqa: E402
+from scripts.reliability.runs import first_line  # noqa: E402
 
 DEMO_CHECKPOINT = REPO / "demo" / "checkpoints" / "arith-sft-s0300"
 BASELINE = "baseline"
@@ -62,11 +63,6 @@ def populate(store: AuditStore) -> None:
 def baseline_rows(store: AuditStore) -> int:
     """Rows of the baseline: its problems, its checkpoint row and its rollouts."""
     return store.count("problems", suite=BASELINE_SPEC.name) + store.count("checkpoints", checkpoint_id=BASELINE) + store.count("rollouts", BASELINE)
-
-
-def first_line(text: str, limit: int = 220) -> str:
-    line = str(text).strip().splitlines()[0] if str(text).strip() else ""
-    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 class Runner:
@@ -295,7 +291,8 @@ def output_cases(run: Runner) -> None:
 
 
 # -- the database -------------------------------------------------------------------------------------------------------
-def _read_only_url(url: str) -> str:
+def read_only_url(url: str) -> str:
+    """The same database opened read-only: SQLite in ``mode=ro``, PostgreSQL with read-only transactions."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return f"sqlite:///file:{Path(parsed.database).resolve()}?mode=ro&uri=true"
@@ -305,11 +302,13 @@ def _read_only_url(url: str) -> str:
 def database_cases(run: Runner, db_url: str) -> None:
     rows = run.store.read("rollouts", BASELINE).drop(columns=["id", "checkpoint_id"])
     down = "postgresql+psycopg://auditor:s3cret@127.0.0.1:1/audits"
+    read_only = read_only_url(db_url)
     for name, url, operation in [
         ("database down: write", down, lambda s: f"wrote {s.replace('rollouts', BASELINE, rows.head(2), phase='diagnostic')} rows"),
         ("database down: read", down, lambda s: f"read {s.count('rollouts', BASELINE)} rows"),
-        ("database read-only: replace", _read_only_url(db_url), lambda s: f"wrote {s.replace('rollouts', BASELINE, rows.head(2), phase='diagnostic')} rows"),
-        ("database read-only: upsert", _read_only_url(db_url), lambda s: f"upserted {s.upsert_problems(arithmetic_suite(ArithmeticSuiteSpec(chain_lengths=(3,), templates_per_length=1, variants_per_template=1)))}"),
+        ("database read-only: replace", read_only, lambda s: f"wrote {s.replace('rollouts', BASELINE, rows.head(2), phase='diagnostic')} rows"),
+        ("database read-only: upsert", read_only, lambda s: f"upserted {s.upsert_problems(arithmetic_suite(ArithmeticSuiteSpec(chain_lengths=(3,), templates_per_length=1, variants_per_template=1)))}"),
+        ("database read-only: read", read_only, lambda s: f"reads still work: {s.count('rollouts', BASELINE)} baseline rollouts"),
     ]:
         def attempt(url=url, operation=operation):
             store = AuditStore(url)
@@ -319,15 +318,6 @@ def database_cases(run: Runner, db_url: str) -> None:
                 store.dispose()
 
         run.case(name, redact(url), attempt)
-
-    def read_only_read() -> str:
-        store = AuditStore(_read_only_url(db_url))
-        try:
-            return f"reads still work: {store.count('rollouts', BASELINE)} baseline rollouts"
-        finally:
-            store.dispose()
-
-    run.case("database read-only: read", redact(_read_only_url(db_url)), read_only_read)
 
 
 # -- the engine dying mid-batch ----------------------------------------------------------------------------------------

@@ -29,6 +29,21 @@ def _race(db_url: str, checkpoints: list[Path], n_samples: int, timeout: float) 
     return [p.returncode for p in procs], outputs, time.monotonic() - started
 
 
+def _scenario(store, db_url: str, name: str, checkpoints: list[Path], expected_per_checkpoint: int, n_samples: int,
+              timeout: float) -> dict:
+    """Race one run per entry of ``checkpoints`` (a name twice = two runs of one checkpoint) and count the result."""
+    codes, errors, seconds = _race(db_url, checkpoints, n_samples, timeout)
+    frames = [store.read("rollouts", key) for key in dict.fromkeys(ck.name for ck in checkpoints)]
+    return {
+        "scenario": name, "runs": len(codes), "completed": codes.count(0),
+        "refused": sum("CheckpointBusy" in e for e in errors),
+        "rows": sum(int((f["phase"] == "diagnostic").sum()) for f in frames),
+        "expected_rows": expected_per_checkpoint * len(frames),
+        "duplicates": sum(int(f.duplicated(KEYS).sum()) for f in frames), "seconds": round(seconds, 1),
+        "errors": [line for e, c in zip(errors, codes) if c != 0 for line in failure_lines(e)],
+    }
+
+
 def race(db_url: str, n_samples: int = 8, timeout: float = 1200.0) -> list[dict]:
     from fixability_dag.config import AuditConfig
     from fixability_dag.store import AuditStore
@@ -36,28 +51,12 @@ def race(db_url: str, n_samples: int = 8, timeout: float = 1200.0) -> list[dict]
     store = AuditStore(db_url)
     store.migrate()
     expected = len(AuditConfig().load_problems()) * n_samples
-    rows = []
-
-    different = [CHECKPOINTS / "arith-sft-s0300", CHECKPOINTS / "arith-sft-s1000"]
-    codes, errors, seconds = _race(db_url, different, n_samples, timeout)
-    counts = {ck.name: store.count("rollouts", ck.name, phase="diagnostic") for ck in different}
-    duplicates = sum(int(store.read("rollouts", ck.name).duplicated(KEYS).sum()) for ck in different)
-    rows.append({
-        "scenario": "two checkpoints at once", "runs": len(codes), "completed": codes.count(0),
-        "refused": sum("CheckpointBusy" in e for e in errors), "rows": sum(counts.values()),
-        "expected_rows": expected * len(different), "duplicates": duplicates, "seconds": round(seconds, 1),
-        "errors": [line for e, c in zip(errors, codes) if c != 0 for line in failure_lines(e)],
-    })
-
-    same = [CHECKPOINTS / "arith-sft-s2000"] * 2
-    codes, errors, seconds = _race(db_url, same, n_samples, timeout)
-    frame = store.read("rollouts", same[0].name)
-    rows.append({
-        "scenario": "one checkpoint twice at once", "runs": len(codes), "completed": codes.count(0),
-        "refused": sum("CheckpointBusy" in e for e in errors), "rows": int((frame["phase"] == "diagnostic").sum()),
-        "expected_rows": expected, "duplicates": int(frame.duplicated(KEYS).sum()), "seconds": round(seconds, 1),
-        "errors": [line for e, c in zip(errors, codes) if c != 0 for line in failure_lines(e)],
-    })
+    rows = [
+        _scenario(store, db_url, "two checkpoints at once", [CHECKPOINTS / "arith-sft-s0300", CHECKPOINTS / "arith-sft-s1000"],
+                  expected, n_samples, timeout),
+        _scenario(store, db_url, "one checkpoint twice at once", [CHECKPOINTS / "arith-sft-s2000"] * 2,
+                  expected, n_samples, timeout),
+    ]
     store.dispose()
     return rows
 

@@ -72,15 +72,8 @@ def kill_and_resume(db_url: str, checkpoint: Path, n_samples: int = 16, min_comm
     kept = final.merge(after_kill[KEYS + ["id", "text"]], on=KEYS, suffixes=("", "_before"))
     runs = store.read("audit_runs", key)
     resumed_summary = runs[(runs["asset"] == "base_rollouts") & (runs["status"] == "success")]["summary"].iloc[-1]
-    os.environ["DAGSTER_HOME"], previous = str(home), os.environ.get("DAGSTER_HOME")
-    try:
-        instance = DagsterInstance.get()
+    with DagsterInstance.from_config(str(home)) as instance:
         dagster_runs = [r.status for r in instance.get_runs()]
-    finally:
-        if previous is None:
-            os.environ.pop("DAGSTER_HOME")
-        else:
-            os.environ["DAGSTER_HOME"] = previous
     store.dispose()
     return {
         "checkpoint": key,

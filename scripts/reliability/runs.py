@@ -73,14 +73,19 @@ def failure_lines(stderr: str) -> list[str]:
     return marked or stderr.strip().splitlines()[-1:]
 
 
+def first_line(text: str, limit: int | None = 220) -> str:
+    """The first line of an error message, cut to ``limit`` characters (None: whole) for a report table."""
+    line = str(text).strip().splitlines()[0] if str(text).strip() else ""
+    return line if limit is None or len(line) <= limit else line[: limit - 3] + "..."
+
+
 def _run_marked(db_url: str, checkpoint: Path, n_samples: int) -> bool:
     """:func:`run`, with a crash outside any step (instance storage, imports) marked like a step failure."""
     try:
         return run(db_url, checkpoint, n_samples)
     except Exception as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        print(f"{FAILED} <outside any step>: {type(error).__module__}.{type(error).__name__}: {message}",
-              file=sys.stderr)
+        print(f"{FAILED} <outside any step>: {type(error).__module__}.{type(error).__name__}: "
+              f"{first_line(str(error), None)}", file=sys.stderr)
         raise
 
 
