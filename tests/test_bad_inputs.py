@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import stat
-import struct
 import threading
 import time
 
@@ -30,6 +29,7 @@ from fixability_dag.problems import (
 from fixability_dag.sampling import MAX_TEXT_CHARS, Completion, Decoding, GenerationRequest, grade_completions
 from fixability_dag.store import AuditStore, DatabaseUnavailable
 from scripts.reliability import bad_inputs as script
+from scripts.reliability.bad_inputs import rewrite_header, tensors
 
 from .conftest import REPO, demo_checkpoint
 from .test_sensors import age, evaluate
@@ -164,21 +164,6 @@ def test_a_bad_problem_file_writes_nothing(sqlite_store, tmp_path):
 
 
 # -- checkpoints ----------------------------------------------------------------------------------------------------
-def rewrite_header(weights, mutate):
-    data = weights.read_bytes()
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8 : 8 + n])
-    header = mutate(header) or header
-    text = json.dumps(header, separators=(",", ":")).encode()
-    assert len(text) <= n
-    weights.write_bytes(data[:8] + text.ljust(n, b" ") + data[8 + n :])
-
-
-def tensors(header):
-    """The header's tensor entries in file order."""
-    return sorted((v for k, v in header.items() if k != "__metadata__"), key=lambda v: v["data_offsets"])
-
-
 def shift_offsets(entry, begin: int, end: int) -> None:
     entry["data_offsets"] = [entry["data_offsets"][0] + begin, entry["data_offsets"][1] + end]
 

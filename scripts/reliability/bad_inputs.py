@@ -149,20 +149,22 @@ def problem_cases(run: Runner, workdir: Path) -> None:
 
 
 # -- checkpoints --------------------------------------------------------------------------------------------------
-def _rewrite_header(weights: Path, mutate: Callable[[dict], None]) -> None:
-    """Change a safetensors header in place, padded to its original length (file size unchanged)."""
+def rewrite_header(weights: Path, mutate: Callable[[dict], object]) -> None:
+    """Change a safetensors header in place (``mutate`` edits it, or returns a replacement), padded to its original
+    length so the file size is unchanged."""
     data = weights.read_bytes()
     (n,) = struct.unpack("<Q", data[:8])
     header = json.loads(data[8 : 8 + n])
-    mutate(header)
-    text = json.dumps(header, separators=(",", ":")).encode()
+    replacement = mutate(header)
+    text = json.dumps(header if replacement is None else replacement, separators=(",", ":")).encode()
     if len(text) > n:
         raise ValueError("mutated header is longer than the original")
     weights.write_bytes(data[:8] + text.ljust(n, b" ") + data[8 + n :])
 
 
-def _first_tensor(header: dict) -> dict:
-    return next(v for k, v in header.items() if k != "__metadata__")
+def tensors(header: dict) -> list[dict]:
+    """The header's tensor entries in file order."""
+    return sorted((v for k, v in header.items() if k != "__metadata__"), key=lambda v: v["data_offsets"])
 
 
 CHECKPOINT_DAMAGE: list[tuple[str, str, str, Callable[[Path], None]]] = [
@@ -174,9 +176,9 @@ CHECKPOINT_DAMAGE: list[tuple[str, str, str, Callable[[Path], None]]] = [
     ("checkpoint: weights with trailing bytes", "64 bytes appended", "padded",
      lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes() + b"\0" * 64)),
     ("checkpoint: corrupt weights header", "a tensor's shape no longer matches its bytes", "bad-header",
-     lambda d: _rewrite_header(d / "model.safetensors", lambda h: _first_tensor(h).__setitem__("shape", [1]))),
+     lambda d: rewrite_header(d / "model.safetensors", lambda h: tensors(h)[0].__setitem__("shape", [1]))),
     ("checkpoint: header is not a tensor table", "header replaced by a JSON list", "list-header",
-     lambda d: _rewrite_header(d / "model.safetensors", lambda h: (h.clear(), h.update({"__metadata__": {}, "t": [1, 2]})))),
+     lambda d: rewrite_header(d / "model.safetensors", lambda h: {"__metadata__": {}, "t": [1, 2]})),
     ("checkpoint: .partial file left", "model.safetensors.partial present", "partial-file", lambda d: (d / "model.safetensors.partial").write_bytes(b"x")),
     ("checkpoint: no tokenizer", "tokenizer.json deleted", "no-tokenizer", lambda d: (d / "tokenizer.json").unlink()),
     ("checkpoint: truncated tokenizer", "tokenizer.json cut in half", "half-tokenizer",
