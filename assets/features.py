@@ -6,9 +6,9 @@ from dagster import AssetExecutionContext, MaterializeResult, asset
 from assets.partitions import checkpoint_partitions
 from assets.rollouts import base_rollouts, probe_rollouts
 from assets.tracking import audit_step, md_table
-from fixability_dag import audit
-from fixability_dag.config import CODE_VERSION
-from fixability_dag.features import ALL_FEATURES
+from fixability_dag.pipeline import audit
+from fixability_dag.pipeline.config import CODE_VERSION
+from fixability_dag.core.features import ALL_FEATURES
 from resources import AuditSettings, ResultsDatabase
 
 

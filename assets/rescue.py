@@ -8,8 +8,8 @@ from assets.regimes import regime_labels
 from assets.rollouts import GPU_POOL, GPU_STEP_TAGS
 from assets.routing import routing_plan
 from assets.tracking import audit_step, md_table
-from fixability_dag import audit
-from fixability_dag.config import CODE_VERSION
+from fixability_dag.pipeline import audit
+from fixability_dag.pipeline.config import CODE_VERSION
 from resources import AuditSettings, ResultsDatabase, RolloutEngineResource
 
 

@@ -5,8 +5,8 @@ from dagster import AssetExecutionContext, MaterializeResult, asset
 
 from assets.partitions import checkpoint_partitions
 from assets.tracking import audit_step, md_mapping, md_table
-from fixability_dag import audit
-from fixability_dag.config import CODE_VERSION
+from fixability_dag.pipeline import audit
+from fixability_dag.pipeline.config import CODE_VERSION
 from resources import AuditSettings, ResultsDatabase, RolloutEngineResource
 
 GPU_POOL = "gpu"

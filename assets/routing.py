@@ -6,8 +6,8 @@ from dagster import AssetExecutionContext, MaterializeResult, asset
 from assets.features import failure_features
 from assets.partitions import checkpoint_partitions
 from assets.tracking import audit_step, md_mapping
-from fixability_dag import audit
-from fixability_dag.config import CODE_VERSION
+from fixability_dag.pipeline import audit
+from fixability_dag.pipeline.config import CODE_VERSION
 from resources import AuditSettings, ResultsDatabase
 
 

@@ -7,9 +7,9 @@ from dagster import AssetExecutionContext, AutomationCondition, MaterializeResul
 
 from assets.rescue import rescue_evaluation
 from assets.tracking import md_table
-from fixability_dag import audit
-from fixability_dag.config import CODE_VERSION
-from fixability_dag.plots import topography_plot
+from fixability_dag.pipeline import audit
+from fixability_dag.pipeline.config import CODE_VERSION
+from fixability_dag.pipeline.plots import topography_plot
 from resources import ResultsDatabase
 
 

@@ -9,8 +9,8 @@ from contextlib import contextmanager
 import pandas as pd
 from dagster import AssetExecutionContext, MetadataValue
 
-from fixability_dag.config import CODE_VERSION, AuditConfig
-from fixability_dag.store import AuditStore
+from fixability_dag.pipeline.config import CODE_VERSION, AuditConfig
+from fixability_dag.storage.store import AuditStore
 from resources import AuditSettings, ResultsDatabase
 
 
@@ -36,7 +36,7 @@ class Step:
 def audit_step(context: AssetExecutionContext, database: ResultsDatabase, settings: AuditSettings) -> Iterator[Step]:
     """Hold the checkpoint's lease and record the step in ``audit_runs`` (config, code version, timing, status).
 
-    The lease (:mod:`fixability_dag.leases`) makes a second run of the same checkpoint fail fast with the holder's
+    The lease (:mod:`fixability_dag.storage.leases`) makes a second run of the same checkpoint fail fast with the holder's
     name instead of interleaving its writes; it is released when the run's database resource is torn down.
     """
     store, config = database.store(), settings.config()

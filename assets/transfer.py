@@ -4,8 +4,8 @@ from dagster import AssetExecutionContext, AutomationCondition, MaterializeResul
 
 from assets.regimes import regime_labels
 from assets.tracking import md_table
-from fixability_dag import audit
-from fixability_dag.config import CODE_VERSION
+from fixability_dag.pipeline import audit
+from fixability_dag.pipeline.config import CODE_VERSION
 from resources import ResultsDatabase
 
 

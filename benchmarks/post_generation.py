@@ -43,16 +43,16 @@ from pathlib import Path
 import pandas as pd
 from sqlalchemy import delete, select, text
 
-from fixability_dag import audit
-from fixability_dag.config import AuditConfig
-from fixability_dag.features import FEATURES, compute_features, compute_features_per_problem, failed_problem_ids
-from fixability_dag.regimes import cluster, feature_matrix
-from fixability_dag.routing import fit_thresholds, route
-from fixability_dag.scratch import reset_schema, scratch_postgres
-from fixability_dag.schema import TABLES
-from fixability_dag.stats import matched_accuracy
-from fixability_dag.store import AuditStore, _clean, redact
-from fixability_dag.synthetic import planted_frames
+from fixability_dag.pipeline import audit
+from fixability_dag.pipeline.config import AuditConfig
+from fixability_dag.core.features import FEATURES, compute_features, compute_features_per_problem, failed_problem_ids
+from fixability_dag.core.regimes import cluster, feature_matrix
+from fixability_dag.core.routing import fit_thresholds, route
+from fixability_dag.testing.scratch import reset_schema, scratch_postgres
+from fixability_dag.storage.schema import TABLES
+from fixability_dag.core.stats import matched_accuracy
+from fixability_dag.storage.store import AuditStore, _clean, redact
+from fixability_dag.testing.synthetic import planted_frames
 
 TARGET_SECONDS = 2.0
 TARGET_ROWS_PER_SECOND = 100_000
@@ -129,8 +129,8 @@ def in_memory(diagnostic: pd.DataFrame, probe: pd.DataFrame, labels: dict[str, s
 @contextlib.contextmanager
 def every_thread() -> Iterator[None]:
     """Let BLAS/OpenMP use all their threads inside the fits again (the pre-optimisation behaviour)."""
-    import fixability_dag.regimes as regimes
-    import fixability_dag.routing as routing
+    import fixability_dag.core.regimes as regimes
+    import fixability_dag.core.routing as routing
 
     saved = regimes.single_threaded, routing.single_threaded
     regimes.single_threaded = routing.single_threaded = contextlib.nullcontext
@@ -190,7 +190,7 @@ def seed_reference_rows(store: AuditStore, problem_ids: list[str], checkpoints: 
 
 
 def legacy_replace(store: AuditStore, table_name: str, checkpoint_id: str, frame: pd.DataFrame, **scope) -> int:
-    """The write path before ``fixability_dag.bulk``, verbatim: row-wise records, then SQLAlchemy executemany."""
+    """The write path before ``fixability_dag.storage.bulk``, verbatim: row-wise records, then SQLAlchemy executemany."""
     table = TABLES[table_name].__table__
     payload = [{k: _clean(v) for k, v in row.items()} for row in frame.to_dict("records")]
     for row in payload:

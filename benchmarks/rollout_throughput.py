@@ -7,7 +7,7 @@ One process, one checkpoint, one problem set, one decoding, N samples per proble
 * ``a``    raw ``vllm.LLM.generate`` with ``SamplingParams(n=N, seed=...)``: the ceiling;
 * ``a+lp`` the same with ``logprobs=0``, which our engine asks for (it is what gives ``cumulative_logprob``, the
   policy-confidence feature): how much of any gap is the engine's own logprob bookkeeping;
-* ``b``    :func:`fixability_dag.audit.sample_phase`: generation through :class:`~fixability_dag.engine.VLLMEngine`,
+* ``b``    :func:`fixability_dag.pipeline.audit.sample_phase`: generation through :class:`~fixability_dag.engines.inprocess.VLLMEngine`,
   answer checking of every sample, the DataFrame and the database write (fresh SQLite; PostgreSQL too with
   ``--db-url``);
 * ``c``    lm-evaluation-harness (vLLM backend) sampling the same problems ``repeats=N`` times as a custom task
@@ -55,15 +55,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from sqlalchemy.engine import make_url  # noqa: E402
 
-from fixability_dag.audit import sample_phase  # noqa: E402
-from fixability_dag.checkpoints import inspect_checkpoint  # noqa: E402
-from fixability_dag.config import AuditConfig  # noqa: E402
-from fixability_dag.engine import EngineOptions, VLLMEngine  # noqa: E402
-from fixability_dag.interventions import RETRY, build_requests  # noqa: E402
-from fixability_dag.problems import Problem  # noqa: E402
-from fixability_dag.sampling import Decoding, GenerationRequest  # noqa: E402
-from fixability_dag.scratch import scratch_postgres  # noqa: E402
-from fixability_dag.store import AuditStore, redact  # noqa: E402
+from fixability_dag.pipeline.audit import sample_phase  # noqa: E402
+from fixability_dag.inputs.checkpoints import inspect_checkpoint  # noqa: E402
+from fixability_dag.pipeline.config import AuditConfig  # noqa: E402
+from fixability_dag.engines.inprocess import EngineOptions, VLLMEngine  # noqa: E402
+from fixability_dag.core.interventions import RETRY, build_requests  # noqa: E402
+from fixability_dag.core.problems import Problem  # noqa: E402
+from fixability_dag.core.sampling import Decoding, GenerationRequest  # noqa: E402
+from fixability_dag.testing.scratch import scratch_postgres  # noqa: E402
+from fixability_dag.storage.store import AuditStore, redact  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -113,10 +113,10 @@ def median_row(key: str, label: str, runs: Sequence[Run]) -> dict:
 def raw_vllm(llm, requests: Sequence[GenerationRequest], seen: dict, seeded: bool = True, **extra) -> Callable[[str], Run]:
     """``llm.generate`` with the requests' own prompts, n and seeds, and nothing else (prompt token ids go to ``seen``).
 
-    The ``SamplingParams`` are our engine's (:func:`fixability_dag.engine.sampling_params`) without its logprobs
+    The ``SamplingParams`` are our engine's (:func:`fixability_dag.engines.inprocess.sampling_params`) without its logprobs
     request; ``seeded=False`` and ``extra`` (``logprobs=0``, ``flat_logprobs=True``) give the ``--breakdown`` variants.
     """
-    from fixability_dag.engine import sampling_params
+    from fixability_dag.engines.inprocess import sampling_params
 
     def run(_tag: str) -> Run:
         params = [sampling_params(r, seeded, **{"logprobs": None, **extra}) for r in requests]
@@ -179,7 +179,7 @@ class ProjectPath:
     def cleanup(self) -> None:
         from sqlalchemy import delete
 
-        from fixability_dag.schema import TABLES
+        from fixability_dag.storage.schema import TABLES
 
         table = TABLES["checkpoints"].__table__
         with self.store.engine.begin() as conn:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from fixability_dag.problems import PROBLEM_FORMATS, ColumnMapping, ProblemFileError, load_problems
-from fixability_dag.regimes import REGIMES
-from fixability_dag.store import AuditStore, default_url, redact
+from fixability_dag.core.problems import PROBLEM_FORMATS, ColumnMapping, ProblemFileError, load_problems
+from fixability_dag.core.regimes import REGIMES
+from fixability_dag.storage.store import AuditStore, default_url, redact
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -34,7 +34,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def summary_table(store: AuditStore) -> pd.DataFrame:
     """Per checkpoint: base pass rate, failed problems, regime shares and routed vs retry rescue, from SQL."""
-    from fixability_dag.audit import topography
+    from fixability_dag.pipeline.audit import topography
 
     table = topography(store)
     if table.empty:
@@ -70,10 +70,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from dagster import DagsterInstance
 
     from assets.partitions import checkpoint_partitions
-    from fixability_dag.checkpoints import scan
-    from fixability_dag.config import CODE_VERSION
+    from fixability_dag.inputs.checkpoints import scan
+    from fixability_dag.pipeline.config import CODE_VERSION
     from fixability_dag.definitions import defs
-    from fixability_dag.schedules import FINAL_ASSET, stale_checkpoints
+    from fixability_dag.orchestration.schedules import FINAL_ASSET, stale_checkpoints
     from resources import AuditSettings, CheckpointDirectory
 
     if args.checkpoints:

@@ -3,9 +3,9 @@
 from dagster import Definitions
 
 from assets import ALL_ASSETS
-from fixability_dag.jobs import audit_checkpoint_job, topography_job
-from fixability_dag.schedules import nightly_audit
-from fixability_dag.sensors import checkpoint_sensor
+from fixability_dag.orchestration.jobs import audit_checkpoint_job, topography_job
+from fixability_dag.orchestration.schedules import nightly_audit
+from fixability_dag.orchestration.sensors import checkpoint_sensor
 from resources import AuditSettings, CheckpointDirectory, ResultsDatabase, engine_resource_from_env
 
 

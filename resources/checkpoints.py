@@ -8,7 +8,7 @@ from pathlib import Path
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from fixability_dag.checkpoints import CheckpointInfo, inspect_checkpoint, partition_key, scan
+from fixability_dag.inputs.checkpoints import CheckpointInfo, inspect_checkpoint, partition_key, scan
 
 DEMO_CHECKPOINTS = Path(__file__).resolve().parents[1] / "demo" / "checkpoints"
 CHECKPOINT_DIR_ENV = "FIXABILITY_CHECKPOINT_DIR"

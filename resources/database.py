@@ -5,7 +5,7 @@ from __future__ import annotations
 from dagster import ConfigurableResource, DagsterEventType, DagsterInstance, InitResourceContext
 from pydantic import Field, PrivateAttr
 
-from fixability_dag.store import DB_URL_ENV, AuditStore, default_url, redact
+from fixability_dag.storage.store import DB_URL_ENV, AuditStore, default_url, redact
 
 
 class ResultsDatabase(ConfigurableResource):

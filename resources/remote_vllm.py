@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from fixability_dag.remote_engine import RemoteEngine, RemoteOptions, normalize_base_url
+from fixability_dag.engines.remote import RemoteEngine, RemoteOptions, normalize_base_url
 from resources.rollout_engine import RolloutEngineResource
 from resources.vllm_engine import VLLMResource
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import PrivateAttr
 
-from fixability_dag.sampling import RolloutEngine
+from fixability_dag.core.sampling import RolloutEngine
 
 
 class RolloutEngineResource(ConfigurableResource):

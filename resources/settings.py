@@ -1,10 +1,10 @@
-"""The audit's scientific settings as a Dagster resource (mirrors :class:`fixability_dag.config.AuditConfig`)."""
+"""The audit's scientific settings as a Dagster resource (mirrors :class:`fixability_dag.pipeline.config.AuditConfig`)."""
 
 from __future__ import annotations
 
 from dagster import ConfigurableResource
 
-from fixability_dag.config import AuditConfig
+from fixability_dag.pipeline.config import AuditConfig
 
 _D = AuditConfig()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from fixability_dag.engine import EngineOptions, VLLMEngine
+from fixability_dag.engines.inprocess import EngineOptions, VLLMEngine
 from resources.rollout_engine import RolloutEngineResource
 
 

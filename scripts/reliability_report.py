@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from fixability_dag.scratch import scratch_postgres, server_url  # noqa: E402
+from fixability_dag.testing.scratch import scratch_postgres, server_url  # noqa: E402
 from scripts.reliability.bad_inputs import run_bad_inputs  # noqa: E402
 from scripts.reliability.concurrent import race  # noqa: E402
 from scripts.reliability.kill_resume import kill_and_resume  # noqa: E402

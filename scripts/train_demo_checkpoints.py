@@ -31,7 +31,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from fixability_dag.problems import FINAL_ANSWER_MARKER, PROMPT_TEMPLATE, arithmetic_chain, random_chain
+from fixability_dag.core.problems import FINAL_ANSWER_MARKER, PROMPT_TEMPLATE, arithmetic_chain, random_chain
 
 PAD, BOS, EOS = "<|pad|>", "<|bos|>", "<|eos|>"
 TRAIN_CHAIN_LENGTHS = (1, 2, 3, 4)

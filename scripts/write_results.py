@@ -6,8 +6,8 @@
 import argparse
 from pathlib import Path
 
-from fixability_dag.report import results_markdown
-from fixability_dag.store import AuditStore, default_url
+from fixability_dag.pipeline.report import results_markdown
+from fixability_dag.storage.store import AuditStore, default_url
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from fixability_dag.scratch import ScratchDatabases, reset_schema, server_url
-from fixability_dag.store import AuditStore
+from fixability_dag.testing.scratch import ScratchDatabases, reset_schema, server_url
+from fixability_dag.storage.store import AuditStore
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CHECKPOINTS = REPO / "demo" / "checkpoints"

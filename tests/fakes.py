@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 
-from fixability_dag.sampling import Completion, GenerationRequest
+from fixability_dag.core.sampling import Completion, GenerationRequest
 
 AnswerSampler = Callable[[GenerationRequest, random.Random], str | None]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fixability_dag.answers import grade
+from fixability_dag.core.answers import grade
 
 
 def process_results(doc: dict, results: list) -> dict:

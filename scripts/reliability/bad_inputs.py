@@ -10,7 +10,7 @@ case is one row: whether the input was *refused* (a clear error before anything 
 safely), the first line of the error or what was stored, and the baseline row count before and after, which must
 be equal: a bad input never costs rows already stored.
 
-Nothing here asserts; ``tests/test_bad_inputs.py`` does. This is the table the reliability report prints.
+Nothing here asserts; ``tests/system/test_bad_inputs.py`` does. This is the table the reliability report prints.
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from fixability_dag.answers import LatexChecker  # noqa: E402
-from fixability_dag.checkpoints import CheckpointError, inspect_checkpoint, partition_key  # noqa: E402
-from fixability_dag.problems import ArithmeticSuiteSpec, ProblemFileError, arithmetic_suite, load_problems  # noqa: E402
-from fixability_dag.sampling import Completion, Decoding, GenerationRequest, grade_completions  # noqa: E402
-from fixability_dag.store import AuditStore, DatabaseUnavailable, redact  # noqa: E402
+from fixability_dag.core.answers import LatexChecker  # noqa: E402
+from fixability_dag.inputs.checkpoints import CheckpointError, inspect_checkpoint, partition_key  # noqa: E402
+from fixability_dag.core.problems import ArithmeticSuiteSpec, ProblemFileError, arithmetic_suite, load_problems  # noqa: E402
+from fixability_dag.core.sampling import Completion, Decoding, GenerationRequest, grade_completions  # noqa: E402
+from fixability_dag.storage.store import AuditStore, DatabaseUnavailable, redact  # noqa: E402
 from scripts.reliability.runs import first_line  # noqa: E402
 
 DEMO_CHECKPOINT = REPO / "demo" / "checkpoints" / "arith-sft-s0300"
@@ -227,7 +227,7 @@ def _sensor_tick(root: Path, workdir: Path) -> str:
     from dagster import DagsterInstance, SensorResult, build_sensor_context
 
     from assets.partitions import checkpoint_partitions
-    from fixability_dag.sensors import checkpoint_sensor
+    from fixability_dag.orchestration.sensors import checkpoint_sensor
     from resources import AuditSettings, CheckpointDirectory, ResultsDatabase
 
     instance = DagsterInstance.ephemeral()
@@ -331,8 +331,8 @@ def engine_case(run: Runner, checkpoint: Path = DEMO_CHECKPOINT) -> None:
     """
     import psutil
 
-    from fixability_dag.engine import EngineDied, EngineOptions, VLLMEngine
-    from fixability_dag.interventions import build_requests
+    from fixability_dag.engines.inprocess import EngineDied, EngineOptions, VLLMEngine
+    from fixability_dag.core.interventions import build_requests
 
     store = run.store
     problems = store.problems()

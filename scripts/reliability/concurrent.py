@@ -45,8 +45,8 @@ def _scenario(store, db_url: str, name: str, checkpoints: list[Path], expected_p
 
 
 def race(db_url: str, n_samples: int = 8, timeout: float = 1200.0) -> list[dict]:
-    from fixability_dag.config import AuditConfig
-    from fixability_dag.store import AuditStore
+    from fixability_dag.pipeline.config import AuditConfig
+    from fixability_dag.storage.store import AuditStore
 
     store = AuditStore(db_url)
     store.migrate()

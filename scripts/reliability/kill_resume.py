@@ -4,7 +4,7 @@ The run is a real Dagster materialization (persistent instance in a temporary DA
 ``base_rollouts`` on the real vLLM engine, in its own process group; the kill takes down the run process and vLLM's
 engine process together, as an OOM killer or a pre-empted node would. Then the same materialization runs again.
 
-Used by ``tests/test_kill_resume.py`` (asserts) and ``scripts/reliability_report.py`` (figures).
+Used by ``tests/system/test_kill_resume.py`` (asserts) and ``scripts/reliability_report.py`` (figures).
 
     python -m scripts.reliability.kill_resume --db-url sqlite:///kill.db     # prints the figures as JSON
 """
@@ -29,8 +29,8 @@ def kill_and_resume(db_url: str, checkpoint: Path, n_samples: int = 16, min_comm
     """Returns the figures of one kill-and-resume cycle; raises if the cycle itself could not be staged."""
     from dagster import DagsterInstance
 
-    from fixability_dag.config import AuditConfig
-    from fixability_dag.store import AuditStore
+    from fixability_dag.pipeline.config import AuditConfig
+    from fixability_dag.storage.store import AuditStore
 
     store = AuditStore(db_url)
     store.migrate()

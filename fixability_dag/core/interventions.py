@@ -1,0 +1,129 @@
+"""The intervention catalog: bounded ways to change how a problem is attempted.
+
+Each intervention is a pure function from (problem, base decoding, exemplar pool) to a prompt and a decoding. Its
+budget (how many samples) is decided by the caller, and its compute is counted afterwards in generated tokens, so
+policies are compared at matched compute rather than matched request counts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Callable, Sequence
+
+from fixability_dag.core.problems import Problem
+from fixability_dag.core.sampling import Decoding, GenerationRequest, derive_seed
+
+RETRY = "retry"
+
+
+@dataclasses.dataclass(frozen=True)
+class Attempt:
+    """What an intervention asks the engine for: a prompt, a decoding, and a cap on useful samples."""
+
+    prompt: str
+    decoding: Decoding
+    max_useful_samples: int | None = None  # greedy decoding gives the same answer every time
+
+
+@dataclasses.dataclass(frozen=True)
+class Intervention:
+    name: str
+    kind: str  # retry | decoding | prefix | prompt
+    description: str
+    build: Callable[[Problem, Decoding, Sequence[Problem]], Attempt]
+
+
+def _retry(problem: Problem, base: Decoding, exemplars: Sequence[Problem]) -> Attempt:
+    return Attempt(problem.prompt, base)
+
+
+def _temperature(t: float) -> Callable[[Problem, Decoding, Sequence[Problem]], Attempt]:
+    def build(problem: Problem, base: Decoding, exemplars: Sequence[Problem]) -> Attempt:
+        return Attempt(problem.prompt, dataclasses.replace(base, temperature=t), 1 if t == 0.0 else None)
+
+    return build
+
+
+def solution_prefix_text(problem: Problem) -> str:
+    """The first half of the reference steps (at least one, never all of them).
+
+    For a one-step solution, giving the step would give the answer away; we give its left-hand side only
+    (``23+45=``), which still tells the model what to compute.
+    """
+    steps = problem.reference_steps
+    if not steps:
+        return ""
+    if len(steps) == 1:
+        head, sep, _ = steps[0].partition("=")
+        return head + sep if sep else ""
+    return "".join(step + "\n" for step in steps[: max(1, len(steps) // 2)])
+
+
+def _solution_prefix(problem: Problem, base: Decoding, exemplars: Sequence[Problem]) -> Attempt:
+    return Attempt(problem.prompt + solution_prefix_text(problem), base)
+
+
+def _exemplar_key(problem_id: str, other_id: str) -> str:
+    return hashlib.blake2b(f"{problem_id}|{other_id}".encode(), digest_size=8).hexdigest()
+
+
+def choose_exemplars(problem: Problem, pool: Sequence[Problem], k: int = 2) -> list[Problem]:
+    """Deterministic few-shot exemplars: same difficulty, another template, never the problem itself."""
+    candidates = [p for p in pool if p.problem_id != problem.problem_id and (p.template_id is None or p.template_id != problem.template_id)]
+    same = [p for p in candidates if p.difficulty == problem.difficulty]
+    ranked = sorted(same or candidates, key=lambda p: _exemplar_key(problem.problem_id, p.problem_id))
+    return ranked[:k]
+
+
+def _few_shot(problem: Problem, base: Decoding, exemplars: Sequence[Problem]) -> Attempt:
+    shots = "".join(ex.prompt + ex.reference_solution + "\n\n" for ex in choose_exemplars(problem, exemplars))
+    return Attempt(shots + problem.prompt, base)
+
+
+CATALOG: dict[str, Intervention] = {
+    i.name: i
+    for i in (
+        Intervention(RETRY, "retry", "base prompt and decoding, fresh seeds", _retry),
+        Intervention("temp_low", "decoding", "temperature 0.5", _temperature(0.5)),
+        Intervention("temp_high", "decoding", "temperature 1.3", _temperature(1.3)),
+        Intervention("greedy", "decoding", "greedy decoding (one sample: it is deterministic)", _temperature(0.0)),
+        Intervention("solution_prefix", "prefix", "first half of the reference steps appended to the prompt", _solution_prefix),
+        Intervention("few_shot", "prompt", "two solved exemplars of the same difficulty before the question", _few_shot),
+    )
+}
+
+def get_intervention(name: str) -> Intervention:
+    try:
+        return CATALOG[name]
+    except KeyError:
+        raise ValueError(f"unknown intervention '{name}'; known: {', '.join(CATALOG)}") from None
+
+
+def build_requests(
+    problems: Sequence[Problem],
+    intervention: str,
+    phase: str,
+    budget: int,
+    base: Decoding,
+    seed: int,
+    exemplar_pool: Sequence[Problem] = (),
+) -> list[GenerationRequest]:
+    """One request per problem for ``intervention`` at ``budget`` samples, each with its own derived seed."""
+    spec = get_intervention(intervention)
+    requests = []
+    for problem in problems:
+        attempt = spec.build(problem, base, exemplar_pool)
+        n = min(budget, attempt.max_useful_samples or budget)
+        requests.append(
+            GenerationRequest(
+                problem_id=problem.problem_id,
+                phase=phase,
+                intervention=intervention,
+                prompt=attempt.prompt,
+                n=n,
+                seed=derive_seed(seed, problem.problem_id, phase, intervention),
+                decoding=attempt.decoding,
+            )
+        )
+    return requests

@@ -1,0 +1,125 @@
+"""Rescue evaluation: routing policies scored on fresh-seed rollouts at matched per-problem budget.
+
+Every policy picks, per failed problem, one intervention (or skip) and gets the same number of samples for it, drawn
+in the ``eval`` phase with seeds never used to decide the ground truth. A problem is rescued when at least one of
+those samples is correct. Compute is counted in generated tokens, so skipping is visible as compute saved.
+
+Policies:
+
+* ``routed`` - the training-free plan from the features;
+* ``uniform_retry`` - retry everything: what teams do by default;
+* ``best_single`` - the one intervention that rescued most failed problems in the label phase, for everything;
+* ``oracle`` - per problem, an intervention known (label phase) to rescue it; skip when none did.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from fixability_dag.core.interventions import RETRY
+from fixability_dag.core.regimes import REGIMES
+from fixability_dag.core.stats import bootstrap_ci, wilson_interval
+
+POLICIES = ("routed", "uniform_retry", "best_single", "oracle")
+
+
+def best_single_intervention(outcomes: pd.DataFrame) -> str:
+    """The intervention with the most label-phase rescues (ties: fewer tokens, then name)."""
+    if outcomes.empty:
+        return RETRY
+    table = outcomes.groupby("intervention").agg(rescues=("rescued", "sum"), tokens=("tokens", "sum")).reset_index()
+    table = table.sort_values(["rescues", "tokens", "intervention"], ascending=[False, True, True])
+    return str(table.iloc[0]["intervention"])
+
+
+def oracle_choices(outcomes: pd.DataFrame, problem_ids: list[str]) -> dict[str, str | None]:
+    """Per problem, the cheapest (fewest tokens per sample) intervention that rescued it in the label phase."""
+    rescued = outcomes[outcomes["rescued"]].copy()
+    rescued["tokens_per_sample"] = rescued["tokens"] / rescued["samples"].clip(lower=1)
+    choice: dict[str, str | None] = {pid: None for pid in problem_ids}
+    for pid, group in rescued.groupby("problem_id"):
+        if pid in choice:
+            choice[pid] = str(group.sort_values(["tokens_per_sample", "intervention"]).iloc[0]["intervention"])
+    return choice
+
+
+def policy_choices(plan: pd.DataFrame, outcomes: pd.DataFrame, problem_ids: list[str]) -> dict[str, dict[str, str | None]]:
+    routed = {r.problem_id: (None if r.action == "skip" else r.intervention) for r in plan.itertuples(index=False)}
+    best = best_single_intervention(outcomes)
+    return {
+        "routed": {pid: routed.get(pid) for pid in problem_ids},
+        "uniform_retry": {pid: RETRY for pid in problem_ids},
+        "best_single": {pid: best for pid in problem_ids},
+        "oracle": oracle_choices(outcomes, problem_ids),
+    }
+
+
+def interventions_needed(choices: dict[str, dict[str, str | None]]) -> dict[str, set[str]]:
+    """Which (intervention -> problems) the eval phase must sample so every policy can be scored."""
+    needed: dict[str, set[str]] = {}
+    for per_problem in choices.values():
+        for pid, name in per_problem.items():
+            if name is not None:
+                needed.setdefault(name, set()).add(pid)
+    return needed
+
+
+def evaluate_policies(
+    choices: dict[str, dict[str, str | None]],
+    eval_rollouts: pd.DataFrame,
+    truth: pd.DataFrame,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Rescue rate, tokens and intervals per policy and per ground-truth regime (``all`` for the whole set)."""
+    groups = {key: g for key, g in eval_rollouts.groupby(["problem_id", "intervention"])}
+    regime_of = dict(zip(truth["problem_id"], truth["true_regime"]))
+    per_problem = []
+    for policy, per in choices.items():
+        for pid, name in per.items():
+            if name is None:
+                rescued, tokens, samples = False, 0, 0
+            else:
+                g = groups.get((pid, name))
+                if g is None:
+                    raise ValueError(f"no eval rollouts for {pid}/{name} needed by policy {policy}")
+                rescued, tokens, samples = bool(g["is_correct"].any()), int(g["num_tokens"].sum()), len(g)
+            per_problem.append({"policy": policy, "problem_id": pid, "regime": regime_of[pid], "intervention": name,
+                                "rescued": rescued, "tokens": tokens, "samples": samples})
+    outcomes = pd.DataFrame(per_problem)
+    retry_tokens = outcomes[outcomes["policy"] == "uniform_retry"].groupby("regime")["tokens"].sum()
+    rows = []
+    for policy in choices:
+        mine = outcomes[outcomes["policy"] == policy]
+        for stratum in ("all", *REGIMES):
+            sub = mine if stratum == "all" else mine[mine["regime"] == stratum]
+            base = outcomes[(outcomes["policy"] == "uniform_retry") & ((outcomes["regime"] == stratum) | (stratum == "all"))]
+            n, k = len(sub), int(sub["rescued"].sum())
+            lo, hi = wilson_interval(k, n)
+            lift = lift_lo = lift_hi = float("nan")
+            if n and policy != "uniform_retry":
+                diff = sub.set_index("problem_id")["rescued"].astype(float) - base.set_index("problem_id")["rescued"].astype(float)
+                lift = float(diff.mean())
+                lift_lo, lift_hi = bootstrap_ci(diff.to_numpy(), seed=seed)
+            retry_cost = float(retry_tokens.sum() if stratum == "all" else retry_tokens.get(stratum, 0))
+            rows.append({
+                "policy": policy, "regime": stratum, "problems": n, "rescued": k,
+                "rescue_rate": k / n if n else float("nan"), "rate_ci_low": lo, "rate_ci_high": hi,
+                "tokens": int(sub["tokens"].sum()), "samples": int(sub["samples"].sum()),
+                "skipped": int((sub["samples"] == 0).sum()),
+                "compute_saved_vs_retry": (1 - sub["tokens"].sum() / retry_cost) if retry_cost else float("nan"),
+                "lift_vs_retry": lift, "lift_ci_low": lift_lo, "lift_ci_high": lift_hi,
+            })
+    return pd.DataFrame(rows)
+
+
+def summarize(evaluations: pd.DataFrame) -> dict:
+    """Headline figures: rescue per policy, and routed lift over retry on steerable-hard problems."""
+    allrows = evaluations[evaluations["regime"] == "all"].set_index("policy")
+    steer = evaluations[(evaluations["regime"] == "steerable_hard") & (evaluations["policy"] == "routed")]
+    out = {f"rescue_rate_{p}": float(allrows.loc[p, "rescue_rate"]) for p in allrows.index}
+    if not steer.empty:
+        r = steer.iloc[0]
+        out.update(steerable_hard_lift=float(r["lift_vs_retry"]), steerable_hard_lift_ci=[float(r["lift_ci_low"]), float(r["lift_ci_high"])])
+    out["compute_saved_routed_vs_retry"] = float(allrows.loc["routed", "compute_saved_vs_retry"]) if "routed" in allrows.index else float("nan")
+    return {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in out.items()}

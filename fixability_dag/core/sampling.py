@@ -1,0 +1,190 @@
+"""Generation requests, the engine protocol, and grading of completions into rollouts.
+
+The audit asks an engine for *groups* of samples: one request per (problem, intervention) with ``n`` samples, so
+the engine shares the prompt prefix across the group (vLLM's ``SamplingParams(n=...)``) instead of re-encoding it
+``n`` times. Every request carries its own seed, derived from what it is for, so a re-run draws the same samples
+and two phases of one audit (diagnosis vs. rescue evaluation) never reuse each other's draws.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import re
+from collections.abc import Iterator, Sequence
+from typing import Protocol
+
+import pandas as pd
+
+from fixability_dag.core.answers import MAX_ANSWER_CHARS, grade
+from fixability_dag.core.problems import Problem
+
+PHASES = ("diagnostic", "probe", "label", "eval")
+"""diagnostic: the N base samples; probe: the small batch behind probe shift; label: rescues that define the
+ground-truth regime; eval: fresh-seed rescues that score routing policies."""
+
+ROLLOUT_COLUMNS = [
+    "problem_id", "phase", "intervention", "sample_index", "seed", "text", "answer", "is_correct",
+    "num_tokens", "cumulative_logprob", "mean_logprob", "finish_reason",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Decoding:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 128
+    stop: tuple[str, ...] = ("\n\n",)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationRequest:
+    problem_id: str
+    phase: str
+    intervention: str
+    prompt: str
+    n: int
+    seed: int
+    decoding: Decoding
+
+    def __post_init__(self) -> None:
+        if self.phase not in PHASES:
+            raise ValueError(f"unknown phase '{self.phase}'")
+        if self.n < 1:
+            raise ValueError("a request needs n >= 1 samples")
+
+
+@dataclasses.dataclass(frozen=True)
+class Completion:
+    """What an engine returns for one sample, before grading."""
+
+    text: str
+    num_tokens: int
+    cumulative_logprob: float | None
+    finish_reason: str | None
+
+
+class RolloutEngine(Protocol):
+    """Anything that turns requests into ``n`` completions each, in request order."""
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]: ...
+
+
+def derive_seed(base_seed: int, *parts: str) -> int:
+    """A stable 31-bit seed from the audit seed and what the request is for (problem, phase, intervention).
+
+    The checkpoint is deliberately *not* part of it: two checkpoints see the same random numbers for the same
+    problem, which makes their differences less noisy (common random numbers).
+    """
+    digest = hashlib.blake2b("\x1f".join((str(base_seed), *parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % (2**31 - 1)
+
+
+MAX_TEXT_CHARS = 16_384
+"""Longest rollout text stored. Longer texts keep their first and last ``MAX_TEXT_CHARS // 2`` characters around
+a marker that says how much was removed (the answer is usually at the end, the approach at the start)."""
+TRUNCATION_MARKER = "\n[... {removed} characters removed by fixability-dag: rollout text longer than {cap} ...]\n"
+_UNSTORABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|[\ud800-\udfff]")
+
+
+def storable_text(text: str | None) -> tuple[str, bool]:
+    """Rollout text fit for a ``TEXT`` column on SQLite and PostgreSQL, and whether it was cut.
+
+    Control characters other than tab, newline and carriage return are dropped (PostgreSQL refuses NUL in text,
+    and none of them carries meaning in a completion); lone UTF-16 surrogates, which cannot be encoded as UTF-8,
+    become U+FFFD; then the length is capped at :data:`MAX_TEXT_CHARS` plus the marker.
+    """
+    text = _UNSTORABLE.sub(lambda m: "" if m.group() < "\ud800" else "\ufffd", text or "")
+    if len(text) <= MAX_TEXT_CHARS:
+        return text, False
+    half = MAX_TEXT_CHARS // 2
+    marker = TRUNCATION_MARKER.format(removed=len(text) - 2 * half, cap=MAX_TEXT_CHARS)
+    return text[:half] + marker + text[-half:], True
+
+
+def _finite(value: float | None) -> float | None:
+    """A log-probability as stored: non-finite (``-inf`` from a zero-probability token, NaN) is unknown."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def grade_completions(request: GenerationRequest, problem: Problem, completions: Sequence[Completion]) -> list[dict]:
+    """One rollout row per completion, safe to store whatever the model wrote.
+
+    The answer is extracted from the *whole* text (before :func:`storable_text` cuts it), is ``None`` when the
+    completion states none (``is_correct`` then False), and is at most :data:`MAX_ANSWER_CHARS` long. The
+    finish reason is kept as the engine gave it (``length`` marks a rollout cut by ``max_tokens``), capped to the
+    column's 16 characters; ``num_tokens`` stays the engine's count even when the stored text was shortened.
+    """
+    rows = []
+    for index, c in enumerate(completions):
+        answer, correct = grade(problem.gold_answer, c.text or "")
+        if answer is not None:
+            answer = answer[:MAX_ANSWER_CHARS]
+        text, _ = storable_text(c.text)
+        cumulative = _finite(c.cumulative_logprob)
+        mean_lp = None
+        if cumulative is not None and c.num_tokens > 0:
+            mean_lp = cumulative / c.num_tokens
+        rows.append(
+            {
+                "problem_id": request.problem_id,
+                "phase": request.phase,
+                "intervention": request.intervention,
+                "sample_index": index,
+                "seed": request.seed,
+                "text": text,
+                "answer": answer,
+                "is_correct": bool(correct),
+                "num_tokens": int(c.num_tokens),
+                "cumulative_logprob": cumulative,
+                "mean_logprob": mean_lp,
+                "finish_reason": None if c.finish_reason is None else str(c.finish_reason)[:16],
+            }
+        )
+    return rows
+
+
+def chunked(items: Sequence, size: int) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def graded_chunks(
+    engine: RolloutEngine,
+    requests: Sequence[GenerationRequest],
+    problems: dict[str, Problem],
+    chunk_size: int = 256,
+) -> Iterator[tuple[Sequence[GenerationRequest], list[dict]]]:
+    """Run requests through an engine chunk by chunk, yielding each chunk with its graded rows (to commit them)."""
+    for chunk in chunked(list(requests), chunk_size):
+        outputs = engine.generate(chunk)
+        if len(outputs) != len(chunk):
+            raise RuntimeError(f"engine returned {len(outputs)} results for {len(chunk)} requests")
+        rows: list[dict] = []
+        for request, completions in zip(chunk, outputs):
+            if len(completions) != request.n:
+                raise RuntimeError(
+                    f"engine returned {len(completions)} samples for {request.problem_id}/{request.intervention}, "
+                    f"asked for {request.n}"
+                )
+            rows += grade_completions(request, problems[request.problem_id], completions)
+        yield chunk, rows
+
+
+def generate_rollouts(
+    engine: RolloutEngine,
+    requests: Sequence[GenerationRequest],
+    problems: dict[str, Problem],
+    chunk_size: int = 256,
+) -> pd.DataFrame:
+    """Run requests through an engine in chunks and grade every completion (all in memory, nothing committed)."""
+    rows = [row for _, chunk_rows in graded_chunks(engine, requests, problems, chunk_size) for row in chunk_rows]
+    return pd.DataFrame(rows, columns=ROLLOUT_COLUMNS)

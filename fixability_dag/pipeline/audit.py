@@ -1,0 +1,301 @@
+"""The audit of one checkpoint as a sequence of stages over the results database.
+
+Each stage reads what earlier stages stored, computes, and replaces its own rows for the checkpoint atomically, so
+any stage can be re-run alone (a Dagster re-materialization) and always leaves one consistent copy. The Dagster
+assets are thin wrappers around these functions; scripts and tests can call them directly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from fixability_dag.pipeline.config import AuditConfig
+from fixability_dag.core.features import ALL_FEATURES, FEATURES, compute_features, failed_problem_ids, pass_rates
+from fixability_dag.core.interventions import RETRY, build_requests
+from fixability_dag.core.problems import Problem, problems_by_id
+from fixability_dag.core.regimes import (
+    REGIMES,
+    cluster,
+    feature_ablation,
+    feature_matrix,
+    fit_regime_model,
+    ground_truth,
+    intervention_outcomes,
+    label_regimes,
+    predict_regimes,
+    regime_report,
+)
+from fixability_dag.core.rescue import evaluate_policies, interventions_needed, policy_choices, summarize
+from fixability_dag.core.routing import RULE_VERSION, fit_thresholds, route
+from fixability_dag.pipeline.resume import group_key, plan_resume, request_hash
+from fixability_dag.core.sampling import RolloutEngine, graded_chunks
+from fixability_dag.core.stats import majority_share, matched_accuracy
+from fixability_dag.storage.store import AuditStore
+
+
+def snapshot_problems(store: AuditStore, cfg: AuditConfig) -> dict:
+    """Load the configured problems (failing loudly on a malformed file) and upsert them by id."""
+    problems = cfg.load_problems()
+    store.upsert_problems(problems)
+    by_len = pd.Series(["n/a" if p.difficulty is None else str(p.difficulty) for p in problems]).value_counts()
+    by_len = by_len.sort_index(key=lambda keys: keys.map(lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0, k)))
+    return {"problems": len(problems), "suite": problems[0].suite, "by_difficulty": {k: int(v) for k, v in by_len.items()}}
+
+
+def audit_problems(store: AuditStore, cfg: AuditConfig) -> list[Problem]:
+    """The configured problems, as stored (the database is the source of truth for ids and gold answers)."""
+    ids = [p.problem_id for p in cfg.load_problems()]
+    stored = problems_by_id(store.problems(ids))
+    missing = [pid for pid in ids if pid not in stored]
+    if missing:
+        raise RuntimeError(f"{len(missing)} configured problems are not in the database (first: {missing[0]}); materialize problem_set first")
+    return [stored[pid] for pid in ids]
+
+
+def _rollouts(store: AuditStore, checkpoint_id: str, phase: str) -> pd.DataFrame:
+    frame = store.read("rollouts", checkpoint_id, phase=phase)
+    if not frame.empty:
+        frame["answer"] = frame["answer"].astype(object).where(frame["answer"].notna(), None)
+    return frame
+
+
+def failed_ids(store: AuditStore, checkpoint_id: str, cfg: AuditConfig) -> list[str]:
+    diagnostic = _rollouts(store, checkpoint_id, "diagnostic")
+    if diagnostic.empty:
+        raise RuntimeError(f"no diagnostic rollouts for checkpoint {checkpoint_id}; materialize base_rollouts first")
+    return failed_problem_ids(diagnostic, cfg.fail_threshold)
+
+
+def sample_phase(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, phase: str, requests, problems,
+                 run_id: str | None = None, commit_every: int = 32) -> pd.DataFrame:
+    """Generate, grade and commit a phase's rollouts chunk by chunk, resuming whatever a killed run committed.
+
+    Groups already stored with the same request hash and all their samples are kept; groups no request asks for any
+    more are removed; the rest is generated ``commit_every`` requests at a time, each chunk committed in one
+    transaction. Returns the phase's rows as stored; ``frame.attrs`` says how many requests were kept / generated.
+    """
+    registered = store.checkpoint(checkpoint_id)
+    fingerprint = registered["fingerprint"] if registered else None
+    hashes = {group_key(r): request_hash(r, fingerprint) for r in requests}
+    stored = store.rollout_groups(checkpoint_id, phase)
+    plan = plan_resume(requests, stored, hashes)
+    # Stored rows that no request keeps (groups asked for no more, partial groups, groups sampled with other settings
+    # or weights) go in one delete up front, so every chunk below is a plain insert: deleting per chunk cost
+    # PostgreSQL 1.6 s per 32-request chunk at 640,000 stored rows. A kill after this delete loses nothing a
+    # re-run would keep: those groups are regenerated either way.
+    doomed = plan.stale + [key for key in map(group_key, plan.todo) if key in stored]
+    if doomed:
+        store.delete_rollout_groups(checkpoint_id, phase, doomed, whole_phase=len(doomed) == len(stored))
+    for _chunk, rows in graded_chunks(engine, plan.todo, problems_by_id(problems), commit_every):
+        for row in rows:
+            row["run_id"], row["request_hash"] = run_id, hashes[(row["problem_id"], row["intervention"])]
+        store.insert_rollouts(checkpoint_id, rows)
+    frame = _rollouts(store, checkpoint_id, phase)
+    frame = frame.sort_values(["problem_id", "intervention", "sample_index"], kind="stable").reset_index(drop=True)
+    frame.attrs.update(requests=len(requests), kept_requests=plan.kept, generated_requests=len(plan.todo))
+    return frame
+
+
+def _resume_summary(frame: pd.DataFrame) -> dict:
+    return {k: int(frame.attrs[k]) for k in ("kept_requests", "generated_requests") if k in frame.attrs}
+
+
+def diagnose(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: AuditConfig, run_id: str | None = None) -> dict:
+    """N base samples per problem, in one request per problem (prompt shared through ``n``)."""
+    problems = audit_problems(store, cfg)
+    requests = build_requests(problems, RETRY, "diagnostic", cfg.n_samples, cfg.decoding, cfg.seed)
+    frame = sample_phase(store, engine, checkpoint_id, "diagnostic", requests, problems, run_id, cfg.commit_every)
+    rates = pass_rates(frame)
+    difficulty = {p.problem_id: p.difficulty for p in problems}
+    rates["difficulty"] = rates["problem_id"].map(difficulty)
+    by_difficulty = rates.groupby("difficulty")["pass_rate"].mean().round(3)
+    return {
+        "rollouts": len(frame),
+        "problems": len(rates),
+        "pass_rate": float(frame["is_correct"].mean()),
+        "solved_by_most": int((rates["pass_rate"] > 0.5).sum()),
+        "solved_by_few": int(((rates["pass_rate"] > 0) & (rates["pass_rate"] <= 0.5)).sum()),
+        "solved_by_none": int((rates["pass_rate"] == 0).sum()),
+        "failed_problems": int((rates["pass_rate"] <= cfg.fail_threshold).sum()),
+        "pass_rate_by_difficulty": {str(k): float(v) for k, v in by_difficulty.items()},
+        "generated_tokens": int(frame["num_tokens"].sum()),
+        "no_answer_rate": float(frame["answer"].isna().mean()),
+        **_resume_summary(frame),
+    }
+
+
+def probe(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: AuditConfig, run_id: str | None = None) -> dict:
+    """A small batch per failed problem under the probe intervention: the data behind probe shift."""
+    failed = failed_ids(store, checkpoint_id, cfg)
+    problems = store.problems(failed)
+    exemplars = audit_problems(store, cfg)
+    requests = build_requests(problems, cfg.probe_intervention, "probe", cfg.probe_samples, cfg.decoding, cfg.seed, exemplars)
+    frame = sample_phase(store, engine, checkpoint_id, "probe", requests, problems, run_id, cfg.commit_every)
+    return {"failed_problems": len(failed), "rollouts": len(frame), "intervention": cfg.probe_intervention,
+            "generated_tokens": int(frame["num_tokens"].sum()) if len(frame) else 0, **_resume_summary(frame)}
+
+
+def featurize(store: AuditStore, checkpoint_id: str, cfg: AuditConfig) -> pd.DataFrame:
+    failed = failed_ids(store, checkpoint_id, cfg)
+    diagnostic = _rollouts(store, checkpoint_id, "diagnostic")
+    probe_frame = _rollouts(store, checkpoint_id, "probe")
+    features = compute_features(diagnostic, probe_frame, failed)
+    store.replace("problem_features", checkpoint_id, features)
+    return features
+
+
+def measure_rescues(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: AuditConfig, run_id: str | None = None) -> pd.DataFrame:
+    """Every catalog intervention on every failed problem, fresh seeds: the evidence for the ground truth."""
+    failed = failed_ids(store, checkpoint_id, cfg)
+    problems = store.problems(failed)
+    exemplars = audit_problems(store, cfg)
+    requests = []
+    for name in cfg.interventions:
+        requests += build_requests(problems, name, "label", cfg.budget_for(name), cfg.decoding, cfg.seed, exemplars)
+    frame = sample_phase(store, engine, checkpoint_id, "label", requests, problems, run_id, cfg.commit_every)
+    outcomes = intervention_outcomes(frame)
+    store.replace("intervention_outcomes", checkpoint_id, outcomes)
+    outcomes.attrs.update(_resume_summary(frame))
+    return outcomes
+
+
+def label(store: AuditStore, checkpoint_id: str, cfg: AuditConfig) -> tuple[pd.DataFrame, dict]:
+    """Ground-truth regimes and unsupervised clusters, plus how well the clusters recover the regimes."""
+    features = store.read("problem_features", checkpoint_id)
+    outcomes = store.read("intervention_outcomes", checkpoint_id)
+    failed = list(features["problem_id"])
+    truth = ground_truth(outcomes, failed)
+    labels = label_regimes(features, truth, FEATURES, cfg.cluster_method, cfg.seed)
+    store.replace("regime_labels", checkpoint_id, labels)
+    report: dict = {"failed_problems": len(failed)}
+    ablation = pd.DataFrame(columns=["features", "accuracy", "std"])
+    if evaluable(truth):
+        diagnostic = _rollouts(store, checkpoint_id, "diagnostic")
+        texts = diagnostic[diagnostic["problem_id"].isin(failed)].groupby("problem_id")["text"].apply(lambda t: "\n\n".join(t)).to_dict()
+        report = regime_report(features, truth, texts, FEATURES, cfg.cluster_seeds, cfg.cluster_bootstraps)
+        ablation = feature_ablation(features, truth, ALL_FEATURES, seeds=cfg.ablation_seeds)
+    report["regime_shares"] = {r: float((truth["true_regime"] == r).mean()) if len(truth) else 0.0 for r in REGIMES}
+    store.replace("regime_reports", checkpoint_id, report_rows(report))
+    store.replace("feature_ablations", checkpoint_id, ablation.rename(columns={"std": "accuracy_std"}).assign(rank=range(1, len(ablation) + 1)))
+    return labels, report
+
+
+def evaluable(truth: pd.DataFrame) -> bool:
+    """Enough failed problems, in at least two regimes, for accuracies to mean anything."""
+    return len(truth) >= 6 and truth["true_regime"].nunique() >= 2
+
+
+def report_rows(report: dict) -> list[dict]:
+    rows = []
+    for method in ("gmm", "kmeans"):
+        if method in report:
+            rows.append({"method": method, "accuracy": report[method]["mean"], "accuracy_std": report[method]["std"], "runs": report[method]["runs"]})
+    for method in ("majority_baseline", "supervised_logreg", "trace_reading_tfidf"):
+        if method in report:
+            rows.append({"method": method, "accuracy": report[method], "accuracy_std": None, "runs": None})
+    return [{**r, "failed_problems": report["failed_problems"]} for r in rows]
+
+
+def plan(store: AuditStore, checkpoint_id: str, cfg: AuditConfig) -> tuple[pd.DataFrame, dict]:
+    """The training-free routing plan for this checkpoint's failed problems."""
+    features = store.read("problem_features", checkpoint_id)
+    thresholds = fit_thresholds(features)
+    plan_frame = route(features, thresholds, cfg.probe_intervention, cfg.eval_budget, cfg.eval_budget)
+    plan_frame["rule_version"] = RULE_VERSION
+    plan_frame["thresholds"] = [thresholds.as_dict()] * len(plan_frame)
+    store.replace("routing_plans", checkpoint_id, plan_frame)
+    return plan_frame, thresholds.as_dict()
+
+
+def evaluate(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: AuditConfig, run_id: str | None = None) -> tuple[pd.DataFrame, dict]:
+    """Score routed vs. uniform retry vs. best single intervention vs. oracle on fresh-seed rollouts."""
+    plan_frame = store.read("routing_plans", checkpoint_id)
+    outcomes = store.read("intervention_outcomes", checkpoint_id)
+    truth = store.read("regime_labels", checkpoint_id)[["problem_id", "true_regime"]]
+    failed = list(truth["problem_id"])
+    if not failed:
+        store.replace("rollouts", checkpoint_id, [], phase="eval")
+        store.replace("rescue_evaluations", checkpoint_id, [])
+        return pd.DataFrame(), {"failed_problems": 0}
+    choices = policy_choices(plan_frame, outcomes, failed)
+    problems = problems_by_id(store.problems(failed))
+    exemplars = audit_problems(store, cfg)
+    requests = []
+    for name, pids in sorted(interventions_needed(choices).items()):
+        requests += build_requests([problems[p] for p in sorted(pids)], name, "eval", cfg.eval_budget, cfg.decoding, cfg.seed, exemplars)
+    frame = sample_phase(store, engine, checkpoint_id, "eval", requests, list(problems.values()), run_id, cfg.commit_every)
+    evaluations = evaluate_policies(choices, frame, truth, seed=cfg.seed)
+    store.replace("rescue_evaluations", checkpoint_id, evaluations)
+    return evaluations, {"failed_problems": len(failed), "eval_rollouts": len(frame), **_resume_summary(frame), **summarize(evaluations)}
+
+
+def topography(store: AuditStore) -> pd.DataFrame:
+    """Regime shares, pass rate and rescue per checkpoint: how the failure landscape moves across training."""
+    checkpoints = store.read("checkpoints")
+    if checkpoints.empty:
+        return pd.DataFrame()
+    labels = store.read("regime_labels")
+    evals = store.read("rescue_evaluations")
+    features = store.read("problem_features")
+    rows = []
+    for ck in checkpoints.sort_values(["recipe", "training_step", "checkpoint_id"], na_position="last").itertuples(index=False):
+        mine = labels[labels["checkpoint_id"] == ck.checkpoint_id] if len(labels) else labels
+        diag_n = store.count("rollouts", ck.checkpoint_id, phase="diagnostic")
+        if diag_n == 0:
+            continue  # registered, not audited yet
+        diag_ok = store.count("rollouts", ck.checkpoint_id, phase="diagnostic", is_correct=True)
+        row = {"checkpoint": ck.checkpoint_id, "recipe": ck.recipe, "step": ck.training_step,
+               "pass_rate": diag_ok / diag_n, "failed": len(mine)}
+        for regime in REGIMES:
+            row[f"share_{regime}"] = float((mine["true_regime"] == regime).mean()) if len(mine) else float("nan")
+        ev = evals[(evals["checkpoint_id"] == ck.checkpoint_id) & (evals["regime"] == "all")] if len(evals) else evals
+        for r in ev.itertuples(index=False):
+            row[f"rescue_{r.policy}"] = r.rescue_rate
+        f = features[features["checkpoint_id"] == ck.checkpoint_id]
+        for name in FEATURES:
+            row[f"mean_{name}"] = float(f[name].mean()) if len(f) else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def transfer(store: AuditStore, seed: int = 0) -> pd.DataFrame:
+    """Clusters and routing thresholds fitted on each audited checkpoint, applied to every other one.
+
+    ``transfer_accuracy`` uses the source's mixture and the source's cluster -> regime map (no target label);
+    ``own_accuracy`` is the target's own clusters matched on the target, the in-checkpoint reference.
+    """
+    features, labels = store.read("problem_features"), store.read("regime_labels")
+    per_checkpoint = {}
+    for ck, f in features.groupby("checkpoint_id"):
+        t = labels[labels["checkpoint_id"] == ck][["problem_id", "true_regime"]]
+        if evaluable(t):
+            per_checkpoint[ck] = (f.reset_index(drop=True), t)
+    # what depends on the target alone is computed once per target, not once per (source, target) pair
+    targets = {}
+    for ck, (f, t) in per_checkpoint.items():
+        merged = f.merge(t, on="problem_id", validate="one_to_one")
+        truth = list(merged["true_regime"])
+        targets[ck] = (merged, truth, {
+            "target_problems": len(merged),
+            "own_accuracy": matched_accuracy(cluster(feature_matrix(merged, FEATURES), len(REGIMES), "gmm", seed), truth),
+            "target_majority": majority_share(truth),
+        }, route(merged, fit_thresholds(merged), "x", 1, 1)["action"].to_numpy())
+    rows = []
+    for source, (f_src, t_src) in per_checkpoint.items():
+        model = fit_regime_model(f_src, t_src, FEATURES, seed)
+        src_thresholds = fit_thresholds(f_src)
+        for target, (merged, truth, own, plan_own) in targets.items():
+            if target == source:
+                continue
+            predicted = predict_regimes(model, merged)
+            plan_src = route(merged, src_thresholds, "x", 1, 1)["action"].to_numpy()
+            rows.append({
+                "source_checkpoint": source, "target_checkpoint": target, **own,
+                "transfer_accuracy": float(np.mean([p == y for p, y in zip(predicted, truth)])),
+                "plan_agreement": float((plan_src == plan_own).mean()),
+            })
+    frame = pd.DataFrame(rows, columns=["source_checkpoint", "target_checkpoint", "target_problems", "transfer_accuracy",
+                                        "own_accuracy", "target_majority", "plan_agreement"])
+    store.replace_all("regime_transfers", frame)
+    return frame

@@ -1,0 +1,108 @@
+"""What an audit is configured with, and the version stamps that decide when a checkpoint must be re-audited."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+from fixability_dag.core.interventions import CATALOG, RETRY
+from fixability_dag.core.problems import PROBLEM_FORMATS, ArithmeticSuiteSpec, ColumnMapping, Problem, arithmetic_suite, load_problems
+from fixability_dag.core.sampling import Decoding
+
+CODE_VERSION = "0.2.0"
+"""Bump when a change alters what an audit computes; the nightly schedule re-audits checkpoints stamped older."""
+
+
+OPERATIONAL_FIELDS = frozenset({"commit_every"})
+"""Settings that do not change results: changing them must not make the nightly schedule re-audit everything."""
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditConfig:
+    # problems
+    problem_format: str = "arith"
+    problem_path: str | None = None
+    chain_lengths: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
+    templates_per_length: int = 4
+    variants_per_template: int = 4
+    question_field: str = "question"
+    answer_field: str = "answer"
+    id_field: str | None = None
+    # diagnostic rollouts
+    n_samples: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 128
+    fail_threshold: float = 0.0
+    # features
+    probe_intervention: str = "solution_prefix"
+    probe_samples: int = 4
+    # ground truth and evaluation
+    interventions: tuple[str, ...] = tuple(CATALOG)
+    retry_budget: int = 16
+    intervention_budget: int = 8
+    eval_budget: int = 8
+    cluster_method: str = "gmm"
+    cluster_seeds: int = 5
+    cluster_bootstraps: int = 20
+    ablation_seeds: int = 3
+    seed: int = 0
+    # operation (not part of the config hash: it changes how an audit is written, not what it computes)
+    commit_every: int = 32
+
+    def __post_init__(self) -> None:
+        if self.problem_format not in PROBLEM_FORMATS:
+            raise ValueError(f"problem_format must be one of {PROBLEM_FORMATS}, got {self.problem_format!r}")
+        if self.problem_format != "arith" and not self.problem_path:
+            raise ValueError(f"problem_format {self.problem_format!r} needs problem_path")
+        unknown = [i for i in (*self.interventions, self.probe_intervention) if i not in CATALOG]
+        if unknown:
+            raise ValueError(f"unknown interventions {unknown}; known: {list(CATALOG)}")
+        if RETRY not in self.interventions:
+            raise ValueError("the intervention list must include 'retry': the regimes are defined against it")
+        if self.probe_intervention == RETRY:
+            raise ValueError("the probe must be a non-retry intervention, or probe shift measures only sampling noise")
+        for name in ("n_samples", "probe_samples", "retry_budget", "intervention_budget", "eval_budget", "max_tokens",
+                     "cluster_seeds", "ablation_seeds", "commit_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.cluster_bootstraps < 0:
+            raise ValueError("cluster_bootstraps must be >= 0")
+        if not 0.0 <= self.fail_threshold < 1.0:
+            raise ValueError("fail_threshold must be in [0, 1)")
+        if self.cluster_method not in ("gmm", "kmeans"):
+            raise ValueError("cluster_method must be 'gmm' or 'kmeans'")
+
+    @property
+    def decoding(self) -> Decoding:
+        return Decoding(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens)
+
+    def budget_for(self, intervention: str) -> int:
+        return self.retry_budget if intervention == RETRY else self.intervention_budget
+
+    def as_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    def config_hash(self) -> str:
+        science = {k: v for k, v in self.as_dict().items() if k not in OPERATIONAL_FIELDS}
+        return hashlib.sha256(json.dumps(science, sort_keys=True).encode()).hexdigest()[:16]
+
+    def load_problems(self) -> list[Problem]:
+        if self.problem_format == "arith":
+            spec = ArithmeticSuiteSpec(
+                chain_lengths=tuple(self.chain_lengths),
+                templates_per_length=self.templates_per_length,
+                variants_per_template=self.variants_per_template,
+            )
+            return arithmetic_suite(spec)
+        mapping = ColumnMapping(question=self.question_field, answer=self.answer_field, id=self.id_field)
+        return load_problems(self.problem_format, self.problem_path, mapping)
+
+    @classmethod
+    def from_mapping(cls, values: dict) -> AuditConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - names
+        if unknown:
+            raise ValueError(f"unknown audit settings: {sorted(unknown)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})

@@ -1,0 +1,249 @@
+"""The results database: one table per audit artifact, keyed so that every write is idempotent.
+
+Keys follow the grain of the data: a rollout is unique per (checkpoint, problem, phase, intervention, sample), a
+feature row per (checkpoint, problem), an evaluation per (checkpoint, policy, regime). Re-materializing a
+checkpoint replaces its rows for that asset in one transaction, so a re-run never duplicates.
+
+The schema is owned by Alembic (``fixability_dag/migrations``); these models are its source of truth. Change a
+model, then add a migration: ``alembic -c fixability_dag/storage/migrations/alembic.ini revision --autogenerate``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Deterministic constraint names make migrations portable between SQLite and PostgreSQL.
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+BigId = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER PRIMARY KEY only
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Checkpoint(Base):
+    __tablename__ = "checkpoints"
+    checkpoint_id: Mapped[str] = mapped_column(String(128), primary_key=True, comment="Dagster partition key")
+    path: Mapped[str] = mapped_column(Text)
+    recipe: Mapped[str | None] = mapped_column(String(64))
+    training_step: Mapped[int | None] = mapped_column(Integer)
+    fingerprint: Mapped[str] = mapped_column(String(64), comment="hash of config, weights index and tokenizer")
+    info: Mapped[dict | None] = mapped_column(JSON)
+    registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ProblemRow(Base):
+    __tablename__ = "problems"
+    problem_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    suite: Mapped[str] = mapped_column(String(100), index=True)
+    question: Mapped[str] = mapped_column(Text)
+    gold_answer: Mapped[str] = mapped_column(String(200))
+    reference_steps: Mapped[list | None] = mapped_column(JSON)
+    difficulty: Mapped[int | None] = mapped_column(Integer, index=True)
+    template_id: Mapped[str | None] = mapped_column(String(200))
+    content_hash: Mapped[str] = mapped_column(String(64))
+
+
+class RolloutRow(Base):
+    __tablename__ = "rollouts"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    checkpoint_id: Mapped[str] = mapped_column(ForeignKey("checkpoints.checkpoint_id", ondelete="CASCADE"))
+    problem_id: Mapped[str] = mapped_column(ForeignKey("problems.problem_id"))
+    phase: Mapped[str] = mapped_column(String(16), comment="diagnostic | probe | label | eval")
+    intervention: Mapped[str] = mapped_column(String(64))
+    sample_index: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(BigInteger, comment="request seed; samples of one request share it")
+    text: Mapped[str] = mapped_column(Text)
+    answer: Mapped[str | None] = mapped_column(String(200), comment="canonical extracted answer; NULL = no answer")
+    is_correct: Mapped[bool] = mapped_column(Boolean)
+    num_tokens: Mapped[int] = mapped_column(Integer)
+    cumulative_logprob: Mapped[float | None] = mapped_column(Float)
+    mean_logprob: Mapped[float | None] = mapped_column(Float)
+    finish_reason: Mapped[str | None] = mapped_column(String(16))
+    run_id: Mapped[str | None] = mapped_column(String(64))
+    request_hash: Mapped[str | None] = mapped_column(
+        String(32), comment="hash of what produced the sample group (prompt, n, seed, decoding, weights): a resumed run "
+                            "keeps a committed group only while this matches")
+    __table_args__ = (
+        UniqueConstraint("checkpoint_id", "problem_id", "phase", "intervention", "sample_index"),
+        Index("ix_rollouts_checkpoint_phase", "checkpoint_id", "phase", "intervention"),
+        Index("ix_rollouts_problem", "problem_id", "checkpoint_id"),
+    )
+
+
+class ProblemFeatures(Base):
+    __tablename__ = "problem_features"
+    checkpoint_id: Mapped[str] = mapped_column(ForeignKey("checkpoints.checkpoint_id", ondelete="CASCADE"), primary_key=True)
+    problem_id: Mapped[str] = mapped_column(ForeignKey("problems.problem_id"), primary_key=True)
+    base_samples: Mapped[int] = mapped_column(Integer)
+    base_pass_rate: Mapped[float] = mapped_column(Float)
+    answer_dispersion: Mapped[float | None] = mapped_column(Float)
+    policy_confidence: Mapped[float | None] = mapped_column(Float)
+    probe_shift: Mapped[float | None] = mapped_column(Float)
+    top_wrong_share: Mapped[float | None] = mapped_column(Float)
+    no_answer_rate: Mapped[float | None] = mapped_column(Float)
+    truncation_rate: Mapped[float | None] = mapped_column(Float)
+    mean_tokens: Mapped[float | None] = mapped_column(Float)
+    tokens_cv: Mapped[float | None] = mapped_column(Float)
+    distinct_answers: Mapped[float | None] = mapped_column(Float)
+    probe_dispersion: Mapped[float | None] = mapped_column(Float)
+    __table_args__ = (Index("ix_problem_features_problem", "problem_id"),)
+
+
+class InterventionOutcome(Base):
+    __tablename__ = "intervention_outcomes"
+    checkpoint_id: Mapped[str] = mapped_column(ForeignKey("checkpoints.checkpoint_id", ondelete="CASCADE"), primary_key=True)
+    problem_id: Mapped[str] = mapped_column(ForeignKey("problems.problem_id"), primary_key=True)
+    intervention: Mapped[str] = mapped_column(String(64), primary_key=True)
+    samples: Mapped[int] = mapped_column(Integer)
+    correct: Mapped[int] = mapped_column(Integer)
+    rescued: Mapped[bool] = mapped_column(Boolean)
+    majority_answer: Mapped[str | None] = mapped_column(String(200))
+    majority_correct: Mapped[bool] = mapped_column(Boolean)
+    tokens: Mapped[int] = mapped_column(Integer)
+    __table_args__ = (Index("ix_intervention_outcomes_intervention", "intervention", "checkpoint_id"),)
+
+
+class RegimeLabel(Base):
+    __tablename__ = "regime_labels"
+    checkpoint_id: Mapped[str] = mapped_column(ForeignKey("checkpoints.checkpoint_id", ondelete="CASCADE"), primary_key=True)
+    problem_id: Mapped[str] = mapped_column(ForeignKey("problems.problem_id"), primary_key=True)
+    true_regime: Mapped[str] = mapped_column(String(32))
+    rescued_by: Mapped[list | None] = mapped_column(JSON)
+    majority_rescued_by: Mapped[list | None] = mapped_column(JSON)
+    cluster_id: Mapped[int | None] = mapped_column(Integer)
+    cluster_regime: Mapped[str | None] = mapped_column(String(32))
+    cluster_method: Mapped[str | None] = mapped_column(String(16))
+    __table_args__ = (Index("ix_regime_labels_regime", "true_regime", "checkpoint_id"),)
+
+
+class RoutingPlan(Base):
+    __tablename__ = "routing_plans"
+    checkpoint_id: Mapped[str] = mapped_column(ForeignKey("checkpoints.checkpoint_id", ondelete="CASCADE"), primary_key=True)
+    problem_id: Mapped[str] = mapped_column(ForeignKey("problems.problem_id"), primary_key=True)
+    action: Mapped[str] = mapped_column(String(16), comment="retry | intervene | skip")
+    intervention: Mapped[str | None] = mapped_column(String(64))
+    budget: Mapped[int] = mapped_column(Integer, comment="samples")
+    reason: Mapped[str] = mapped_column(Text)
+    rule_version: Mapped[str] = mapped_column(String(32))
+    thresholds: Mapped[dict | None] = mapped_column(JSON)
+    __table_args__ = (Index("ix_routing_plans_intervention", "intervention", "checkpoint_id"),)
+
+
+class RescueEvaluation(Base):
+    __tablename__ = "rescue_evaluations"
+    checkpoint_id: Mapped[str] = mapped_column(ForeignKey("checkpoints.checkpoint_id", ondelete="CASCADE"), primary_key=True)
+    policy: Mapped[str] = mapped_column(String(32), primary_key=True)
+    regime: Mapped[str] = mapped_column(String(32), primary_key=True, comment="'all' or a ground-truth regime")
+    problems: Mapped[int] = mapped_column(Integer)
+    rescued: Mapped[int] = mapped_column(Integer)
+    rescue_rate: Mapped[float | None] = mapped_column(Float)
+    rate_ci_low: Mapped[float | None] = mapped_column(Float)
+    rate_ci_high: Mapped[float | None] = mapped_column(Float)
+    tokens: Mapped[int] = mapped_column(BigInteger)
+    samples: Mapped[int] = mapped_column(Integer)
+    skipped: Mapped[int] = mapped_column(Integer)
+    compute_saved_vs_retry: Mapped[float | None] = mapped_column(Float)
+    lift_vs_retry: Mapped[float | None] = mapped_column(Float)
+    lift_ci_low: Mapped[float | None] = mapped_column(Float)
+    lift_ci_high: Mapped[float | None] = mapped_column(Float)
+
+
+class AuditRun(Base):
+    __tablename__ = "audit_runs"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(64))
+    checkpoint_id: Mapped[str] = mapped_column(ForeignKey("checkpoints.checkpoint_id", ondelete="CASCADE"))
+    asset: Mapped[str] = mapped_column(String(64))
+    code_version: Mapped[str] = mapped_column(String(32))
+    config_hash: Mapped[str] = mapped_column(String(64))
+    config: Mapped[dict] = mapped_column(JSON)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    seconds: Mapped[float | None] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(16), comment="running | success | failed")
+    rows_written: Mapped[int | None] = mapped_column(Integer)
+    summary: Mapped[dict | None] = mapped_column(JSON)
+    __table_args__ = (Index("ix_audit_runs_checkpoint_asset", "checkpoint_id", "asset", "status"),)
+
+
+TABLES = {m.__tablename__: m for m in (Checkpoint, ProblemRow, RolloutRow, ProblemFeatures, InterventionOutcome, RegimeLabel, RoutingPlan, RescueEvaluation, AuditRun)}
+
+
+class RegimeReport(Base):
+    """How well each method recovers one checkpoint's ground-truth regimes (clusters and baselines)."""
+
+    __tablename__ = "regime_reports"
+    checkpoint_id: Mapped[str] = mapped_column(ForeignKey("checkpoints.checkpoint_id", ondelete="CASCADE"), primary_key=True)
+    method: Mapped[str] = mapped_column(String(32), primary_key=True, comment="gmm | kmeans | majority | supervised_logreg | trace_reading_tfidf")
+    accuracy: Mapped[float | None] = mapped_column(Float)
+    accuracy_std: Mapped[float | None] = mapped_column(Float)
+    runs: Mapped[int | None] = mapped_column(Integer, comment="seeds + bootstrap resamples behind the std")
+    failed_problems: Mapped[int] = mapped_column(Integer)
+
+
+class FeatureAblation(Base):
+    """Matched clustering accuracy of every triple of candidate features, per checkpoint."""
+
+    __tablename__ = "feature_ablations"
+    checkpoint_id: Mapped[str] = mapped_column(ForeignKey("checkpoints.checkpoint_id", ondelete="CASCADE"), primary_key=True)
+    features: Mapped[str] = mapped_column(String(200), primary_key=True)
+    accuracy: Mapped[float | None] = mapped_column(Float)
+    accuracy_std: Mapped[float | None] = mapped_column(Float)
+    rank: Mapped[int] = mapped_column(Integer)
+
+
+class RegimeTransfer(Base):
+    """Clusters and routing thresholds fitted on one checkpoint, applied to another (cross-checkpoint probes)."""
+
+    __tablename__ = "regime_transfers"
+    source_checkpoint: Mapped[str] = mapped_column(ForeignKey("checkpoints.checkpoint_id", ondelete="CASCADE"), primary_key=True)
+    target_checkpoint: Mapped[str] = mapped_column(ForeignKey("checkpoints.checkpoint_id", ondelete="CASCADE"), primary_key=True)
+    target_problems: Mapped[int] = mapped_column(Integer)
+    transfer_accuracy: Mapped[float | None] = mapped_column(Float, comment="source-fitted clusters + source cluster->regime map, on target")
+    own_accuracy: Mapped[float | None] = mapped_column(Float, comment="target's own clusters, Hungarian-matched on target")
+    target_majority: Mapped[float | None] = mapped_column(Float)
+    plan_agreement: Mapped[float | None] = mapped_column(Float, comment="share of target problems routed alike by source and own thresholds")
+
+
+TABLES.update({m.__tablename__: m for m in (RegimeReport, FeatureAblation, RegimeTransfer)})
+
+
+class CheckpointLease(Base):
+    """Who is auditing a checkpoint right now: one row per checkpoint, held by one run at a time.
+
+    Not a foreign key to ``checkpoints``: the lease is taken before the checkpoint is registered.
+    """
+
+    __tablename__ = "checkpoint_leases"
+    checkpoint_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(64))
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    acquired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), comment="refreshed at every step and chunk commit")
+
+
+TABLES[CheckpointLease.__tablename__] = CheckpointLease

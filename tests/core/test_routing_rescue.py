@@ -1,0 +1,67 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from fixability_dag.core.rescue import best_single_intervention, evaluate_policies, interventions_needed, oracle_choices, policy_choices
+from fixability_dag.core.routing import fit_thresholds, route, split_point
+
+
+def test_split_point_separates_two_groups():
+    x = np.r_[np.random.default_rng(0).normal(0, 0.1, 40), np.random.default_rng(1).normal(1, 0.1, 40)]
+    threshold, method = split_point(x)
+    assert method == "gmm" and 0.3 < threshold < 0.7
+    assert split_point(np.array([1.0, 1.0, 2.0])) == (1.0, "median")
+
+
+def test_route_follows_the_rule_in_order():
+    features = pd.DataFrame({
+        "problem_id": ["steer", "unsure", "stuck"],
+        "probe_shift": [0.9, 0.1, 0.1],
+        "answer_dispersion": [0.1, 0.9, 0.1],
+        "policy_confidence": [-0.2, -0.2, -0.2],
+    })
+    thresholds = fit_thresholds(features)
+    plan = route(features, thresholds, "solution_prefix", retry_budget=8, intervention_budget=4).set_index("problem_id")
+    assert plan.loc["steer", "action"] == "intervene" and plan.loc["steer", "intervention"] == "solution_prefix"
+    assert plan.loc["steer", "budget"] == 4
+    assert plan.loc["unsure", "action"] == "retry" and plan.loc["unsure", "budget"] == 8
+    assert plan.loc["stuck", "action"] == "skip" and plan.loc["stuck", "budget"] == 0
+
+
+def outcomes_frame():
+    rows = []
+    for pid, rescued in (("a", {"retry"}), ("b", {"prefix"}), ("c", set())):
+        for name in ("retry", "prefix"):
+            rows.append({"problem_id": pid, "intervention": name, "samples": 4, "rescued": name in rescued,
+                         "tokens": 40 if name == "retry" else 20, "correct": int(name in rescued), "majority_correct": False})
+    return pd.DataFrame(rows)
+
+
+def test_policy_choices_and_needed_interventions():
+    outcomes = outcomes_frame()
+    assert best_single_intervention(outcomes) == "prefix"  # tie on rescues, fewer tokens wins
+    assert oracle_choices(outcomes, ["a", "b", "c"]) == {"a": "retry", "b": "prefix", "c": None}
+    plan = pd.DataFrame({"problem_id": ["a", "b", "c"], "action": ["retry", "intervene", "skip"], "intervention": ["retry", "prefix", None]})
+    choices = policy_choices(plan, outcomes, ["a", "b", "c"])
+    assert choices["routed"] == {"a": "retry", "b": "prefix", "c": None}
+    assert interventions_needed(choices) == {"retry": {"a", "b", "c"}, "prefix": {"a", "b", "c"}}
+
+
+def test_evaluate_policies_counts_rescues_tokens_and_lift():
+    truth = pd.DataFrame({"problem_id": ["a", "b", "c"], "true_regime": ["retry_recoverable", "steerable_hard", "structural"]})
+    eval_rows = []
+    for pid, name, correct in (("a", "retry", True), ("b", "retry", False), ("c", "retry", False), ("b", "prefix", True), ("a", "prefix", False), ("c", "prefix", False)):
+        for i in range(2):
+            eval_rows.append({"problem_id": pid, "intervention": name, "is_correct": correct and i == 0, "num_tokens": 10})
+    choices = {
+        "routed": {"a": "retry", "b": "prefix", "c": None},
+        "uniform_retry": {"a": "retry", "b": "retry", "c": "retry"},
+    }
+    ev = evaluate_policies(choices, pd.DataFrame(eval_rows), truth).set_index(["policy", "regime"])
+    assert ev.loc[("routed", "all"), "rescued"] == 2 and ev.loc[("uniform_retry", "all"), "rescued"] == 1
+    assert ev.loc[("routed", "all"), "tokens"] == 40 and ev.loc[("uniform_retry", "all"), "tokens"] == 60
+    assert ev.loc[("routed", "all"), "compute_saved_vs_retry"] == pytest.approx(1 / 3)
+    assert ev.loc[("routed", "steerable_hard"), "lift_vs_retry"] == 1.0
+    assert ev.loc[("routed", "structural"), "skipped"] == 1
+    with pytest.raises(ValueError, match="no eval rollouts"):
+        evaluate_policies({"x": {"a": "greedy"}}, pd.DataFrame(eval_rows), truth)

@@ -1,0 +1,102 @@
+"""The audit stages end to end on a fake engine with known per-difficulty behaviour (fast; the same stages run on
+the real vLLM engine in test_end_to_end.py)."""
+
+import random
+
+import pytest
+
+from fixability_dag.pipeline import audit
+from fixability_dag.pipeline.config import AuditConfig
+from fixability_dag.core.regimes import REGIMES
+
+from tests.fakes import FakeEngine
+
+CFG = AuditConfig(chain_lengths=(1, 2, 3, 4), templates_per_length=2, variants_per_template=2, n_samples=8,
+                  probe_samples=4, retry_budget=8, intervention_budget=4, eval_budget=4,
+                  cluster_seeds=2, cluster_bootstraps=3, ablation_seeds=1)
+GOLD = {p.problem_id: p.gold_answer for p in CFG.load_problems()}
+
+
+def behaviour(request, rng: random.Random):
+    """L1 mostly solved; L2 retry-recoverable; L3 steerable by the solution prefix; L4 structural."""
+    gold = GOLD[request.problem_id]
+    length = int(request.problem_id.split("-L")[1].split("-")[0])
+    p_correct = {1: 0.8, 2: 0.0 if request.phase == "diagnostic" else 0.4,
+                 3: 0.7 if request.intervention == "solution_prefix" and request.phase != "probe" else 0.0, 4: 0.0}[length]
+    if rng.random() < p_correct:
+        return gold
+    if length == 2:
+        return str(rng.randint(0, 999))  # wandering
+    if length == 3 and request.intervention == "solution_prefix":
+        return rng.choice(["1", "2", "3"])  # moved by the nudge
+    return "-1" if rng.random() < 0.9 else None  # stuck
+
+
+def run_audit(store, engine, cfg=CFG, checkpoint_id="ck"):
+    store.register_checkpoint(checkpoint_id, "/nowhere", "fp")
+    audit.snapshot_problems(store, cfg)
+    diag = audit.diagnose(store, engine, checkpoint_id, cfg, "run")
+    audit.probe(store, engine, checkpoint_id, cfg, "run")
+    audit.featurize(store, checkpoint_id, cfg)
+    audit.measure_rescues(store, engine, checkpoint_id, cfg, "run")
+    labels, report = audit.label(store, checkpoint_id, cfg)
+    plan, _ = audit.plan(store, checkpoint_id, cfg)
+    evaluations, summary = audit.evaluate(store, engine, checkpoint_id, cfg, "run")
+    return diag, labels, report, plan, evaluations, summary
+
+
+def test_stages_store_consistent_rows(store):
+    engine = FakeEngine(behaviour)
+    diag, labels, report, plan, evaluations, summary = run_audit(store, engine)
+    n_problems = len(GOLD)
+    assert store.count("rollouts", "ck", phase="diagnostic") == n_problems * CFG.n_samples
+    failed = diag["failed_problems"]
+    assert failed == 12  # L2, L3, L4: 4 problems each
+    assert store.count("problem_features", "ck") == failed
+    assert store.count("rollouts", "ck", phase="probe") == failed * CFG.probe_samples
+    # one label-phase request per (failed problem, intervention); greedy is one sample
+    per_problem = sum(1 if name == "greedy" else CFG.budget_for(name) for name in CFG.interventions)
+    assert store.count("rollouts", "ck", phase="label") == failed * per_problem
+    assert store.count("intervention_outcomes", "ck") == failed * len(CFG.interventions)
+    regimes = labels.set_index("problem_id")["true_regime"]
+    assert {regimes[p] for p in regimes.index if "-L3-" in p} == {"steerable_hard"}
+    assert {regimes[p] for p in regimes.index if "-L4-" in p} == {"structural"}
+    assert set(plan["action"]) <= {"retry", "intervene", "skip"} and len(plan) == failed
+    assert len(evaluations) == 4 * (1 + len(REGIMES))
+    all_rows = evaluations[evaluations["regime"] == "all"].set_index("policy")
+    assert all_rows.loc["oracle", "rescue_rate"] >= all_rows.loc["uniform_retry", "rescue_rate"]
+    assert report["regime_shares"]["structural"] == pytest.approx(4 / 12)
+
+
+def test_rerunning_replaces_and_never_duplicates(store):
+    engine = FakeEngine(behaviour)
+    run_audit(store, engine)
+    counts = {t: store.count(t, "ck") for t in ("rollouts", "problem_features", "intervention_outcomes", "regime_labels", "routing_plans", "rescue_evaluations")}
+    first = store.read("rollouts", "ck").sort_values(["phase", "problem_id", "intervention", "sample_index"])["answer"].tolist()
+    run_audit(store, engine)
+    assert {t: store.count(t, "ck") for t in counts} == counts
+    again = store.read("rollouts", "ck").sort_values(["phase", "problem_id", "intervention", "sample_index"])["answer"].tolist()
+    assert again == first  # per-request seeds: the re-run draws the same samples
+    assert store.count("problems") == len(GOLD)
+
+
+def test_checkpoints_do_not_touch_each_other(sqlite_store):
+    engine = FakeEngine(behaviour)
+    run_audit(sqlite_store, engine, checkpoint_id="a")
+    before = sqlite_store.count("rollouts", "a")
+    run_audit(sqlite_store, engine, checkpoint_id="b")
+    assert sqlite_store.count("rollouts", "a") == before == sqlite_store.count("rollouts", "b")
+    table = audit.topography(sqlite_store)
+    assert list(table["checkpoint"]) == ["a", "b"]
+    assert table[[f"share_{r}" for r in REGIMES]].sum(axis=1).round(6).tolist() == [1.0, 1.0]
+
+
+def test_a_checkpoint_that_solves_everything(sqlite_store):
+    """No failed problem: every stage still runs, stores empty results, and the checkpoint shows in the topography."""
+    engine = FakeEngine(lambda request, rng: GOLD[request.problem_id])
+    diag, labels, report, plan, evaluations, summary = run_audit(sqlite_store, engine, checkpoint_id="perfect")
+    assert diag["pass_rate"] == 1.0 and diag["failed_problems"] == 0
+    assert labels.empty and plan.empty and evaluations.empty and summary == {"failed_problems": 0}
+    assert sqlite_store.count("rollouts", "perfect", phase="label") == 0
+    [row] = audit.topography(sqlite_store).to_dict("records")
+    assert row["checkpoint"] == "perfect" and row["failed"] == 0 and row["pass_rate"] == 1.0
