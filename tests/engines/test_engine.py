@@ -7,7 +7,7 @@ from fixability_dag.core.interventions import build_requests
 from fixability_dag.core.problems import ArithmeticSuiteSpec, arithmetic_suite, problems_by_id
 from fixability_dag.core.sampling import Decoding, generate_rollouts
 
-from tests.conftest import demo_checkpoint
+from tests.support import demo_checkpoint
 
 pytestmark = pytest.mark.vllm
 

@@ -1,33 +1,14 @@
 import json
-import os
 import shutil
-import time
 
-from dagster import DagsterInstance, RunRequest, SensorResult, SkipReason, build_sensor_context
+from dagster import DagsterInstance, RunRequest, SensorResult, SkipReason
 
 from assets.partitions import checkpoint_partitions
-from fixability_dag.orchestration.sensors import checkpoint_sensor
 from fixability_dag.pipeline.config import CODE_VERSION
 from fixability_dag.orchestration.schedules import FINAL_ASSET
-from resources import AuditSettings, CheckpointDirectory, ResultsDatabase
+from resources import AuditSettings, ResultsDatabase
 
-from tests.conftest import demo_checkpoint
-
-
-def age(path, seconds=3600):
-    old = time.time() - seconds
-    for f in path.iterdir():
-        os.utime(f, (old, old))
-
-
-def evaluate(instance, root, cursor=None, settle=60.0, db=None):
-    db = db or f"sqlite:///{root.parent / 'sensor.db'}"
-    with build_sensor_context(
-        instance=instance, cursor=cursor,
-        resources={"checkpoints": CheckpointDirectory(root=str(root), settle_seconds=settle), "settings": AuditSettings(),
-                   "database": ResultsDatabase(url=db)},
-    ) as context:
-        return checkpoint_sensor(context)
+from tests.support import age, demo_checkpoint, evaluate
 
 
 def test_half_written_checkpoint_waits_then_registers_once(tmp_path):

@@ -1,63 +1,28 @@
 """The audit stages end to end on a fake engine with known per-difficulty behaviour (fast; the same stages run on
 the real vLLM engine in test_end_to_end.py)."""
 
-import random
 
 import pytest
 
 from fixability_dag.pipeline import audit
-from fixability_dag.pipeline.config import AuditConfig
 from fixability_dag.core.regimes import REGIMES
 
-from tests.fakes import FakeEngine
-
-CFG = AuditConfig(chain_lengths=(1, 2, 3, 4), templates_per_length=2, variants_per_template=2, n_samples=8,
-                  probe_samples=4, retry_budget=8, intervention_budget=4, eval_budget=4,
-                  cluster_seeds=2, cluster_bootstraps=3, ablation_seeds=1)
-GOLD = {p.problem_id: p.gold_answer for p in CFG.load_problems()}
-
-
-def behaviour(request, rng: random.Random):
-    """L1 mostly solved; L2 retry-recoverable; L3 steerable by the solution prefix; L4 structural."""
-    gold = GOLD[request.problem_id]
-    length = int(request.problem_id.split("-L")[1].split("-")[0])
-    p_correct = {1: 0.8, 2: 0.0 if request.phase == "diagnostic" else 0.4,
-                 3: 0.7 if request.intervention == "solution_prefix" and request.phase != "probe" else 0.0, 4: 0.0}[length]
-    if rng.random() < p_correct:
-        return gold
-    if length == 2:
-        return str(rng.randint(0, 999))  # wandering
-    if length == 3 and request.intervention == "solution_prefix":
-        return rng.choice(["1", "2", "3"])  # moved by the nudge
-    return "-1" if rng.random() < 0.9 else None  # stuck
-
-
-def run_audit(store, engine, cfg=CFG, checkpoint_id="ck"):
-    store.register_checkpoint(checkpoint_id, "/nowhere", "fp")
-    audit.snapshot_problems(store, cfg)
-    diag = audit.diagnose(store, engine, checkpoint_id, cfg, "run")
-    audit.probe(store, engine, checkpoint_id, cfg, "run")
-    audit.featurize(store, checkpoint_id, cfg)
-    audit.measure_rescues(store, engine, checkpoint_id, cfg, "run")
-    labels, report = audit.label(store, checkpoint_id, cfg)
-    plan, _ = audit.plan(store, checkpoint_id, cfg)
-    evaluations, summary = audit.evaluate(store, engine, checkpoint_id, cfg, "run")
-    return diag, labels, report, plan, evaluations, summary
+from tests.support import FAKE_CFG, FakeEngine, GOLD, behaviour, run_audit
 
 
 def test_stages_store_consistent_rows(store):
     engine = FakeEngine(behaviour)
     diag, labels, report, plan, evaluations, summary = run_audit(store, engine)
     n_problems = len(GOLD)
-    assert store.count("rollouts", "ck", phase="diagnostic") == n_problems * CFG.n_samples
+    assert store.count("rollouts", "ck", phase="diagnostic") == n_problems * FAKE_CFG.n_samples
     failed = diag["failed_problems"]
     assert failed == 12  # L2, L3, L4: 4 problems each
     assert store.count("problem_features", "ck") == failed
-    assert store.count("rollouts", "ck", phase="probe") == failed * CFG.probe_samples
+    assert store.count("rollouts", "ck", phase="probe") == failed * FAKE_CFG.probe_samples
     # one label-phase request per (failed problem, intervention); greedy is one sample
-    per_problem = sum(1 if name == "greedy" else CFG.budget_for(name) for name in CFG.interventions)
+    per_problem = sum(1 if name == "greedy" else FAKE_CFG.budget_for(name) for name in FAKE_CFG.interventions)
     assert store.count("rollouts", "ck", phase="label") == failed * per_problem
-    assert store.count("intervention_outcomes", "ck") == failed * len(CFG.interventions)
+    assert store.count("intervention_outcomes", "ck") == failed * len(FAKE_CFG.interventions)
     regimes = labels.set_index("problem_id")["true_regime"]
     assert {regimes[p] for p in regimes.index if "-L3-" in p} == {"steerable_hard"}
     assert {regimes[p] for p in regimes.index if "-L4-" in p} == {"structural"}

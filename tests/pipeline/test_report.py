@@ -3,8 +3,8 @@ from fixability_dag.core.features import ALL_FEATURES
 from fixability_dag.core.regimes import feature_ablation
 from fixability_dag.pipeline.report import results_markdown
 
-from tests.fakes import FakeEngine
-from tests.pipeline.test_audit import behaviour, run_audit
+from tests.support import FakeEngine
+from tests.support import behaviour, run_audit
 
 
 def test_results_markdown_from_the_database(sqlite_store):

@@ -8,8 +8,8 @@ from fixability_dag.pipeline.config import AuditConfig
 from fixability_dag.core.interventions import RETRY, build_requests
 from fixability_dag.pipeline.resume import plan_resume, request_hash, group_key
 
-from tests.fakes import FakeEngine
-from tests.pipeline.test_audit import behaviour
+from tests.support import FakeEngine
+from tests.support import behaviour
 
 pytestmark = pytest.mark.postgres
 

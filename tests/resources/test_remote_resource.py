@@ -9,7 +9,7 @@ from dagster import asset, materialize
 from fixability_dag.engines.remote import RemoteEngine
 from resources import RemoteVLLMResource, RolloutEngineResource, VLLMResource, engine_resource_from_env
 
-from tests.engines.test_remote_engine_network import CHECKPOINT, FlakyServer, requests
+from tests.support import SERVED_CHECKPOINT, FlakyServer, requests
 
 
 def test_the_env_var_picks_the_remote_resource(monkeypatch):
@@ -24,11 +24,11 @@ def test_the_env_var_picks_the_remote_resource(monkeypatch):
 
 
 def test_the_api_key_and_served_names_come_from_env_and_mapping(monkeypatch):
-    resource = RemoteVLLMResource(base_urls=["http://h:1"], api_key_env="MY_KEY", served_model_names={CHECKPOINT.name: "nightly"})
+    resource = RemoteVLLMResource(base_urls=["http://h:1"], api_key_env="MY_KEY", served_model_names={SERVED_CHECKPOINT.name: "nightly"})
     monkeypatch.delenv("MY_KEY", raising=False)
-    assert resource.options(str(CHECKPOINT)).api_key is None
+    assert resource.options(str(SERVED_CHECKPOINT)).api_key is None
     monkeypatch.setenv("MY_KEY", "s3cret")
-    options = resource.options(str(CHECKPOINT))
+    options = resource.options(str(SERVED_CHECKPOINT))
     assert options.api_key == "s3cret" and options.served_model_name == "nightly"
     assert resource.options("/elsewhere/other-checkpoint").served_model_name is None
     assert "s3cret" not in repr(resource)
@@ -39,8 +39,8 @@ def test_dagster_runs_an_asset_typed_with_the_base_class_on_the_remote_resource(
 
     @asset
     def sampled(vllm: RolloutEngineResource) -> None:
-        engine = vllm.engine(str(CHECKPOINT))
-        assert vllm.engine(str(CHECKPOINT)) is engine  # one engine per checkpoint per run
+        engine = vllm.engine(str(SERVED_CHECKPOINT))
+        assert vllm.engine(str(SERVED_CHECKPOINT)) is engine  # one engine per checkpoint per run
         seen["engine"] = engine
         seen["out"] = engine.generate(requests(3))
 

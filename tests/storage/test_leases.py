@@ -14,8 +14,8 @@ from fixability_dag.storage import leases
 from fixability_dag.storage.store import AuditStore
 from resources import AuditSettings, CheckpointDirectory, ResultsDatabase
 
-from tests.fakes import FakeEngine
-from tests.pipeline.test_audit import CFG, behaviour, run_audit
+from tests.support import FakeEngine
+from tests.support import FAKE_CFG, behaviour, run_audit
 
 pytestmark = pytest.mark.postgres
 SPAWN = multiprocessing.get_context("spawn")
@@ -60,9 +60,9 @@ def test_dead_or_silent_holders_are_taken_over_and_their_runs_marked(store):
 
 def test_a_run_that_lost_its_lease_cannot_write(store):
     """Fencing: the write that discovers the lease is gone is rolled back, so two runs never interleave rows."""
-    from tests.storage.test_store import rollout_rows
+    from tests.support import rollout_rows
 
-    run_audit(store, FakeEngine(behaviour), CFG, "ck")  # any rows to protect
+    run_audit(store, FakeEngine(behaviour), FAKE_CFG, "ck")  # any rows to protect
     before = store.count("rollouts", "ck")
     store.hold_lease("ck", "stalled-run")
     AuditStore(store.url).hold_lease("ck", "new-run", ttl=timedelta(0))  # the stalled run looked dead
@@ -80,7 +80,7 @@ def _audit_in_process(url: str, checkpoint_id: str, barrier) -> None:
     store.migrate()  # both processes migrate the same fresh database at the same moment
     barrier.wait(timeout=120)
     store.hold_lease(checkpoint_id, f"run-{checkpoint_id}")
-    run_audit(store, FakeEngine(behaviour), CFG, checkpoint_id)
+    run_audit(store, FakeEngine(behaviour), FAKE_CFG, checkpoint_id)
     store.release_leases(f"run-{checkpoint_id}")
     store.dispose()
 
@@ -97,10 +97,10 @@ def test_two_audits_of_different_checkpoints_at_once(db_url):
 
     # each checkpoint has exactly the rows its config asks for, and both the same (deterministic fake engine)
     store = AuditStore(db_url)
-    n_problems = len(CFG.load_problems())
+    n_problems = len(FAKE_CFG.load_problems())
     assert store.count("problems") == n_problems
     for ck in ("ck-a", "ck-b"):
-        assert store.count("rollouts", ck, phase="diagnostic") == n_problems * CFG.n_samples
+        assert store.count("rollouts", ck, phase="diagnostic") == n_problems * FAKE_CFG.n_samples
         rollouts = store.read("rollouts", ck)
         assert not rollouts.duplicated(["phase", "problem_id", "intervention", "sample_index"]).any()
         failed = len(store.read("problem_features", ck))

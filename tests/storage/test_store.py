@@ -8,6 +8,8 @@ from fixability_dag.core.problems import ArithmeticSuiteSpec, arithmetic_suite
 from fixability_dag.storage.schema import TABLES
 from fixability_dag.storage.store import AuditStore, DatabaseUnavailable, redact
 
+from tests.support import rollout_rows
+
 pytestmark = pytest.mark.postgres
 
 
@@ -32,14 +34,6 @@ def test_problem_upsert_never_duplicates(store):
     assert store.upsert_problems(problems) == 4
     assert store.count("problems") == 4
     assert store.problems([problems[0].problem_id]) == [problems[0]]
-
-
-def rollout_rows(n, correct_every=2):
-    return pd.DataFrame([{
-        "problem_id": "arith-L1-T0-V0", "phase": "diagnostic", "intervention": "retry", "sample_index": i, "seed": 12345,
-        "text": f"t{i}", "answer": str(i) if i % 3 else None, "is_correct": i % correct_every == 0, "num_tokens": 5,
-        "cumulative_logprob": -1.0, "mean_logprob": float("nan") if i == 1 else -0.2, "finish_reason": "stop", "run_id": "r",
-    } for i in range(n)])
 
 
 def test_rollout_inserts_never_duplicate_and_group_deletes_remove_what_they_name(store):

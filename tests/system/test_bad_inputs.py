@@ -31,8 +31,8 @@ from fixability_dag.storage.store import AuditStore, DatabaseUnavailable
 from scripts.reliability import bad_inputs as script
 from scripts.reliability.bad_inputs import rewrite_header, tensors
 
-from tests.conftest import REPO, demo_checkpoint
-from tests.orchestration.test_sensors import age, evaluate
+from tests.support import REPO, demo_checkpoint
+from tests.support import age, evaluate
 
 
 def write_lines(path, *rows):

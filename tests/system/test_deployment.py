@@ -26,8 +26,8 @@ from fixability_dag.testing.scratch import ScratchDatabases
 from fixability_dag.storage.store import DB_URL_ENV
 from resources import AuditSettings, CheckpointDirectory, ResultsDatabase, VLLMResource
 
-from tests.conftest import DEMO_CHECKPOINTS, PG_ADMIN_URL, REPO, demo_checkpoint
-from tests.system.test_end_to_end import TINY
+from tests.support import DEMO_CHECKPOINTS, PG_ADMIN_URL, REPO, demo_checkpoint
+from tests.support import TINY
 
 DEPLOY = REPO / "deploy"
 PASSWORD = "S3cret-XYZ"  # trust auth on the test server ignores it; it must never be stored or logged anywhere

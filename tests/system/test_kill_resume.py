@@ -5,7 +5,7 @@ import pytest
 
 from scripts.reliability.kill_resume import kill_and_resume
 
-from tests.conftest import demo_checkpoint
+from tests.support import demo_checkpoint
 
 pytestmark = [pytest.mark.vllm, pytest.mark.postgres]
 

@@ -26,8 +26,8 @@ from fixability_dag.engines.remote import RemoteEngine, RemoteEngineError, Remot
 from fixability_dag.core.sampling import Decoding
 from resources import CheckpointDirectory, RemoteVLLMResource, ResultsDatabase
 
-from tests.conftest import DEMO_CHECKPOINTS, demo_checkpoint, free_port
-from tests.system.test_end_to_end import SETTINGS, check_invariants
+from tests.support import DEMO_CHECKPOINTS, demo_checkpoint, free_port
+from tests.support import SETTINGS, check_invariants
 
 pytestmark = pytest.mark.vllm
 

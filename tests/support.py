@@ -1,0 +1,327 @@
+"""Everything the tests share: tiny real inputs (databases, checkpoints, problem files), a deterministic fake engine,
+small audit configurations and the helpers several test modules use. No test module imports another one.
+
+PostgreSQL is real: each test session creates its own database on FIXABILITY_TEST_PG_URL's server (default
+127.0.0.1:5432, trust auth, as on every developer and CI machine) and drops it afterwards. ``conftest.py`` only
+re-exports the fixtures defined here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from dagster import build_sensor_context
+from sqlalchemy.engine import make_url
+
+from assets import CHECKPOINT_ASSETS
+from fixability_dag.core.regimes import REGIMES
+from fixability_dag.core.rescue import POLICIES
+from fixability_dag.core.sampling import Completion, Decoding, GenerationRequest
+from fixability_dag.orchestration.sensors import checkpoint_sensor
+from fixability_dag.pipeline import audit
+from fixability_dag.pipeline.config import AuditConfig
+from fixability_dag.storage.store import AuditStore
+from fixability_dag.testing.scratch import ScratchDatabases, reset_schema, server_url
+from resources import AuditSettings, CheckpointDirectory, ResultsDatabase
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_CHECKPOINTS = REPO / "demo" / "checkpoints"
+PG_ADMIN_URL = server_url()
+
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (free when this returns)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def demo_checkpoint(name: str | None = None) -> Path:
+    """A committed demo checkpoint (the earliest SFT one unless named)."""
+    candidates = sorted(p for p in DEMO_CHECKPOINTS.iterdir() if p.is_dir() and not p.name.endswith(".partial"))
+    if name:
+        return DEMO_CHECKPOINTS / name
+    return next(p for p in candidates if "sft" in p.name)
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> str:
+    """A fresh PostgreSQL database for this session (dropped at the end)."""
+    try:
+        dbs = ScratchDatabases(PG_ADMIN_URL, "fixability_test")
+        url = dbs.create()
+    except Exception as exc:  # noqa: BLE001
+        pytest.fail(f"PostgreSQL at {make_url(PG_ADMIN_URL).render_as_string(hide_password=True)} is required: {exc}")
+    yield url
+    dbs.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path) -> str:
+    """Each test using it runs twice: on a fresh SQLite file and on a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'audit.db'}"
+    url = request.getfixturevalue("pg_server_url")
+    reset_schema(url)
+    return url
+
+
+@pytest.fixture
+def store(db_url) -> AuditStore:
+    s = AuditStore(db_url)
+    s.migrate()
+    yield s
+    s.dispose()
+
+
+@pytest.fixture
+def sqlite_store(tmp_path) -> AuditStore:
+    s = AuditStore(f"sqlite:///{tmp_path / 'audit.db'}")
+    s.migrate()
+    yield s
+    s.dispose()
+
+
+@pytest.fixture
+def checkpoint_copy(tmp_path) -> Path:
+    """A writable copy of a real demo checkpoint inside a fresh checkpoint root."""
+    root = tmp_path / "checkpoints"
+    root.mkdir()
+    src = demo_checkpoint()
+    dst = root / src.name
+    shutil.copytree(src, dst)
+    return dst
+
+
+# --- a deterministic stand-in engine for fast unit tests of the statistics (never the only test of a path:
+# the same paths run on the real vLLM engine in tests/engines and tests/system) ---
+
+AnswerSampler = Callable[[GenerationRequest, random.Random], str | None]
+
+
+class FakeEngine:
+    """Draws each sample's final answer from ``sampler(request, rng)``; ``None`` means a rollout with no answer."""
+
+    def __init__(self, sampler: AnswerSampler, logprob: Callable[[GenerationRequest], float] = lambda r: -0.5):
+        self.sampler, self.logprob = sampler, logprob
+        self.calls: list[Sequence[GenerationRequest]] = []
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
+        self.calls.append(requests)
+        out = []
+        for r in requests:
+            rng = random.Random(r.seed)
+            samples = []
+            for _ in range(r.n):
+                answer = self.sampler(r, rng)
+                body = "1+1=2\n" + (f"#### {answer}" if answer is not None else "and so on")
+                tokens = len(body)
+                samples.append(Completion(body, tokens, self.logprob(r) * tokens, "stop"))
+            out.append(samples)
+        return out
+
+
+# --- the fake-engine audit: known per-difficulty behaviour, every stage called directly ---
+
+FAKE_CFG = AuditConfig(chain_lengths=(1, 2, 3, 4), templates_per_length=2, variants_per_template=2, n_samples=8,
+                  probe_samples=4, retry_budget=8, intervention_budget=4, eval_budget=4,
+                  cluster_seeds=2, cluster_bootstraps=3, ablation_seeds=1)
+GOLD = {p.problem_id: p.gold_answer for p in FAKE_CFG.load_problems()}
+
+
+def behaviour(request, rng: random.Random):
+    """L1 mostly solved; L2 retry-recoverable; L3 steerable by the solution prefix; L4 structural."""
+    gold = GOLD[request.problem_id]
+    length = int(request.problem_id.split("-L")[1].split("-")[0])
+    p_correct = {1: 0.8, 2: 0.0 if request.phase == "diagnostic" else 0.4,
+                 3: 0.7 if request.intervention == "solution_prefix" and request.phase != "probe" else 0.0, 4: 0.0}[length]
+    if rng.random() < p_correct:
+        return gold
+    if length == 2:
+        return str(rng.randint(0, 999))  # wandering
+    if length == 3 and request.intervention == "solution_prefix":
+        return rng.choice(["1", "2", "3"])  # moved by the nudge
+    return "-1" if rng.random() < 0.9 else None  # stuck
+
+
+def run_audit(store, engine, cfg=FAKE_CFG, checkpoint_id="ck"):
+    store.register_checkpoint(checkpoint_id, "/nowhere", "fp")
+    audit.snapshot_problems(store, cfg)
+    diag = audit.diagnose(store, engine, checkpoint_id, cfg, "run")
+    audit.probe(store, engine, checkpoint_id, cfg, "run")
+    audit.featurize(store, checkpoint_id, cfg)
+    audit.measure_rescues(store, engine, checkpoint_id, cfg, "run")
+    labels, report = audit.label(store, checkpoint_id, cfg)
+    plan, _ = audit.plan(store, checkpoint_id, cfg)
+    evaluations, summary = audit.evaluate(store, engine, checkpoint_id, cfg, "run")
+    return diag, labels, report, plan, evaluations, summary
+
+
+# --- the small real audit (vLLM on a demo checkpoint) and what every audited checkpoint must satisfy ---
+
+TINY = dict(chain_lengths=[1, 2, 4, 6], templates_per_length=2, variants_per_template=2, n_samples=8,
+            probe_samples=4, retry_budget=8, intervention_budget=4, eval_budget=4,
+            cluster_seeds=2, cluster_bootstraps=3, ablation_seeds=1)
+"""A small audit that still has failures in every regime (as run config too: ``tests/system/test_deployment.py``)."""
+SETTINGS = AuditSettings(**TINY)
+
+
+def check_invariants(store, key, cfg):
+    n_problems = len(cfg.load_problems())
+    assert store.count("problems") == n_problems
+    assert store.count("rollouts", key, phase="diagnostic") == n_problems * cfg.n_samples
+    features = store.read("problem_features", key)
+    diag = store.read("rollouts", key, phase="diagnostic")
+    failed = set(diag.groupby("problem_id")["is_correct"].sum().loc[lambda s: s == 0].index)
+    assert set(features["problem_id"]) == failed and failed, "the demo checkpoint must fail some problems"
+    assert features["answer_dispersion"].between(0, 1).all() and features["probe_shift"].between(0, 1).all()
+    assert (features["policy_confidence"] <= 0).all()
+    assert store.count("rollouts", key, phase="probe") == len(failed) * cfg.probe_samples
+    assert store.count("intervention_outcomes", key) == len(failed) * len(cfg.interventions)
+    labels = store.read("regime_labels", key)
+    assert set(labels["problem_id"]) == failed and set(labels["true_regime"]) <= set(REGIMES)
+    plan = store.read("routing_plans", key)
+    assert set(plan["problem_id"]) == failed
+    assert ((plan["action"] == "skip") == (plan["budget"] == 0)).all()
+    evals = store.read("rescue_evaluations", key)
+    assert len(evals) == len(POLICIES) * (1 + len(REGIMES))
+    allrows = evals[evals["regime"] == "all"].set_index("policy")
+    assert (allrows["problems"] == len(failed)).all()
+    assert allrows.loc["oracle", "rescued"] >= 0 and allrows["rescue_rate"].between(0, 1).all()
+    if len(labels) >= 6 and labels["true_regime"].nunique() >= 2:
+        assert {"gmm", "kmeans", "majority_baseline"} <= set(store.read("regime_reports", key)["method"])
+        assert store.count("feature_ablations", key) == 120
+    runs = store.read("audit_runs", key)
+    assert set(runs["asset"]) == {a.key.to_user_string() for a in CHECKPOINT_ASSETS} and (runs["status"] == "success").all()
+
+
+# --- sensors ---
+
+def age(path, seconds=3600):
+    old = time.time() - seconds
+    for f in path.iterdir():
+        os.utime(f, (old, old))
+
+
+def evaluate(instance, root, cursor=None, settle=60.0, db=None):
+    db = db or f"sqlite:///{root.parent / 'sensor.db'}"
+    with build_sensor_context(
+        instance=instance, cursor=cursor,
+        resources={"checkpoints": CheckpointDirectory(root=str(root), settle_seconds=settle), "settings": AuditSettings(),
+                   "database": ResultsDatabase(url=db)},
+    ) as context:
+        return checkpoint_sensor(context)
+
+
+# --- stored rollouts ---
+
+def rollout_rows(n, correct_every=2):
+    return pd.DataFrame([{
+        "problem_id": "arith-L1-T0-V0", "phase": "diagnostic", "intervention": "retry", "sample_index": i, "seed": 12345,
+        "text": f"t{i}", "answer": str(i) if i % 3 else None, "is_correct": i % correct_every == 0, "num_tokens": 5,
+        "cumulative_logprob": -1.0, "mean_logprob": float("nan") if i == 1 else -0.2, "finish_reason": "stop", "run_id": "r",
+    } for i in range(n)])
+
+
+# --- a flaky OpenAI-compatible server on 127.0.0.1 for the remote engine ---
+
+SERVED_CHECKPOINT = Path("/checkpoints/run-7/arith-sft-s0300")
+
+
+class FlakyServer(ThreadingHTTPServer):
+    """Answers ``/v1/models`` and ``/v1/completions``; the first ``fail_first`` completion calls fail as ``mode``
+    says. Records every payload and header and the most requests it ever held at once."""
+
+    daemon_threads = True
+
+    def __init__(self, fail_first: int = 0, mode: str = "503", model_id: str = str(SERVED_CHECKPOINT), delay: float = 0.0,
+                 drop_choice: bool = False, models_down: bool = False):
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.fail_first, self.mode, self.model_id, self.delay = fail_first, mode, model_id, delay
+        self.drop_choice, self.models_down = drop_choice, models_down
+        self.completion_calls = 0
+        self.payloads: list[dict] = []
+        self.headers_seen: list[dict] = []
+        self.in_flight = self.peak_in_flight = 0
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def __enter__(self) -> "FlakyServer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: FlakyServer
+
+    def log_message(self, *args) -> None:  # keep pytest output clean
+        pass
+
+    def _json(self, status: int, body: dict, headers: dict | None = None) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        if self.path != "/v1/models":
+            return self._json(404, {"error": "not found"})
+        if self.server.models_down:
+            return self._json(503, {"error": "starting"})
+        self._json(200, {"object": "list", "data": [{"id": self.server.model_id, "root": self.server.model_id}]})
+
+    def do_POST(self) -> None:
+        s = self.server
+        payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        with s.lock:
+            s.completion_calls += 1
+            call = s.completion_calls
+            s.payloads.append(payload)
+            s.headers_seen.append(dict(self.headers))
+            s.in_flight += 1
+            s.peak_in_flight = max(s.peak_in_flight, s.in_flight)
+        time.sleep(s.delay)
+        with s.lock:  # done "computing": leave the count before answering, or the client's next request (sent the
+            s.in_flight -= 1  # moment it reads this answer) could be counted beside this one
+        if call <= s.fail_first:
+            if s.mode == "drop":
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            if s.mode == "429":
+                return self._json(429, {"error": "busy"}, {"Retry-After": "0.3"})
+            return self._json(int(s.mode), {"error": f"injected {s.mode}"})
+        n = payload["n"] - (1 if s.drop_choice else 0)
+        choices = [{"index": i, "text": f"{payload['prompt']}|seed={payload['seed']}|i={i}", "finish_reason": "stop",
+                    "token_ids": [5] * (i + 2), "logprobs": {"token_logprobs": [-0.25] * (i + 2)}} for i in range(n)]
+        self._json(200, {"choices": list(reversed(choices))})  # out of order on purpose: the engine sorts
+
+
+def requests(count: int, n: int = 3, temperature: float = 1.0) -> list[GenerationRequest]:
+    return [GenerationRequest(f"p{i}", "diagnostic", "retry", f"Q{i}", n, 1000 + i, Decoding(temperature=temperature))
+            for i in range(count)]
