@@ -1,6 +1,6 @@
 # fixability-dag: everything a fresh machine needs, from a clean clone.
 #   make demo   - install (CPU vLLM), audit every committed demo checkpoint, print the results read back from SQL
-#   make test   - install with test extras and run the whole test suite (real vLLM, SQLite and PostgreSQL)
+#   make test   - install with test extras, check the import layering, run the whole test suite (real vLLM, SQLite, PostgreSQL)
 #   make ui     - the Dagster UI on http://127.0.0.1:3000
 #   make bench  - rollout throughput vs raw vLLM and lm-evaluation-harness; post-generation cost (docs/performance.md)
 #   make reliability - kill/resume, concurrent audits and bad inputs, for real (docs/reliability.md)
@@ -82,7 +82,9 @@ $(DAGSTER_HOME)/dagster.yaml: deploy/dagster.yaml $(INSTALLED)
 demo: $(INSTALLED) $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/fixability demo
 
+# The layering contract first (pyproject.toml [tool.importlinter]; under a second), then the suite.
 test: $(TEST_INSTALLED)
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # PostgreSQL server for the benchmarks' database writes: each script creates a scratch database there and drops it.

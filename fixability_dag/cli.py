@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fixability_dag.core.problems import PROBLEM_FORMATS, ColumnMapping, ProblemFileError, load_problems
+from fixability_dag.inputs.problem_files import PROBLEM_FORMATS, ColumnMapping, ProblemFileError, load_problems
 from fixability_dag.core.regimes import REGIMES
 from fixability_dag.storage.store import AuditStore, default_url, redact
 

@@ -40,8 +40,6 @@ from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from pathlib import Path
 
-from fixability_dag.core.problems import last_boxed
-
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 MAX_ANSWER_CHARS = 200
@@ -59,6 +57,22 @@ _SUPERSCRIPT_DIGITS = str.maketrans("\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\
 _MINUS = str.maketrans({"\u2212": "-", "\u2796": "-"})
 LATEX_TIMEOUT_SECONDS = 5.0
 """How long math-verify may take to compare one answer with the gold one before it counts as "not shown equal"."""
+
+
+def last_boxed(text: str) -> str | None:
+    r"""Content of the last ``\boxed{...}`` (or ``\fbox{...}``), honouring nested braces."""
+    starts = [m.end() for m in re.finditer(r"\\(?:boxed|fbox)\s*\{", text)]
+    if not starts:
+        return None
+    start, depth = starts[-1], 1
+    for i in range(start, len(text)):
+        if text[i] == "{":
+            depth += 1
+        elif text[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[start:i].strip()
+    return None
 
 
 def clean_text(text: str) -> str:

@@ -7,7 +7,8 @@ import hashlib
 import json
 
 from fixability_dag.core.interventions import CATALOG, RETRY
-from fixability_dag.core.problems import PROBLEM_FORMATS, ArithmeticSuiteSpec, ColumnMapping, Problem, arithmetic_suite, load_problems
+from fixability_dag.core.problems import ArithmeticSuiteSpec, Problem, arithmetic_suite
+from fixability_dag.inputs.problem_files import PROBLEM_FORMATS, ColumnMapping, load_problems
 from fixability_dag.core.sampling import Decoding
 
 CODE_VERSION = "0.2.0"

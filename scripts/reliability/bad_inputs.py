@@ -35,7 +35,9 @@ if str(REPO) not in sys.path:
 
 from fixability_dag.core.answers import LatexChecker  # noqa: E402
 from fixability_dag.inputs.checkpoints import CheckpointError, inspect_checkpoint, partition_key  # noqa: E402
-from fixability_dag.core.problems import ArithmeticSuiteSpec, ProblemFileError, arithmetic_suite, load_problems  # noqa: E402
+from fixability_dag.core.problems import ArithmeticSuiteSpec, arithmetic_suite  # noqa: E402
+from fixability_dag.inputs.problem_files import load_problems  # noqa: E402
+from fixability_dag.inputs.problem_files import ProblemFileError
 from fixability_dag.core.sampling import Completion, Decoding, GenerationRequest, grade_completions  # noqa: E402
 from fixability_dag.storage.store import AuditStore, DatabaseUnavailable, redact  # noqa: E402
 from scripts.reliability.runs import first_line  # noqa: E402

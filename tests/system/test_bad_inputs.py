@@ -16,16 +16,8 @@ from fixability_dag.core.answers import LatexChecker, answers_match, canonical_a
 from fixability_dag.pipeline.audit import snapshot_problems
 from fixability_dag.inputs.checkpoints import CheckpointError, FULL_PARSE_BYTES, incompleteness, inspect_checkpoint, partition_key, scan
 from fixability_dag.pipeline.config import AuditConfig
-from fixability_dag.core.problems import (
-    ArithmeticSuiteSpec,
-    ColumnMapping,
-    ProblemFileError,
-    arithmetic_suite,
-    load_generic,
-    load_gsm8k_jsonl,
-    load_math_jsonl,
-    load_problems,
-)
+from fixability_dag.core.problems import ArithmeticSuiteSpec, arithmetic_suite
+from fixability_dag.inputs.problem_files import ColumnMapping, ProblemFileError, load_generic, load_gsm8k_jsonl, load_math_jsonl, load_problems
 from fixability_dag.core.sampling import MAX_TEXT_CHARS, Completion, Decoding, GenerationRequest, grade_completions
 from fixability_dag.storage.store import AuditStore, DatabaseUnavailable
 from scripts.reliability import bad_inputs as script
