@@ -73,7 +73,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from fixability_dag.inputs.checkpoints import scan
     from fixability_dag.pipeline.config import CODE_VERSION
     from fixability_dag.definitions import defs
-    from fixability_dag.orchestration.schedules import FINAL_ASSET, stale_checkpoints
+    from fixability_dag.pipeline.staleness import checkpoints_to_audit
     from resources import AuditSettings, CheckpointDirectory
 
     if args.checkpoints:
@@ -95,7 +95,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     store = AuditStore(default_url())
     store.migrate()
     config_hash = AuditSettings().config().config_hash()
-    todo = keys if args.force else sorted(stale_checkpoints(keys, store.latest_audits(FINAL_ASSET), config_hash))
+    todo = keys if args.force else list(checkpoints_to_audit(store, keys, config_hash))
     print(f"{len(keys)} checkpoints, {len(todo)} to audit (code {CODE_VERSION}, config {config_hash}); "
           f"results database: {_describe_db(store.url)}", flush=True)
     job = defs.resolve_job_def("audit_checkpoint")

@@ -5,9 +5,9 @@ import json
 from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
 
 from assets.partitions import checkpoint_partitions
-from fixability_dag.pipeline.config import CODE_VERSION
 from fixability_dag.orchestration.jobs import audit_checkpoint_job
-from fixability_dag.orchestration.schedules import FINAL_ASSET, stale_checkpoints
+from fixability_dag.pipeline.config import CODE_VERSION
+from fixability_dag.pipeline.staleness import checkpoints_to_audit
 from resources import AuditSettings, CheckpointDirectory, ResultsDatabase
 
 
@@ -38,12 +38,9 @@ def checkpoint_sensor(context: SensorEvaluationContext, checkpoints: CheckpointD
     new_keys = [c.checkpoint_id for c in complete if c.checkpoint_id not in known]
     candidates = [c for c in complete if requested.get(c.checkpoint_id) != c.fingerprint]
     if candidates:
-        store = database.store()
-        store.migrate()
-        stale = stale_checkpoints([c.checkpoint_id for c in candidates], store.latest_audits(FINAL_ASSET), config_hash)
-        stored = store.read("checkpoints", checkpoint_id=[c.checkpoint_id for c in candidates])
-        fingerprints = dict(zip(stored["checkpoint_id"], stored["fingerprint"]))
-        candidates = [c for c in candidates if c.checkpoint_id in stale or fingerprints.get(c.checkpoint_id) != c.fingerprint]
+        on_disk = {c.checkpoint_id: c.fingerprint for c in candidates}
+        stale = checkpoints_to_audit(database.store(), on_disk, config_hash, fingerprints=on_disk)
+        candidates = [c for c in candidates if c.checkpoint_id in stale]
     if not candidates and not new_keys:
         why = "; ".join(f"{name}: {reason}" for name, reason in list(skipped.items())[:3])
         more = f"; and {len(skipped) - 3} more" if len(skipped) > 3 else ""

@@ -5,7 +5,7 @@ from dagster import DagsterInstance, RunRequest, SensorResult, SkipReason
 
 from assets.partitions import checkpoint_partitions
 from fixability_dag.pipeline.config import CODE_VERSION
-from fixability_dag.orchestration.schedules import FINAL_ASSET
+from fixability_dag.pipeline.staleness import FINAL_ASSET
 from resources import AuditSettings, ResultsDatabase
 
 from tests.support import age, demo_checkpoint, evaluate
