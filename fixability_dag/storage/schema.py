@@ -189,8 +189,6 @@ class AuditRun(Base):
     __table_args__ = (Index("ix_audit_runs_checkpoint_asset", "checkpoint_id", "asset", "status"),)
 
 
-TABLES = {m.__tablename__: m for m in (Checkpoint, ProblemRow, RolloutRow, ProblemFeatures, InterventionOutcome, RegimeLabel, RoutingPlan, RescueEvaluation, AuditRun)}
-
 
 class RegimeReport(Base):
     """How well each method recovers one checkpoint's ground-truth regimes (clusters and baselines)."""
@@ -228,8 +226,6 @@ class RegimeTransfer(Base):
     plan_agreement: Mapped[float | None] = mapped_column(Float, comment="share of target problems routed alike by source and own thresholds")
 
 
-TABLES.update({m.__tablename__: m for m in (RegimeReport, FeatureAblation, RegimeTransfer)})
-
 
 class CheckpointLease(Base):
     """Who is auditing a checkpoint right now: one row per checkpoint, held by one run at a time.
@@ -246,4 +242,5 @@ class CheckpointLease(Base):
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), comment="refreshed at every step and chunk commit")
 
 
-TABLES[CheckpointLease.__tablename__] = CheckpointLease
+TABLES = Base.metadata.tables
+"""Every table by name, straight from the models' metadata: a model defined above is registered by existing."""

@@ -154,7 +154,7 @@ class AuditStore:
         return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
 
     def upsert(self, table_name: str, rows: Iterable[Mapping]) -> int:
-        table = TABLES[table_name].__table__
+        table = TABLES[table_name]
         rows = records(list(rows))
         if not rows:
             return 0
@@ -170,13 +170,13 @@ class AuditStore:
 
     def replace(self, table_name: str, checkpoint_id: str, rows: pd.DataFrame | Sequence[Mapping], **scope: Any) -> int:
         """Replace the rows of ``table_name`` for one checkpoint (and optional column scope) atomically."""
-        table = TABLES[table_name].__table__
+        table = TABLES[table_name]
         where = [table.c.checkpoint_id == checkpoint_id] + [table.c[k] == v for k, v in scope.items()]
         return self._rewrite(table, where, _checkpoint_records(rows, checkpoint_id), checkpoint_id)
 
     def replace_all(self, table_name: str, rows: pd.DataFrame | Sequence[Mapping]) -> int:
         """Replace a cross-checkpoint table's whole content atomically."""
-        return self._rewrite(TABLES[table_name].__table__, [], records(rows))
+        return self._rewrite(TABLES[table_name], [], records(rows))
 
     def _rewrite(self, table, where: list, payload: list[dict], checkpoint_id: str | None = None) -> int:
         """Delete the rows matching ``where`` (all rows when empty) and insert ``payload``, in one transaction."""
@@ -189,7 +189,7 @@ class AuditStore:
     # -- rollouts, chunk by chunk -----------------------------------------------------------------------------------
     def rollout_groups(self, checkpoint_id: str, phase: str) -> dict[tuple[str, str], tuple[str | None, int]]:
         """Committed sample groups of a phase: (problem, intervention) -> (request hash, samples)."""
-        t = TABLES["rollouts"].__table__
+        t = TABLES["rollouts"]
         query = (select(t.c.problem_id, t.c.intervention, func.min(t.c.request_hash), func.max(t.c.request_hash), func.count())
                  .where(t.c.checkpoint_id == checkpoint_id, t.c.phase == phase).group_by(t.c.problem_id, t.c.intervention))
         with _database_errors(self.url, f"read the committed rollouts of {checkpoint_id}"), self.engine.connect() as conn:
@@ -207,14 +207,14 @@ class AuditStore:
         payload = _checkpoint_records(rows, checkpoint_id)
         with _database_errors(self.url, f"commit {len(payload)} rollouts of {checkpoint_id}"), self.engine.begin() as conn:
             self._fence(conn, checkpoint_id)
-            insert_rows(conn, TABLES["rollouts"].__table__, payload)
+            insert_rows(conn, TABLES["rollouts"], payload)
         return len(payload)
 
     def delete_rollout_groups(self, checkpoint_id: str, phase: str, groups: Sequence[tuple[str, str]],
                               whole_phase: bool = False) -> None:
         """Delete sample groups of one phase in one transaction; ``whole_phase`` when they are all it stores (one
         statement on the index prefix instead of batches of IN lists)."""
-        table = TABLES["rollouts"].__table__
+        table = TABLES["rollouts"]
         with _database_errors(self.url, f"delete stale rollouts of {checkpoint_id}"), self.engine.begin() as conn:
             self._fence(conn, checkpoint_id)
             if whole_phase:
@@ -299,7 +299,7 @@ class AuditStore:
             return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
 
     def read(self, table_name: str, checkpoint_id: str | None = None, **filters: Any) -> pd.DataFrame:
-        table = TABLES[table_name].__table__
+        table = TABLES[table_name]
         query = select(table)
         if checkpoint_id is not None:
             filters["checkpoint_id"] = checkpoint_id
@@ -319,7 +319,7 @@ class AuditStore:
         return frame.iloc[0].to_dict() if len(frame) else None
 
     def count(self, table_name: str, checkpoint_id: str | None = None, **filters: Any) -> int:
-        table = TABLES[table_name].__table__
+        table = TABLES[table_name]
         query = select(func.count()).select_from(table)
         if checkpoint_id is not None:
             query = query.where(table.c.checkpoint_id == checkpoint_id)

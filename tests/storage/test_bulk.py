@@ -86,7 +86,7 @@ def referenced(store):
 
 @pytest.mark.parametrize("table_name", sorted(TABLES))
 def test_every_table_stores_what_sqlalchemy_stores(store, referenced, table_name):
-    table = TABLES[table_name].__table__
+    table = TABLES[table_name]
     rows = records(table_rows(table, referenced))
     created = [c.name for c in table.primary_key.columns if c.name in rows[0]]
     keys = [tuple(r[c] for c in created) for r in rows]
@@ -179,7 +179,7 @@ def test_quoted_identifiers_and_server_defaults(store):
 
 
 def test_rows_must_share_keys(store, referenced):
-    table = TABLES["routing_plans"].__table__
+    table = TABLES["routing_plans"]
     good = {"checkpoint_id": "ck0", "problem_id": "p0", "action": "skip", "budget": 0, "reason": "r", "rule_version": "v"}
     with store.engine.begin() as conn, pytest.raises(ValueError, match="row 1"):
         insert_rows(conn, table, [good, {**good, "intervention": "x"}])
