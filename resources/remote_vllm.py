@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from dagster import EnvVar
 from pydantic import Field
 
 from fixability_dag.engines.remote import RemoteEngine, RemoteOptions, normalize_base_url
@@ -20,8 +21,9 @@ class RemoteVLLMResource(RolloutEngineResource):
     """Servers started with ``vllm serve <checkpoint>`` (OpenAI-compatible API), all serving the audited checkpoint.
 
     Every server is asked ``GET /v1/models`` before it gets a request and refused if it does not serve the
-    partition's checkpoint (matched by path or directory name, or by ``served_model_names``). The API key is read
-    from the environment variable named by ``api_key_env`` at run time, so it never lands in run config or the UI.
+    partition's checkpoint (matched by path or directory name, or by ``served_model_names``). Give the API key as
+    ``api_key=EnvVar("FIXABILITY_VLLM_API_KEY")`` (what :func:`engine_resource_from_env` does when that variable is
+    set): Dagster reads it at run time and shows only the variable's name in run config and the UI.
     """
 
     base_urls: list[str] = Field(description="e.g. ['http://gpu-1:8000', 'http://gpu-2:8000'] (a trailing /v1 is fine)")
@@ -30,7 +32,7 @@ class RemoteVLLMResource(RolloutEngineResource):
     backoff_seconds: float = Field(default=_D.backoff_seconds, description="first retry wait; doubles each retry, jittered")
     max_backoff_seconds: float = _D.max_backoff_seconds
     timeout_seconds: float = Field(default=_D.timeout_seconds, description="one request (n samples) may take this long")
-    api_key_env: str = Field(default=API_KEY_ENV, description="name of the env var holding the servers' --api-key (unset: none)")
+    api_key: str | None = Field(default=None, description="the servers' --api-key, as EnvVar(...); none when unset")
     served_model_names: dict[str, str] = Field(
         default_factory=dict,
         description="checkpoint directory name -> served model id, for servers started with another --served-model-name",
@@ -43,7 +45,7 @@ class RemoteVLLMResource(RolloutEngineResource):
             backoff_seconds=self.backoff_seconds,
             max_backoff_seconds=self.max_backoff_seconds,
             timeout_seconds=self.timeout_seconds,
-            api_key=os.environ.get(self.api_key_env) or None,
+            api_key=self.api_key or None,
             served_model_name=self.served_model_names.get(Path(model_path).name),
         )
 
@@ -53,11 +55,13 @@ class RemoteVLLMResource(RolloutEngineResource):
 
 def engine_resource_from_env() -> RolloutEngineResource:
     """``RemoteVLLMResource`` over ``$FIXABILITY_VLLM_URLS`` (comma-separated) when it is set, else the in-process
-    ``VLLMResource``."""
+    ``VLLMResource``. The key is ``EnvVar(FIXABILITY_VLLM_API_KEY)`` when that variable is set where the code loads."""
     urls = [u.strip() for u in os.environ.get(URLS_ENV, "").split(",") if u.strip()]
     for url in urls:  # fail when the code location loads, not at the first rollout step
         try:
             normalize_base_url(url)
         except ValueError as exc:
             raise ValueError(f"${URLS_ENV}: {exc}") from exc
-    return RemoteVLLMResource(base_urls=urls) if urls else VLLMResource()
+    if not urls:
+        return VLLMResource()
+    return RemoteVLLMResource(base_urls=urls, api_key=EnvVar(API_KEY_ENV) if os.environ.get(API_KEY_ENV) else None)

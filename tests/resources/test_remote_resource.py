@@ -4,7 +4,7 @@ base class, key read from the environment, engines closed when the run ends."""
 from __future__ import annotations
 
 import pytest
-from dagster import asset, materialize
+from dagster import EnvVar, asset, materialize
 
 from fixability_dag.engines.remote import RemoteEngine
 from resources import RemoteVLLMResource, RolloutEngineResource, VLLMResource, engine_resource_from_env
@@ -23,14 +23,30 @@ def test_the_env_var_picks_the_remote_resource(monkeypatch):
         engine_resource_from_env()
 
 
-def test_the_api_key_and_served_names_come_from_env_and_mapping(monkeypatch):
-    resource = RemoteVLLMResource(base_urls=["http://h:1"], api_key_env="MY_KEY", served_model_names={SERVED_CHECKPOINT.name: "nightly"})
-    monkeypatch.delenv("MY_KEY", raising=False)
-    assert resource.options(str(SERVED_CHECKPOINT)).api_key is None
+def test_the_api_key_is_an_env_var_read_at_run_time_and_served_names_map(monkeypatch):
     monkeypatch.setenv("MY_KEY", "s3cret")
-    options = resource.options(str(SERVED_CHECKPOINT))
-    assert options.api_key == "s3cret" and options.served_model_name == "nightly"
-    assert resource.options("/elsewhere/other-checkpoint").served_model_name is None
+    resource = RemoteVLLMResource(base_urls=["http://h:1"], api_key=EnvVar("MY_KEY"),
+                                  served_model_names={SERVED_CHECKPOINT.name: "nightly"})
+    assert "s3cret" not in repr(resource)
+    seen = {}
+
+    @asset
+    def options(vllm: RemoteVLLMResource) -> None:
+        seen["mine"], seen["other"] = vllm.options(str(SERVED_CHECKPOINT)), vllm.options("/elsewhere/other-checkpoint")
+
+    assert materialize([options], resources={"vllm": resource}).success
+    assert seen["mine"].api_key == "s3cret" and seen["mine"].served_model_name == "nightly"
+    assert seen["other"].served_model_name is None
+    assert RemoteVLLMResource(base_urls=["http://h:1"]).options(str(SERVED_CHECKPOINT)).api_key is None
+
+
+def test_the_env_picks_an_env_var_key_never_the_value(monkeypatch):
+    monkeypatch.setenv("FIXABILITY_VLLM_URLS", "http://gpu-1:8000")
+    monkeypatch.delenv("FIXABILITY_VLLM_API_KEY", raising=False)
+    assert engine_resource_from_env().api_key is None
+    monkeypatch.setenv("FIXABILITY_VLLM_API_KEY", "s3cret")
+    resource = engine_resource_from_env()
+    assert isinstance(resource.api_key, EnvVar) and resource.api_key.env_var_name == "FIXABILITY_VLLM_API_KEY"
     assert "s3cret" not in repr(resource)
 
 
