@@ -167,21 +167,45 @@ def label_regimes(features: pd.DataFrame, truth: pd.DataFrame, columns: tuple[st
     return merged
 
 
+CLUSTER_METHODS = ("gmm", "kmeans")
+"""Unsupervised methods: Hungarian-matched accuracy, mean and std over seeds and resamples."""
+REPORT_METHODS = {
+    "gmm": "unsupervised GMM (Hungarian-matched)",
+    "kmeans": "unsupervised k-means (Hungarian-matched)",
+    "majority_baseline": "majority class",
+    "supervised_logreg": "supervised logistic regression (CV)",
+    "trace_reading_tfidf": "trace reading: TF-IDF of failed traces (CV)",
+}
+"""Every method :func:`regime_report` scores, in the order tables show them, with the label they are shown by."""
+
+
 def regime_report(features: pd.DataFrame, truth: pd.DataFrame, texts: dict[str, str], columns: tuple[str, ...],
                   seeds: int = 5, bootstraps: int = 20) -> dict:
     """Accuracy of distributional clusters vs. the baselines, on one checkpoint's failed problems."""
     merged = features.merge(truth, on="problem_id", validate="one_to_one")
     labels = list(merged["true_regime"])
     X = feature_matrix(merged, columns)
-    return {
-        "failed_problems": len(labels),
-        "regime_counts": dict(Counter(labels)),
-        "gmm": clustering_accuracy(X, labels, "gmm", seeds, bootstraps),
-        "kmeans": clustering_accuracy(X, labels, "kmeans", seeds, bootstraps),
-        "majority_baseline": majority_share(labels),
-        "supervised_logreg": supervised_accuracy(X, labels),
-        "trace_reading_tfidf": trace_reading_accuracy([texts.get(p, "") for p in merged["problem_id"]], labels),
-    }
+    report = {"failed_problems": len(labels), "regime_counts": dict(Counter(labels))}
+    for method in CLUSTER_METHODS:
+        report[method] = clustering_accuracy(X, labels, method, seeds, bootstraps)
+    report["majority_baseline"] = majority_share(labels)
+    report["supervised_logreg"] = supervised_accuracy(X, labels)
+    report["trace_reading_tfidf"] = trace_reading_accuracy([texts.get(p, "") for p in merged["problem_id"]], labels)
+    return report
+
+
+def accuracy_rows(report: dict) -> list[dict]:
+    """One row per method of :data:`REPORT_METHODS` present in ``report``: accuracy, its std and runs (clusterings)."""
+    rows = []
+    for method in REPORT_METHODS:
+        if method not in report:
+            continue
+        value = report[method]
+        if method in CLUSTER_METHODS:
+            rows.append({"method": method, "accuracy": value["mean"], "accuracy_std": value["std"], "runs": value["runs"]})
+        else:
+            rows.append({"method": method, "accuracy": value, "accuracy_std": None, "runs": None})
+    return rows
 
 
 def feature_ablation(features: pd.DataFrame, truth: pd.DataFrame, candidates: tuple[str, ...], size: int = 3,
