@@ -6,7 +6,7 @@ from pathlib import Path
 from dagster import AssetExecutionContext, AutomationCondition, MaterializeResult, MetadataValue, asset
 
 from assets.rescue import rescue_evaluation
-from assets.tracking import md_table
+from assets.shape import metadata_value
 from fixability_dag.pipeline import audit
 from fixability_dag.pipeline.config import CODE_VERSION
 from fixability_dag.pipeline.plots import topography_plot
@@ -18,7 +18,7 @@ from resources import ResultsDatabase
 def failure_topography(context: AssetExecutionContext, database: ResultsDatabase) -> MaterializeResult:
     """Regime shares, pass rate, rescue rates and mean features for every audited checkpoint, side by side."""
     table = audit.topography(database.store())
-    metadata = {"checkpoints": len(table), "topography": md_table(table)}
+    metadata = {"checkpoints": len(table), "topography": metadata_value(table)}
     if len(table):
         path = Path(".fixability") / "topography.png"
         topography_plot(table, path)

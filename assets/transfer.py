@@ -3,7 +3,7 @@
 from dagster import AssetExecutionContext, AutomationCondition, MaterializeResult, asset
 
 from assets.regimes import regime_labels
-from assets.tracking import md_table
+from assets.shape import metadata_value
 from fixability_dag.pipeline import audit
 from fixability_dag.pipeline.config import CODE_VERSION
 from resources import ResultsDatabase
@@ -16,4 +16,4 @@ def regime_transfer(context: AssetExecutionContext, database: ResultsDatabase) -
     map) on the target's failed problems, next to the target's own clusters and majority class, and how often the
     source's routing thresholds route the target's problems as the target's own thresholds do."""
     frame = audit.transfer(database.store())
-    return MaterializeResult(metadata={"pairs": len(frame), "transfers": md_table(frame)})
+    return MaterializeResult(metadata={"pairs": len(frame), "transfers": metadata_value(frame)})

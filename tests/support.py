@@ -160,14 +160,14 @@ def behaviour(request, rng: random.Random):
 def run_audit(store, engine, cfg=FAKE_CFG, checkpoint_id="ck"):
     store.register_checkpoint(checkpoint_id, "/nowhere", "fp")
     audit.snapshot_problems(store, cfg)
-    diag = audit.diagnose(store, engine, checkpoint_id, cfg, "run")
+    diag = audit.diagnose(store, engine, checkpoint_id, cfg, "run").summary
     audit.probe(store, engine, checkpoint_id, cfg, "run")
     audit.featurize(store, checkpoint_id, cfg)
     audit.measure_rescues(store, engine, checkpoint_id, cfg, "run")
-    labels, report = audit.label(store, checkpoint_id, cfg)
-    plan, _ = audit.plan(store, checkpoint_id, cfg)
-    evaluations, summary = audit.evaluate(store, engine, checkpoint_id, cfg, "run")
-    return diag, labels, report, plan, evaluations, summary
+    labelled = audit.label(store, checkpoint_id, cfg)
+    plan = audit.plan(store, checkpoint_id, cfg).frame
+    evaluated = audit.evaluate(store, engine, checkpoint_id, cfg, "run")
+    return diag, labelled.frame, labelled.summary, plan, evaluated.frame, evaluated.summary
 
 
 # --- the small real audit (vLLM on a demo checkpoint) and what every audited checkpoint must satisfy ---

@@ -70,6 +70,22 @@ def fit_thresholds(features: pd.DataFrame) -> RoutingThresholds:
     return RoutingThresholds(dispersion=d, confidence=c, shift=s, method={"dispersion": dm, "confidence": cm, "shift": sm})
 
 
+def _decide(r, thresholds: RoutingThresholds) -> tuple[str, str]:
+    """The rule above for one problem: (action, reason in words)."""
+    shift, disp, conf = r.probe_shift, r.answer_dispersion, r.policy_confidence
+    if np.isfinite(shift) and np.isfinite(thresholds.shift) and shift > thresholds.shift:
+        return "intervene", f"probe_shift {shift:.2f} > {thresholds.shift:.2f}: moves under a nudge"
+    if (np.isfinite(disp) and disp > thresholds.dispersion) or (np.isfinite(conf) and conf < thresholds.confidence):
+        return "retry", (f"unsure policy (dispersion {disp:.2f} vs {thresholds.dispersion:.2f}, "
+                         f"confidence {conf:.2f} vs {thresholds.confidence:.2f})")
+    return "skip", "concentrated, confident and unmoved by the probe"
+
+
+def route_actions(features: pd.DataFrame, thresholds: RoutingThresholds) -> np.ndarray:
+    """The action each problem is routed to, without interventions or budgets: for comparing two plans."""
+    return np.array([_decide(r, thresholds)[0] for r in features.itertuples(index=False)], dtype=object)
+
+
 def route(
     features: pd.DataFrame,
     thresholds: RoutingThresholds,
@@ -78,17 +94,10 @@ def route(
     intervention_budget: int,
 ) -> pd.DataFrame:
     """One plan row per failed problem: action, intervention, sample budget and the reason, in words."""
+    spend = {"intervene": (steer_intervention, intervention_budget), "retry": (RETRY, retry_budget), "skip": (None, 0)}
     rows = []
     for r in features.itertuples(index=False):
-        shift, disp, conf = r.probe_shift, r.answer_dispersion, r.policy_confidence
-        if np.isfinite(shift) and np.isfinite(thresholds.shift) and shift > thresholds.shift:
-            action, name, budget = "intervene", steer_intervention, intervention_budget
-            reason = f"probe_shift {shift:.2f} > {thresholds.shift:.2f}: moves under a nudge"
-        elif (np.isfinite(disp) and disp > thresholds.dispersion) or (np.isfinite(conf) and conf < thresholds.confidence):
-            action, name, budget = "retry", RETRY, retry_budget
-            reason = f"unsure policy (dispersion {disp:.2f} vs {thresholds.dispersion:.2f}, confidence {conf:.2f} vs {thresholds.confidence:.2f})"
-        else:
-            action, name, budget = "skip", None, 0
-            reason = "concentrated, confident and unmoved by the probe"
+        action, reason = _decide(r, thresholds)
+        name, budget = spend[action]
         rows.append({"problem_id": r.problem_id, "action": action, "intervention": name, "budget": budget, "reason": reason})
     return pd.DataFrame(rows, columns=["problem_id", "action", "intervention", "budget", "reason"])

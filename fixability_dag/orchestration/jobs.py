@@ -10,7 +10,7 @@ the sensor and the schedule target the same job name in both:
   each other overlap). Each GPU step loads its own engine, so it pays off only when the CPU steps dominate; the
   checkpoint lease is re-taken by each step process of the run.
 * ``k8s``: ``dagster_k8s.k8s_job_executor``, one Kubernetes pod per step. The GPU steps ask for a GPU through their
-  ``dagster-k8s/config`` op tags (``assets.rollouts.GPU_STEP_TAGS``); the CPU steps (features, clustering, routing)
+  ``dagster-k8s/config`` op tags (``assets.shape.GPU_STEP_TAGS``); the CPU steps (features, clustering, routing)
   run on CPU pods and never hold a GPU. Each GPU step loads its own engine. See ``deploy/k8s/``.
 """
 

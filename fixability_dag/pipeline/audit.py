@@ -7,6 +7,8 @@ assets are thin wrappers around these functions; scripts and tests can call them
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 
@@ -16,6 +18,7 @@ from fixability_dag.core.interventions import RETRY, build_requests
 from fixability_dag.core.problems import Problem, problems_by_id
 from fixability_dag.core.regimes import (
     REGIMES,
+    accuracy_rows,
     cluster,
     feature_ablation,
     feature_matrix,
@@ -27,20 +30,42 @@ from fixability_dag.core.regimes import (
     regime_report,
 )
 from fixability_dag.core.rescue import evaluate_policies, interventions_needed, policy_choices, summarize
-from fixability_dag.core.routing import RULE_VERSION, fit_thresholds, route
+from fixability_dag.core.routing import RULE_VERSION, fit_thresholds, route, route_actions
 from fixability_dag.pipeline.resume import group_key, plan_resume, request_hash
 from fixability_dag.core.sampling import RolloutEngine, graded_chunks
 from fixability_dag.core.stats import majority_share, matched_accuracy
 from fixability_dag.storage.store import AuditStore
 
 
-def snapshot_problems(store: AuditStore, cfg: AuditConfig) -> dict:
+
+@dataclasses.dataclass
+class StageResult:
+    """What one stage did, for its caller to record and show.
+
+    ``rows`` and ``summary`` (JSON-able) go to ``audit_runs``; ``frame`` is the stage's main output (features,
+    labels, plan...), if it has one; ``shown`` holds what a person should see, as plain values: numbers, strings
+    and DataFrames, each under the name it should be shown by (the Dagster layer turns them into metadata).
+    """
+
+    rows: int
+    summary: dict
+    frame: pd.DataFrame | None = None
+    shown: dict = dataclasses.field(default_factory=dict)
+
+
+def _two_columns(values: dict, key: str, value: str) -> pd.DataFrame:
+    return pd.DataFrame({key: list(values), value: list(values.values())})
+
+def snapshot_problems(store: AuditStore, cfg: AuditConfig) -> StageResult:
     """Load the configured problems (failing loudly on a malformed file) and upsert them by id."""
     problems = cfg.load_problems()
     store.upsert_problems(problems)
     by_len = pd.Series(["n/a" if p.difficulty is None else str(p.difficulty) for p in problems]).value_counts()
     by_len = by_len.sort_index(key=lambda keys: keys.map(lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0, k)))
-    return {"problems": len(problems), "suite": problems[0].suite, "by_difficulty": {k: int(v) for k, v in by_len.items()}}
+    summary = {"problems": len(problems), "suite": problems[0].suite, "by_difficulty": {k: int(v) for k, v in by_len.items()}}
+    return StageResult(len(problems), summary, shown={
+        "problems": len(problems), "suite": summary["suite"],
+        "problems_by_difficulty": _two_columns(summary["by_difficulty"], "difficulty", "problems")})
 
 
 def audit_problems(store: AuditStore, cfg: AuditConfig) -> list[Problem]:
@@ -101,7 +126,7 @@ def _resume_summary(frame: pd.DataFrame) -> dict:
     return {k: int(frame.attrs[k]) for k in ("kept_requests", "generated_requests") if k in frame.attrs}
 
 
-def diagnose(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: AuditConfig, run_id: str | None = None) -> dict:
+def diagnose(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: AuditConfig, run_id: str | None = None) -> StageResult:
     """N base samples per problem, in one request per problem (prompt shared through ``n``)."""
     problems = audit_problems(store, cfg)
     requests = build_requests(problems, RETRY, "diagnostic", cfg.n_samples, cfg.decoding, cfg.seed)
@@ -110,7 +135,7 @@ def diagnose(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: 
     difficulty = {p.problem_id: p.difficulty for p in problems}
     rates["difficulty"] = rates["problem_id"].map(difficulty)
     by_difficulty = rates.groupby("difficulty")["pass_rate"].mean().round(3)
-    return {
+    summary = {
         "rollouts": len(frame),
         "problems": len(rates),
         "pass_rate": float(frame["is_correct"].mean()),
@@ -123,29 +148,36 @@ def diagnose(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: 
         "no_answer_rate": float(frame["answer"].isna().mean()),
         **_resume_summary(frame),
     }
+    shown = {k: v for k, v in summary.items() if k != "pass_rate_by_difficulty"}
+    shown["pass_rate_by_difficulty"] = _two_columns(summary["pass_rate_by_difficulty"], "difficulty", "pass rate")
+    return StageResult(len(frame), summary, frame, shown)
 
 
-def probe(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: AuditConfig, run_id: str | None = None) -> dict:
+def probe(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: AuditConfig, run_id: str | None = None) -> StageResult:
     """A small batch per failed problem under the probe intervention: the data behind probe shift."""
     failed = failed_ids(store, checkpoint_id, cfg)
     problems = store.problems(failed)
     exemplars = audit_problems(store, cfg)
     requests = build_requests(problems, cfg.probe_intervention, "probe", cfg.probe_samples, cfg.decoding, cfg.seed, exemplars)
     frame = sample_phase(store, engine, checkpoint_id, "probe", requests, problems, run_id, cfg.commit_every)
-    return {"failed_problems": len(failed), "rollouts": len(frame), "intervention": cfg.probe_intervention,
-            "generated_tokens": int(frame["num_tokens"].sum()) if len(frame) else 0, **_resume_summary(frame)}
+    summary = {"failed_problems": len(failed), "rollouts": len(frame), "intervention": cfg.probe_intervention,
+               "generated_tokens": int(frame["num_tokens"].sum()) if len(frame) else 0, **_resume_summary(frame)}
+    return StageResult(len(frame), summary, frame, dict(summary))
 
 
-def featurize(store: AuditStore, checkpoint_id: str, cfg: AuditConfig) -> pd.DataFrame:
+def featurize(store: AuditStore, checkpoint_id: str, cfg: AuditConfig) -> StageResult:
     failed = failed_ids(store, checkpoint_id, cfg)
     diagnostic = _rollouts(store, checkpoint_id, "diagnostic")
     probe_frame = _rollouts(store, checkpoint_id, "probe")
     features = compute_features(diagnostic, probe_frame, failed)
     store.replace("problem_features", checkpoint_id, features)
-    return features
+    described = (features[list(ALL_FEATURES)].describe().T[["mean", "std", "min", "max"]].reset_index(names="feature")
+                 if len(features) else pd.DataFrame())
+    return StageResult(len(features), {"failed_problems": len(features)}, features,
+                       {"failed_problems": len(features), "feature_summary": described})
 
 
-def measure_rescues(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: AuditConfig, run_id: str | None = None) -> pd.DataFrame:
+def measure_rescues(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: AuditConfig, run_id: str | None = None) -> StageResult:
     """Every catalog intervention on every failed problem, fresh seeds: the evidence for the ground truth."""
     failed = failed_ids(store, checkpoint_id, cfg)
     problems = store.problems(failed)
@@ -156,11 +188,16 @@ def measure_rescues(store: AuditStore, engine: RolloutEngine, checkpoint_id: str
     frame = sample_phase(store, engine, checkpoint_id, "label", requests, problems, run_id, cfg.commit_every)
     outcomes = intervention_outcomes(frame)
     store.replace("intervention_outcomes", checkpoint_id, outcomes)
-    outcomes.attrs.update(_resume_summary(frame))
-    return outcomes
+    table = (outcomes.groupby("intervention")
+             .agg(problems=("problem_id", "size"), rescued=("rescued", "sum"), majority_correct=("majority_correct", "sum"),
+                  samples=("samples", "sum"), tokens=("tokens", "sum")).reset_index())
+    rows = int(outcomes["samples"].sum()) if len(outcomes) else 0
+    resume = _resume_summary(frame)
+    return StageResult(rows, {"by_intervention": table.to_dict("records"), **resume}, outcomes,
+                       {"rollouts": rows, "rescues_by_intervention": table, **resume})
 
 
-def label(store: AuditStore, checkpoint_id: str, cfg: AuditConfig) -> tuple[pd.DataFrame, dict]:
+def label(store: AuditStore, checkpoint_id: str, cfg: AuditConfig) -> StageResult:
     """Ground-truth regimes and unsupervised clusters, plus how well the clusters recover the regimes."""
     features = store.read("problem_features", checkpoint_id)
     outcomes = store.read("intervention_outcomes", checkpoint_id)
@@ -176,9 +213,13 @@ def label(store: AuditStore, checkpoint_id: str, cfg: AuditConfig) -> tuple[pd.D
         report = regime_report(features, truth, texts, FEATURES, cfg.cluster_seeds, cfg.cluster_bootstraps)
         ablation = feature_ablation(features, truth, ALL_FEATURES, seeds=cfg.ablation_seeds)
     report["regime_shares"] = {r: float((truth["true_regime"] == r).mean()) if len(truth) else 0.0 for r in REGIMES}
-    store.replace("regime_reports", checkpoint_id, report_rows(report))
+    accuracies = accuracy_rows(report)
+    store.replace("regime_reports", checkpoint_id, [{**r, "failed_problems": len(failed)} for r in accuracies])
     store.replace("feature_ablations", checkpoint_id, ablation.rename(columns={"std": "accuracy_std"}).assign(rank=range(1, len(ablation) + 1)))
-    return labels, report
+    return StageResult(len(labels), report, labels, {
+        "failed_problems": len(failed),
+        "regime_shares": _two_columns(report["regime_shares"], "regime", "share"),
+        "cluster_accuracy": pd.DataFrame(accuracies, columns=["method", "accuracy", "accuracy_std", "runs"])})
 
 
 def evaluable(truth: pd.DataFrame) -> bool:
@@ -186,18 +227,7 @@ def evaluable(truth: pd.DataFrame) -> bool:
     return len(truth) >= 6 and truth["true_regime"].nunique() >= 2
 
 
-def report_rows(report: dict) -> list[dict]:
-    rows = []
-    for method in ("gmm", "kmeans"):
-        if method in report:
-            rows.append({"method": method, "accuracy": report[method]["mean"], "accuracy_std": report[method]["std"], "runs": report[method]["runs"]})
-    for method in ("majority_baseline", "supervised_logreg", "trace_reading_tfidf"):
-        if method in report:
-            rows.append({"method": method, "accuracy": report[method], "accuracy_std": None, "runs": None})
-    return [{**r, "failed_problems": report["failed_problems"]} for r in rows]
-
-
-def plan(store: AuditStore, checkpoint_id: str, cfg: AuditConfig) -> tuple[pd.DataFrame, dict]:
+def plan(store: AuditStore, checkpoint_id: str, cfg: AuditConfig) -> StageResult:
     """The training-free routing plan for this checkpoint's failed problems."""
     features = store.read("problem_features", checkpoint_id)
     thresholds = fit_thresholds(features)
@@ -205,10 +235,14 @@ def plan(store: AuditStore, checkpoint_id: str, cfg: AuditConfig) -> tuple[pd.Da
     plan_frame["rule_version"] = RULE_VERSION
     plan_frame["thresholds"] = [thresholds.as_dict()] * len(plan_frame)
     store.replace("routing_plans", checkpoint_id, plan_frame)
-    return plan_frame, thresholds.as_dict()
+    counts = plan_frame["action"].value_counts().to_dict() if len(plan_frame) else {}
+    numeric = {k: v for k, v in thresholds.as_dict().items() if k != "method"}
+    return StageResult(len(plan_frame), {"thresholds": thresholds.as_dict()}, plan_frame, {
+        "planned_problems": len(plan_frame), "actions": _two_columns(counts, "action", "problems"),
+        "thresholds": _two_columns(numeric, "feature", "threshold")})
 
 
-def evaluate(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: AuditConfig, run_id: str | None = None) -> tuple[pd.DataFrame, dict]:
+def evaluate(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: AuditConfig, run_id: str | None = None) -> StageResult:
     """Score routed vs. uniform retry vs. best single intervention vs. oracle on fresh-seed rollouts."""
     plan_frame = store.read("routing_plans", checkpoint_id)
     outcomes = store.read("intervention_outcomes", checkpoint_id)
@@ -217,7 +251,7 @@ def evaluate(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: 
     if not failed:
         store.replace("rollouts", checkpoint_id, [], phase="eval")
         store.replace("rescue_evaluations", checkpoint_id, [])
-        return pd.DataFrame(), {"failed_problems": 0}
+        return StageResult(0, {"failed_problems": 0}, pd.DataFrame(), {"failed_problems": 0})
     choices = policy_choices(plan_frame, outcomes, failed)
     problems = problems_by_id(store.problems(failed))
     exemplars = audit_problems(store, cfg)
@@ -227,7 +261,11 @@ def evaluate(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: 
     frame = sample_phase(store, engine, checkpoint_id, "eval", requests, list(problems.values()), run_id, cfg.commit_every)
     evaluations = evaluate_policies(choices, frame, truth, seed=cfg.seed)
     store.replace("rescue_evaluations", checkpoint_id, evaluations)
-    return evaluations, {"failed_problems": len(failed), "eval_rollouts": len(frame), **_resume_summary(frame), **summarize(evaluations)}
+    summary = {"failed_problems": len(failed), "eval_rollouts": len(frame), **_resume_summary(frame), **summarize(evaluations)}
+    shown_columns = ["policy", "regime", "problems", "rescued", "rescue_rate", "tokens", "lift_vs_retry"]
+    return StageResult(len(evaluations), summary, evaluations, {
+        **{k: summary.get(k) for k in ("failed_problems", "steerable_hard_lift", "compute_saved_routed_vs_retry")},
+        "evaluation": evaluations[shown_columns]})
 
 
 def topography(store: AuditStore) -> pd.DataFrame:
@@ -280,7 +318,7 @@ def transfer(store: AuditStore, seed: int = 0) -> pd.DataFrame:
             "target_problems": len(merged),
             "own_accuracy": matched_accuracy(cluster(feature_matrix(merged, FEATURES), len(REGIMES), "gmm", seed), truth),
             "target_majority": majority_share(truth),
-        }, route(merged, fit_thresholds(merged), "x", 1, 1)["action"].to_numpy())
+        }, route_actions(merged, fit_thresholds(merged)))
     rows = []
     for source, (f_src, t_src) in per_checkpoint.items():
         model = fit_regime_model(f_src, t_src, FEATURES, seed)
@@ -289,7 +327,7 @@ def transfer(store: AuditStore, seed: int = 0) -> pd.DataFrame:
             if target == source:
                 continue
             predicted = predict_regimes(model, merged)
-            plan_src = route(merged, src_thresholds, "x", 1, 1)["action"].to_numpy()
+            plan_src = route_actions(merged, src_thresholds)
             rows.append({
                 "source_checkpoint": source, "target_checkpoint": target, **own,
                 "transfer_accuracy": float(np.mean([p == y for p, y in zip(predicted, truth)])),

@@ -4,7 +4,7 @@ Keys follow the grain of the data: a rollout is unique per (checkpoint, problem,
 feature row per (checkpoint, problem), an evaluation per (checkpoint, policy, regime). Re-materializing a
 checkpoint replaces its rows for that asset in one transaction, so a re-run never duplicates.
 
-The schema is owned by Alembic (``fixability_dag/migrations``); these models are its source of truth. Change a
+The schema is owned by Alembic (``fixability_dag/storage/migrations``); these models are its source of truth. Change a
 model, then add a migration: ``alembic -c fixability_dag/storage/migrations/alembic.ini revision --autogenerate``.
 """
 

@@ -54,7 +54,7 @@ def test_a_crash_leaves_whole_groups_and_a_rerun_generates_only_the_rest(store):
     assert (committed.groupby(["problem_id", "intervention"]).size() == CFG.n_samples).all()  # whole groups only
 
     engine = FakeEngine(behaviour)
-    summary = audit.diagnose(store, engine, "ck", CFG, "run-2")
+    summary = audit.diagnose(store, engine, "ck", CFG, "run-2").summary
     assert summary["kept_requests"] == 2 * CFG.commit_every
     assert summary["generated_requests"] == n_problems - 2 * CFG.commit_every
     assert sum(len(c) for c in engine.calls) == summary["generated_requests"]  # never re-asked for a kept group
@@ -70,18 +70,18 @@ def test_a_crash_leaves_whole_groups_and_a_rerun_generates_only_the_rest(store):
 
     # a third run has nothing left to do
     idle = FakeEngine(behaviour)
-    assert audit.diagnose(store, idle, "ck", CFG, "run-4")["generated_requests"] == 0 and idle.calls == []
+    assert audit.diagnose(store, idle, "ck", CFG, "run-4").summary["generated_requests"] == 0 and idle.calls == []
 
 
 def test_changed_settings_or_weights_regenerate_what_they_touch(store):
     setup(store)
     audit.diagnose(store, FakeEngine(behaviour), "ck", CFG, "run-1")
     more = AuditConfig(**{**CFG.as_dict(), "chain_lengths": (1, 2), "n_samples": 4})
-    summary = audit.diagnose(store, FakeEngine(behaviour), "ck", more, "run-2")
+    summary = audit.diagnose(store, FakeEngine(behaviour), "ck", more, "run-2").summary
     assert summary["kept_requests"] == 0  # n changed: every group's hash changed
     assert len(rows(store)) == len(more.load_problems()) * 4  # groups of dropped problems removed, none duplicated
     store.register_checkpoint("ck", "/nowhere", "new-weights")  # same name, new weights (re-saved checkpoint)
-    assert audit.diagnose(store, FakeEngine(behaviour), "ck", more, "run-3")["kept_requests"] == 0
+    assert audit.diagnose(store, FakeEngine(behaviour), "ck", more, "run-3").summary["kept_requests"] == 0
 
 
 def test_plan_resume_keeps_only_complete_matching_groups():

@@ -20,7 +20,7 @@ from dagster import DagsterInstance, execute_job, materialize, reconstructable
 from sqlalchemy import create_engine, inspect, select, table, text
 
 from assets import CHECKPOINT_ASSETS
-from assets.rollouts import GPU_STEP_TAGS
+from assets.shape import GPU_STEP_TAGS
 from fixability_dag.orchestration.jobs import EXECUTOR_ENV, build_audit_job
 from fixability_dag.testing.scratch import ScratchDatabases
 from fixability_dag.storage.store import DB_URL_ENV

@@ -1,0 +1,126 @@
+"""The one shape of a per-checkpoint asset: lease, ``audit_runs`` bookkeeping, a stage call, metadata.
+
+Every audit step is a partitioned asset that holds the checkpoint's lease, records itself in ``audit_runs``
+(config, code version, timing, status, rows and summary), calls one Dagster-free stage of
+:mod:`fixability_dag.pipeline.audit` and shows what the stage returned. :func:`checkpoint_asset` writes that once;
+an asset module only says what its step depends on and which stage it calls.
+"""
+
+import dataclasses
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+
+import pandas as pd
+from dagster import AssetExecutionContext, AssetsDefinition, MaterializeResult, MetadataValue, asset
+
+from assets.partitions import checkpoint_partitions
+from fixability_dag.pipeline.audit import StageResult
+from fixability_dag.pipeline.config import CODE_VERSION, AuditConfig
+from fixability_dag.pipeline.tables import markdown_table
+from fixability_dag.storage.store import AuditStore
+
+GPU_POOL = "gpu"
+# One GPU per rollout step pod when the audit runs on the k8s_job_executor (FIXABILITY_EXECUTOR=k8s; see deploy/k8s/).
+# It has to sit on the ops: job-level dagster-k8s/config tags reach only the run pod. Other executors ignore it.
+GPU_STEP_TAGS = {"dagster-k8s/config": {"container_config": {"resources": {"requests": {"nvidia.com/gpu": "1"},
+                                                                          "limits": {"nvidia.com/gpu": "1"}}}}}
+
+
+@dataclasses.dataclass
+class Step:
+    """What a stage call needs from the run: the store, the config, the partition's checkpoint and the run id."""
+
+    context: AssetExecutionContext
+    store: AuditStore
+    config: AuditConfig
+    checkpoint_id: str
+    run_id: str
+
+    def checkpoint_path(self) -> str:
+        row = self.store.checkpoint(self.checkpoint_id)
+        if row is None:
+            raise RuntimeError(f"checkpoint {self.checkpoint_id} is not registered; materialize problem_set first")
+        return row["path"]
+
+    def engine(self):
+        """The run's rollout engine for this checkpoint (one per run: the resource caches it)."""
+        return self.context.resources.vllm.engine(self.checkpoint_path())
+
+
+@contextmanager
+def audit_step(context: AssetExecutionContext, before: Callable[[Step], None] | None = None,
+               ) -> Iterator[tuple[Step, Callable[[StageResult], None]]]:
+    """Hold the checkpoint's lease and record the step in ``audit_runs``; yields the step and a ``done(result)``.
+
+    The lease (:mod:`fixability_dag.storage.leases`) makes a second run of the same checkpoint fail fast with the
+    holder's name instead of interleaving its writes; it is released when the run's database resource is torn down.
+    ``before(step)`` runs first, before the ``audit_runs`` row exists (which needs the checkpoint registered: the
+    first step registers it there); if it writes, it takes the lease itself, after its checks.
+    """
+    store, config = context.resources.database.store(), context.resources.settings.config()
+    step = Step(context, store, config, context.partition_key, context.run.run_id)
+    if before is not None:
+        before(step)
+    how = store.hold_lease(step.checkpoint_id, step.run_id)
+    if how != "refreshed":
+        context.log.info(f"lease of checkpoint {step.checkpoint_id}: {how}")
+    audit_id = store.start_run(step.run_id, step.checkpoint_id, context.asset_key.to_user_string(), CODE_VERSION,
+                               config.config_hash(), config.as_dict())
+    finished = []
+    try:
+        yield step, finished.append
+    except BaseException:
+        store.finish_run(audit_id, "failed")
+        raise
+    result = finished[-1] if finished else StageResult(0, {})
+    store.finish_run(audit_id, "success", result.rows, result.summary)
+
+
+def metadata_value(value):
+    """A shown value as Dagster metadata: numbers stay numbers (rounded for reading, so the UI can chart them),
+    frames become markdown tables, anything else text. ``None`` and NaN become the text ``n/a``."""
+    if isinstance(value, MetadataValue):
+        return value
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return MetadataValue.text("n/a")
+    if isinstance(value, bool):
+        return MetadataValue.bool(value)
+    if isinstance(value, int):
+        return MetadataValue.int(value)
+    if isinstance(value, float):
+        return MetadataValue.float(round(value, 4))
+    if isinstance(value, pd.DataFrame):
+        return MetadataValue.md(markdown_table(value))
+    return MetadataValue.text(str(value))
+
+
+def as_metadata(shown: dict) -> dict:
+    return {name: metadata_value(value) for name, value in shown.items()}
+
+
+def checkpoint_asset(*, deps: Sequence = (), gpu: bool = False, kinds: Iterable[str] = ("sql",),
+                     resources: Iterable[str] = (), before: Callable[[Step], None] | None = None,
+                     ) -> Callable[[Callable[[Step], StageResult]], AssetsDefinition]:
+    """Make ``body(step) -> StageResult`` a partitioned audit asset (name and description from the function).
+
+    ``gpu`` steps generate rollouts: they need the ``vllm`` resource, run in the ``gpu`` pool and ask Kubernetes
+    for a GPU. Every step needs ``database`` and ``settings``; ``resources`` names any others the body or
+    ``before`` (see :func:`audit_step`) use.
+    """
+    def decorator(body: Callable[[Step], StageResult]) -> AssetsDefinition:
+        required = {"database", "settings", *resources} | ({"vllm"} if gpu else set())
+        gpu_options = {"pool": GPU_POOL, "op_tags": GPU_STEP_TAGS} if gpu else {}
+
+        @asset(name=body.__name__, description=body.__doc__, partitions_def=checkpoint_partitions, group_name="audit",
+               code_version=CODE_VERSION, deps=list(deps), kinds=set(kinds), required_resource_keys=required,
+               **gpu_options)
+        def _asset(context: AssetExecutionContext) -> MaterializeResult:
+            with audit_step(context, before) as (step, done):
+                result = body(step)
+                done(result)
+            return MaterializeResult(metadata=as_metadata(result.shown))
+
+        return _asset
+
+    return decorator
