@@ -92,18 +92,18 @@ BENCH_PG_URL ?= $(or $(FIXABILITY_TEST_PG_URL),postgresql+psycopg://postgres@127
 
 bench: $(BENCH_INSTALLED)
 	mkdir -p benchmarks/results
-	$(PY) benchmarks/rollout_throughput.py --db-url $(BENCH_PG_URL) --json benchmarks/results/rollout_throughput.json
-	$(PY) benchmarks/post_generation.py --db-url $(BENCH_PG_URL) --json benchmarks/results/post_generation.json
+	$(PY) -m benchmarks.rollout_throughput --db-url $(BENCH_PG_URL) --json benchmarks/results/rollout_throughput.json
+	$(PY) -m benchmarks.post_generation --db-url $(BENCH_PG_URL) --json benchmarks/results/post_generation.json
 
 reliability: $(TEST_INSTALLED)
-	$(PY) scripts/reliability_report.py --write docs/reliability.md
+	$(PY) -m scripts.reliability_report --write docs/reliability.md
 
 ui: $(INSTALLED) $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/dagster dev -h 127.0.0.1 -p $(UI_PORT) -w workspace.yaml
 
 # Re-create the committed demo checkpoints (~30 min on 2 cores); deterministic for a given torch build.
 train-demo: $(VENV)/.installed-cpu
-	$(PY) scripts/train_demo_checkpoints.py --out demo/checkpoints --steps 2000 --save-steps 300 1000 2000
+	$(PY) -m scripts.train_demo_checkpoints --out demo/checkpoints --steps 2000 --save-steps 300 1000 2000
 
 clean:
 	rm -rf $(VENV) .fixability .dagster_home

@@ -22,7 +22,7 @@ PostgreSQL: ``--db-url`` names a server (any database on it, trust auth); a scra
 Wall seconds depend on what else runs on the machine; the header prints the load average, and every row also
 gives this process's CPU seconds (the database server's own CPU is not in it).
 
-    .venv/bin/python benchmarks/post_generation.py --db-url postgresql+psycopg://postgres@127.0.0.1:5432/test \\
+    .venv/bin/python -m benchmarks.post_generation --db-url postgresql+psycopg://postgres@127.0.0.1:5432/test \\
         --json .fixability/bench_post_generation.json
 """
 
@@ -45,6 +45,7 @@ from sqlalchemy import delete, select, text
 
 from fixability_dag.pipeline import audit
 from fixability_dag.pipeline.config import AuditConfig
+from fixability_dag.pipeline.tables import markdown_table
 from fixability_dag.core.features import FEATURES, compute_features, compute_features_per_problem, failed_problem_ids
 from fixability_dag.core.regimes import cluster, feature_matrix
 from fixability_dag.core.routing import fit_thresholds, route
@@ -75,12 +76,7 @@ def median_timing(timings: list[Timing]) -> Timing:
 
 
 def table(headers: list[str], rows: list[list]) -> str:
-    def cell(v):
-        return f"{v:,.3f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v)
-
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
+    return markdown_table(rows, headers, floatfmt=",.3f", intfmt=",")
 
 
 # -- 1. in memory ------------------------------------------------------------------------------------------------
@@ -191,7 +187,7 @@ def seed_reference_rows(store: AuditStore, problem_ids: list[str], checkpoints: 
 
 def legacy_replace(store: AuditStore, table_name: str, checkpoint_id: str, frame: pd.DataFrame, **scope) -> int:
     """The write path before ``fixability_dag.storage.bulk``, verbatim: row-wise records, then SQLAlchemy executemany."""
-    table = TABLES[table_name].__table__
+    table = TABLES[table_name]
     payload = [{k: _clean(v) for k, v in row.items()} for row in frame.to_dict("records")]
     for row in payload:
         row["checkpoint_id"] = checkpoint_id
@@ -240,7 +236,7 @@ def rollout_writes(diagnostic: pd.DataFrame, backends: Backends, baseline: bool,
             store = backends.fresh(backend)
             seed_reference_rows(store, problem_ids, ["ck"])
             with store.engine.begin() as conn:  # scratch schema only: how much of the write the two RI triggers cost
-                for fk in TABLES["rollouts"].__table__.foreign_keys:
+                for fk in TABLES["rollouts"].foreign_keys:
                     conn.execute(text(f'ALTER TABLE rollouts DROP CONSTRAINT "{fk.constraint.name}"'))
             measure(backend, "experiment: store.replace, rollouts without its 2 FKs",
                     lambda s: s.replace("rollouts", "ck", diagnostic, phase="diagnostic"), store=store).dispose()
@@ -312,7 +308,7 @@ def per_checkpoint(backends: Backends, problems: int, samples: int, probe_sample
 
 def query_plans(store: AuditStore, checkpoint_id: str) -> list[dict]:
     """EXPLAIN of the per-checkpoint reads and deletes the stages issue, and whether each uses an index."""
-    rollouts, features, plans = (TABLES[n].__table__ for n in ("rollouts", "problem_features", "routing_plans"))
+    rollouts, features, plans = (TABLES[n] for n in ("rollouts", "problem_features", "routing_plans"))
     queries = {
         "read rollouts of a checkpoint and phase": select(rollouts).where(rollouts.c.checkpoint_id == checkpoint_id, rollouts.c.phase == "diagnostic"),
         "delete rollouts of a checkpoint and phase": delete(rollouts).where(rollouts.c.checkpoint_id == checkpoint_id, rollouts.c.phase == "probe"),

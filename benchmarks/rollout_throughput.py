@@ -1,6 +1,6 @@
 """Rollout throughput: this project's rollout path against raw vLLM and against lm-evaluation-harness.
 
-    VLLM_CPU_KVCACHE_SPACE=2 .venv/bin/python benchmarks/rollout_throughput.py [--samples 16] [--reps 3] [--json out.json]
+    VLLM_CPU_KVCACHE_SPACE=2 .venv/bin/python -m benchmarks.rollout_throughput [--samples 16] [--reps 3] [--json out.json]
 
 One process, one checkpoint, one problem set, one decoding, N samples per problem. It times
 
@@ -62,6 +62,7 @@ from fixability_dag.engines.inprocess import EngineOptions, VLLMEngine  # noqa: 
 from fixability_dag.core.interventions import RETRY, build_requests  # noqa: E402
 from fixability_dag.core.problems import Problem  # noqa: E402
 from fixability_dag.core.sampling import Decoding, GenerationRequest  # noqa: E402
+from fixability_dag.pipeline.tables import markdown_table  # noqa: E402
 from fixability_dag.testing.scratch import scratch_postgres  # noqa: E402
 from fixability_dag.storage.store import AuditStore, redact  # noqa: E402
 
@@ -181,7 +182,7 @@ class ProjectPath:
 
         from fixability_dag.storage.schema import TABLES
 
-        table = TABLES["checkpoints"].__table__
+        table = TABLES["checkpoints"]
         with self.store.engine.begin() as conn:
             conn.execute(delete(table).where(table.c.checkpoint_id.in_(self.checkpoint_ids)))
         self.store.dispose()
@@ -336,14 +337,14 @@ def load_problems(args: argparse.Namespace) -> list[Problem]:
     return problems[: args.limit] if args.limit else problems
 
 
-def markdown_table(rows: list[dict]) -> str:
-    lines = ["| system | rollouts | generated tokens | seconds | tokens/s | rollouts/s | pass rate |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        pass_rate = "" if r["pass_rate"] is None else f"{r['pass_rate']:.3f}"
-        lines.append(f"| {r['label']} | {r['rollouts']} | {r['generated_tokens']} | {r['seconds']:.2f} | "
-                     f"{r['tokens_per_s']:.0f} | {r['rollouts_per_s']:.1f} | {pass_rate} |")
-    return "\n".join(lines)
+TABLE_COLUMNS = {"label": "system", "rollouts": "rollouts", "generated_tokens": "generated tokens", "seconds": "seconds",
+                 "tokens_per_s": "tokens/s", "rollouts_per_s": "rollouts/s", "pass_rate": "pass rate"}
+TABLE_FLOATS = ("", "", "", ".2f", ".0f", ".1f", ".3f")  # tabulate's floatfmt, one per column
+
+
+def figures_table(rows: list[dict]) -> str:
+    """The medians, one row per system (pass rate empty where a system does not grade)."""
+    return markdown_table([[r[k] for k in TABLE_COLUMNS] for r in rows], list(TABLE_COLUMNS.values()), floatfmt=TABLE_FLOATS)
 
 
 def ratios(rows: dict[str, dict], systems: dict[str, System]) -> list[dict]:
@@ -470,7 +471,7 @@ def run_benchmark(args: argparse.Namespace, problems: list[Problem], decoding: D
             systems[sub] = System(sub, label, harness, c_runs[sub])
     rows = {k: median_row(k, s.label, s.runs) for k, s in systems.items()}
     print()
-    print(markdown_table(list(rows.values())))
+    print(figures_table(list(rows.values())))
     print()
     for row in rows.values():
         if row["outside_generate_seconds"] is not None:
@@ -497,7 +498,6 @@ def run_benchmark(args: argparse.Namespace, problems: list[Problem], decoding: D
         }, indent=2))
         print(f"figures written to {args.json}")
     return 0
-
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
 """The reliability report: kill real runs and resume them, race audits on one database, feed bad inputs, and count.
 
-    make reliability          # = .venv/bin/python scripts/reliability_report.py --write docs/reliability.md
+    make reliability          # = .venv/bin/python -m scripts.reliability_report --write docs/reliability.md
+
+The harnesses themselves are testing utilities in ``fixability_dag.testing.reliability`` (the system tests assert on
+the same ones); this entry point only runs them and writes the page.
 
 Everything runs for real on this machine: Dagster runs with the vLLM CPU engine on the committed demo checkpoints,
 against a SQLite file and a scratch PostgreSQL database (created on FIXABILITY_TEST_PG_URL's server, dropped at the
@@ -20,20 +23,14 @@ from pathlib import Path
 
 import pandas as pd
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from fixability_dag.testing.scratch import scratch_postgres, server_url  # noqa: E402
-from scripts.reliability.bad_inputs import run_bad_inputs  # noqa: E402
-from scripts.reliability.concurrent import race  # noqa: E402
-from scripts.reliability.kill_resume import kill_and_resume  # noqa: E402
+from fixability_dag.pipeline.tables import markdown_table
+from fixability_dag.testing.reliability.bad_inputs import run_bad_inputs
+from fixability_dag.testing.reliability.concurrent import race
+from fixability_dag.testing.reliability.kill_resume import kill_and_resume
+from fixability_dag.testing.reliability.runs import REPO
+from fixability_dag.testing.scratch import scratch_postgres, server_url
 
 CHECKPOINT = REPO / "demo" / "checkpoints" / "arith-sft-s1000"
-
-
-def table(rows: list[dict], columns: list[str]) -> str:
-    return pd.DataFrame(rows)[columns].to_markdown(index=False)
 
 
 def collect(samples: int, race_samples: int, engine_death: bool) -> dict:
@@ -57,7 +54,8 @@ def tally(results: dict) -> dict:
     """The figures the report is judged by: rows lost, duplicated, inputs that crashed, races that went wrong."""
     kill, race_rows, bad = results["kill"], results["race"], pd.DataFrame(results["bad"])
     return {
-        "lost": sum(r["lost_rows"] for r in kill) + int((bad["rows_after"] != bad["rows_before"]).sum()),
+        "lost": sum(r["lost_rows"] for r in kill)
+        + int(((bad["rows_after"] != bad["rows_before"]) | (bad["digest_after"] != bad["digest_before"])).sum()),
         "duplicates": sum(r["duplicate_rows"] for r in kill) + sum(r["duplicates"] for r in race_rows),
         "crashed": int((~bad["answer"].isin(["refused", "handled"])).sum()),
         "bad_races": sum(r["rows"] != r["expected_rows"] or r["completed"] + r["refused"] != r["runs"] or not r["completed"]
@@ -79,7 +77,7 @@ def render(results: dict, seconds: float, command: str) -> str:
         "",
         "## Summary",
         "",
-        table([{
+        markdown_table([{
             "runs killed (SIGKILL) and resumed": len(kill),
             "rows lost": lost,
             "duplicate rows": duplicates,
@@ -96,9 +94,9 @@ def render(results: dict, seconds: float, command: str) -> str:
         "runs as a Dagster run in its own process group; once at least two chunks are committed the whole group "
         "(run process and vLLM engine process) gets SIGKILL, and the same materialization runs again.",
         "",
-        table(kill, ["backend", "rows_at_kill", "partial_groups_at_kill", "kept_requests", "generated_requests",
+        markdown_table(kill, ["backend", "rows_at_kill", "partial_groups_at_kill", "kept_requests", "generated_requests",
                      "rows_after_resume", "expected_rows", "lost_rows", "duplicate_rows", "committed_rows_rewritten",
-                     "abandoned_audit_runs", "leases_after_resume", "seconds_to_kill", "resume_seconds"]),
+                     "abandoned_audit_runs", "leases_after_resume", "seconds_to_kill", "resume_seconds"], floatfmt=".1f"),
         "",
         "`partial_groups_at_kill` = sample groups with fewer than 16 rows after the kill (a chunk commits whole or not "
         "at all); `committed_rows_rewritten` = rows committed before the kill that the resumed run deleted and "
@@ -108,8 +106,9 @@ def render(results: dict, seconds: float, command: str) -> str:
         "",
         "## Concurrent audits on one database",
         "",
-        table([{**r, "errors": "; ".join(r["errors"]) or "-"} for r in race_rows],
-              ["backend", "scenario", "runs", "completed", "refused", "rows", "expected_rows", "duplicates", "seconds", "errors"]),
+        markdown_table([{**r, "errors": "; ".join(r["errors"]) or "-"} for r in race_rows],
+                       ["backend", "scenario", "runs", "completed", "refused", "rows", "expected_rows", "duplicates", "seconds",
+                        "errors"], floatfmt=".1f"),
         "",
         "`errors` quotes each failed run's first error line: a refused run names the run holding the lease. Two runs "
         "of one checkpoint either refuse (the second finds the first's lease) or, when the first finished before the "
@@ -124,7 +123,7 @@ def render(results: dict, seconds: float, command: str) -> str:
         "Each input is refused before anything is written, or handled (stored safely); `rows_before`/`rows_after` "
         "count a pre-populated baseline in the same database, which must not change.",
         "",
-        bad[["backend", "case", "answer", "message", "rows_before", "rows_after"]].to_markdown(index=False),
+        markdown_table(bad, ["backend", "case", "answer", "message", "rows_before", "rows_after"]),
         "",
     ]
     return "\n".join(lines)
@@ -139,7 +138,7 @@ def main() -> int:
     args = parser.parse_args()
     started = time.monotonic()
     results = collect(args.samples, args.race_samples, not args.no_engine_death)
-    command = "make reliability" if args.write else "python scripts/reliability_report.py"
+    command = "make reliability" if args.write else "python -m scripts.reliability_report"
     report = render(results, time.monotonic() - started, command)
     print(report)
     if args.write:

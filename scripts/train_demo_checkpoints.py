@@ -14,7 +14,7 @@ Outputs (Hugging Face format, loadable by vLLM and transformers), under ``demo/c
 Each directory also holds ``fixability_checkpoint.json`` (recipe, step, seed, training figures) which the audit
 records with the checkpoint. Re-running with the same arguments reproduces the same weights on the same torch build.
 
-    python scripts/train_demo_checkpoints.py --out demo/checkpoints
+    python -m scripts.train_demo_checkpoints --out demo/checkpoints
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Write docs/results.md from the results database (default: $FIXABILITY_DB_URL or .fixability/audit.db).
 
-    python scripts/write_results.py [--db URL] [--out docs/results.md]
+    python -m scripts.write_results [--db URL] [--out docs/results.md]
 """
 
 import argparse

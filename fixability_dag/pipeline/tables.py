@@ -23,10 +23,12 @@ def _cell(value):
 
 
 def markdown_table(rows: pd.DataFrame | Sequence[Mapping] | Sequence[Sequence], columns: Sequence[str] | None = None,
-                   *, floatfmt: str = ".3f", intfmt: str = "", empty: str = "_(no rows)_") -> str:
+                   *, floatfmt: str | Sequence[str] = ".3f", intfmt: str = "",
+                   empty: str = "_(no rows)_") -> str:
     """A GitHub-style pipe table of ``rows`` (a frame, dicts or sequences), restricted to and ordered by ``columns``.
 
-    With sequences, ``columns`` are the headers. ``floatfmt``/``intfmt`` are format specs (``",.1f"``, ``","``).
+    With sequences, ``columns`` are the headers. ``floatfmt``/``intfmt`` are format specs (``",.1f"``, ``","``);
+    ``floatfmt`` may also give one spec per column.
     """
     if isinstance(rows, pd.DataFrame):
         frame = rows

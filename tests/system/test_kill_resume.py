@@ -3,7 +3,7 @@ duplicated, only the missing requests generated (issue: crash-safe, resumable ro
 
 import pytest
 
-from scripts.reliability.kill_resume import kill_and_resume
+from fixability_dag.testing.reliability.kill_resume import kill_and_resume
 
 from tests.support import demo_checkpoint
 

@@ -3,7 +3,7 @@
 The run materializes ``problem_set`` and ``base_rollouts`` of one checkpoint on the real vLLM engine against a
 persistent Dagster instance (``DAGSTER_HOME``), so what Dagster records about killed runs is real too.
 
-    python -m scripts.reliability.runs --db-url URL --checkpoint DIR --samples N     # exit 0 = success
+    python -m fixability_dag.testing.reliability.runs --db-url URL --checkpoint DIR --samples N     # exit 0 = success
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
+"""The checkout (fixability_dag/testing/reliability/ is three levels down): the demo checkpoints live there."""
 
 
 def audit_settings(n_samples: int) -> dict:
@@ -91,10 +92,10 @@ def _run_marked(db_url: str, checkpoint: Path, n_samples: int) -> bool:
 
 def spawn_run(db_url: str, checkpoint: Path, n_samples: int, home: Path) -> subprocess.Popen:
     """Start :func:`run` in a new session (process group), so one ``killpg`` takes vLLM's engine process too."""
-    env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "DAGSTER_HOME": str(home)}
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
-    cmd = [sys.executable, "-m", "scripts.reliability.runs", "--db-url", db_url, "--checkpoint", str(checkpoint),
-           "--samples", str(n_samples)]
+    cmd = [sys.executable, "-m", "fixability_dag.testing.reliability.runs", "--db-url", db_url,
+           "--checkpoint", str(checkpoint), "--samples", str(n_samples)]
     return subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
 

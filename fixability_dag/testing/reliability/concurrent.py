@@ -4,7 +4,7 @@
 * two runs of the *same* checkpoint at once: one audits, the other is refused by the checkpoint lease (or, if it
   starts after the first ended, resumes with nothing to do); never interleaved, never duplicated.
 
-    python -m scripts.reliability.concurrent --db-url sqlite:///race.db
+    python -m fixability_dag.testing.reliability.concurrent --db-url sqlite:///race.db
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from scripts.reliability.runs import REPO, dagster_home, failure_lines, spawn_run
+from fixability_dag.testing.reliability.runs import REPO, dagster_home, failure_lines, spawn_run
 
 CHECKPOINTS = REPO / "demo" / "checkpoints"
 KEYS = ["phase", "problem_id", "intervention", "sample_index"]

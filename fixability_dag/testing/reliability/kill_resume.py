@@ -4,9 +4,9 @@ The run is a real Dagster materialization (persistent instance in a temporary DA
 ``base_rollouts`` on the real vLLM engine, in its own process group; the kill takes down the run process and vLLM's
 engine process together, as an OOM killer or a pre-empted node would. Then the same materialization runs again.
 
-Used by ``tests/system/test_kill_resume.py`` (asserts) and ``scripts/reliability_report.py`` (figures).
+Used by ``tests/system/test_kill_resume.py`` (asserts) and ``python -m scripts.reliability_report`` (figures).
 
-    python -m scripts.reliability.kill_resume --db-url sqlite:///kill.db     # prints the figures as JSON
+    python -m fixability_dag.testing.reliability.kill_resume --db-url sqlite:///kill.db     # prints the figures as JSON
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from scripts.reliability.runs import REPO, audit_settings, dagster_home, spawn_run
+from fixability_dag.testing.reliability.runs import REPO, audit_settings, dagster_home, spawn_run
 
 KEYS = ["problem_id", "intervention", "sample_index"]
 
