@@ -259,7 +259,7 @@ def evaluate(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: 
     for name, pids in sorted(interventions_needed(choices).items()):
         requests += build_requests([problems[p] for p in sorted(pids)], name, "eval", cfg.eval_budget, cfg.decoding, cfg.seed, exemplars)
     frame = sample_phase(store, engine, checkpoint_id, "eval", requests, list(problems.values()), run_id, cfg.commit_every)
-    evaluations = evaluate_policies(choices, frame, truth, seed=cfg.seed)
+    evaluations = evaluate_policies(choices, frame, truth)
     store.replace("rescue_evaluations", checkpoint_id, evaluations)
     summary = {"failed_problems": len(failed), "eval_rollouts": len(frame), **_resume_summary(frame), **summarize(evaluations)}
     shown_columns = ["policy", "regime", "problems", "rescued", "rescue_rate", "tokens", "lift_vs_retry"]

@@ -11,7 +11,7 @@ from fixability_dag.core.problems import ArithmeticSuiteSpec, Problem, arithmeti
 from fixability_dag.inputs.problem_files import PROBLEM_FORMATS, ColumnMapping, load_problems
 from fixability_dag.core.sampling import Decoding
 
-CODE_VERSION = "0.2.0"
+CODE_VERSION = "0.3.0"
 """Bump when a change alters what an audit computes; the nightly schedule re-audits checkpoints stamped older."""
 
 

@@ -2,7 +2,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fixability_dag.core.rescue import best_single_intervention, evaluate_policies, interventions_needed, oracle_choices, policy_choices
+from fixability_dag.core.rescue import (
+    best_single_intervention,
+    evaluate_policies,
+    interventions_needed,
+    oracle_choices,
+    paired_lift,
+    policy_choices,
+)
 from fixability_dag.core.routing import fit_thresholds, route, split_point
 
 
@@ -65,3 +72,17 @@ def test_evaluate_policies_counts_rescues_tokens_and_lift():
     assert ev.loc[("routed", "structural"), "skipped"] == 1
     with pytest.raises(ValueError, match="no eval rollouts"):
         evaluate_policies({"x": {"a": "greedy"}}, pd.DataFrame(eval_rows), truth)
+
+
+def test_paired_lift_keeps_a_width_at_small_n_when_nothing_differs():
+    same = pd.Series([True, False, False, False], index=list("abcd"))
+    lift, lo, hi = paired_lift(same, same.copy())
+    assert lift == 0.0 and lo < 0 < hi  # a percentile bootstrap printed [+0.0, +0.0] here
+
+
+def test_paired_lift_pairs_by_problem_and_matches_the_mean_difference():
+    policy = pd.Series([True, True, False, True, False], index=list("abcde"))
+    retry = pd.Series([False, True, True, False, False], index=list("edcba"))  # another order: paired by index
+    diff = policy.astype(int) - retry.reindex(policy.index).astype(int)
+    lift, lo, hi = paired_lift(policy, retry)
+    assert lift == pytest.approx(diff.mean()) and lo < lift < hi and -1 <= lo and hi <= 1
