@@ -36,6 +36,8 @@ class AuditSettings(ConfigurableResource):
     cluster_seeds: int = _D.cluster_seeds
     cluster_bootstraps: int = _D.cluster_bootstraps
     ablation_seeds: int = _D.ablation_seeds
+    null_permutations: int = _D.null_permutations
+    baseline_null_permutations: int = _D.baseline_null_permutations
     seed: int = _D.seed
     commit_every: int = _D.commit_every
 

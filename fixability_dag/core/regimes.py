@@ -27,7 +27,14 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from fixability_dag.core.interventions import RETRY
-from fixability_dag.core.stats import hungarian_match, majority_share, matched_accuracy, single_threaded
+from fixability_dag.core.stats import (
+    hungarian_match,
+    majority_share,
+    matched_accuracy,
+    shuffled_null,
+    single_threaded,
+    stratified_bootstrap_indices,
+)
 
 REGIMES = ("retry_recoverable", "steerable_hard", "structural")
 
@@ -122,37 +129,110 @@ def _cv_folds(labels: list[str]) -> StratifiedKFold | None:
     return StratifiedKFold(n_splits=min(5, smallest), shuffle=True, random_state=0)
 
 
-def supervised_accuracy(X: np.ndarray, labels: list[str]) -> float:
-    """Cross-validated logistic regression on the same features: an upper bound for the unsupervised match."""
+def balanced_accuracy(predicted, labels) -> float:
+    """Mean per-class recall: 1 / #classes for any constant guess, so a majority-class predictor cannot look good."""
+    y, p = np.asarray(labels, dtype=object), np.asarray(predicted, dtype=object)
+    if len(y) == 0:
+        return float("nan")
+    return float(np.mean([np.mean(p[y == c] == c) for c in set(y.tolist())]))
+
+
+def matched_balanced_accuracy(clusters, labels) -> float:
+    """Balanced accuracy of clusters read as a classifier through the Hungarian cluster -> label map."""
+    if len(clusters) == 0:
+        return float("nan")
+    mapping = hungarian_match(list(clusters), list(labels))
+    return balanced_accuracy([mapping[c] for c in clusters], labels)
+
+
+def _cv_predictions(model_factory, inputs, labels: list[str]) -> np.ndarray | None:
     folds = _cv_folds(labels)
     if folds is None:
-        return float("nan")
-    pred = cross_val_predict(LogisticRegression(max_iter=2000), X, labels, cv=folds)
-    return float(np.mean(pred == np.array(labels)))
+        return None
+    with warnings.catch_warnings(), single_threaded():
+        warnings.simplefilter("ignore")
+        return cross_val_predict(model_factory(), inputs, labels, cv=folds)
 
 
-def trace_reading_accuracy(texts: list[str], labels: list[str]) -> float:
-    """The baseline under test: a classifier that *reads* the failed traces (TF-IDF of their text)."""
-    folds = _cv_folds(labels)
-    if folds is None:
-        return float("nan")
-    model = make_pipeline(TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 4), min_df=1, sublinear_tf=True), LogisticRegression(max_iter=2000))
-    pred = cross_val_predict(model, texts, labels, cv=folds)
-    return float(np.mean(pred == np.array(labels)))
+def _scored(score: float, balanced: float, null: dict | None, balanced_null: dict | None, **extra) -> dict:
+    out = {"accuracy": score, "balanced_accuracy": balanced, **extra}
+    for prefix, n in (("", null), ("balanced_", balanced_null)):
+        out[f"{prefix}null_mean"] = n["mean"] if n else float("nan")
+        out[f"{prefix}null_q95"] = n["q95"] if n else float("nan")
+    observed = balanced
+    out["null_p"] = (float((1 + np.sum(balanced_null["values"] >= observed - 1e-12)) / (1 + len(balanced_null["values"])))
+                     if balanced_null and np.isfinite(observed) else float("nan"))
+    return out
 
 
-def clustering_accuracy(X: np.ndarray, labels: list[str], method: str = "gmm", seeds: int = 5, bootstraps: int = 20, k: int = 3) -> dict:
-    """Matched accuracy of unsupervised clusters, as mean and std over seeds and bootstrap resamples."""
-    scores = []
-    rng = np.random.default_rng(0)
-    y = np.array(labels)
-    for seed in range(seeds):
-        scores.append(matched_accuracy(cluster(X, k, method, seed), y))
-    for b in range(bootstraps):
-        idx = rng.integers(0, len(X), len(X))
-        scores.append(matched_accuracy(cluster(X[idx], k, method, b), y[idx]))
-    scores = np.array([s for s in scores if np.isfinite(s)])
-    return {"mean": float(scores.mean()) if len(scores) else float("nan"), "std": float(scores.std()) if len(scores) else float("nan"), "runs": int(len(scores))}
+def _unavailable(note: str) -> dict:
+    nan = float("nan")
+    return {"accuracy": nan, "balanced_accuracy": nan, "null_mean": nan, "null_q95": nan, "balanced_null_mean": nan,
+            "balanced_null_q95": nan, "null_p": nan, "note": note}
+
+
+def cross_validated(model_factory, inputs, labels: list[str], permutations: int = 20, seed: int = 0) -> dict:
+    """A class-weighted classifier's cross-validated accuracy and balanced accuracy, beside the same procedure
+    (fit and cross-validate) rerun on shuffled labels."""
+    predicted = _cv_predictions(model_factory, inputs, labels)
+    if predicted is None:
+        return _unavailable("too few problems per regime for cross-validation (needs >= 2 in each of >= 2 regimes)")
+    y = np.array(labels, dtype=object)
+    rng = np.random.default_rng(seed)
+    perms = [y[rng.permutation(len(y))] for _ in range(permutations)]
+    fitted = [(_cv_predictions(model_factory, inputs, list(perm)), perm) for perm in perms]
+    plain = np.array([np.mean(p == perm) for p, perm in fitted])
+    balanced = np.array([balanced_accuracy(p, perm) for p, perm in fitted])
+    return _scored(float(np.mean(predicted == y)), balanced_accuracy(predicted, y), _summary(plain), _summary(balanced),
+                   runs=permutations)
+
+
+def _summary(values: np.ndarray) -> dict:
+    return {"mean": float(values.mean()), "q95": float(np.quantile(values, 0.95)), "values": values}
+
+
+def supervised_accuracy(X: np.ndarray, labels: list[str], permutations: int = 20) -> dict:
+    """Cross-validated class-weighted logistic regression on the same features: a supervised bound for the clusters."""
+    return cross_validated(lambda: LogisticRegression(max_iter=2000, class_weight="balanced"), X, labels, permutations)
+
+
+def trace_reading_accuracy(texts: list[str], labels: list[str], permutations: int = 20) -> dict:
+    """The baseline under test: a class-weighted classifier that *reads* the question and the failed traces."""
+    def model():
+        return make_pipeline(TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 4), min_df=1, sublinear_tf=True),
+                             LogisticRegression(max_iter=2000, class_weight="balanced"))
+    return cross_validated(model, texts, labels, permutations)
+
+
+def clustering_accuracy(X: np.ndarray, labels: list[str], method: str = "gmm", seeds: int = 5, bootstraps: int = 20,
+                        k: int = 3, permutations: int = 200) -> dict:
+    """Matched (and balanced matched) accuracy of unsupervised clusters, beside the shuffled-label null.
+
+    ``accuracy`` and ``balanced_accuracy`` are means over mixture seeds on all problems; ``seed_std`` is their
+    spread over seeds (initialisation) and ``accuracy_std`` the spread over stratified bootstrap resamples
+    (sampling: every resample keeps every regime with its count, so a missing class never lets a spare cluster
+    map many-to-one). The null reruns the same procedure's label-dependent part, the Hungarian matching, on
+    shuffled labels for the same clusterings: what 3 forced clusters score against imbalanced labels by chance.
+    """
+    y = np.array(labels, dtype=object)
+    if len(y) == 0:
+        return {**_unavailable("no failed problems"), "seed_std": float("nan"), "accuracy_std": float("nan"), "runs": 0}
+    clusterings = [cluster(X, k, method, seed) for seed in range(seeds)]
+    plain = [matched_accuracy(c, y) for c in clusterings]
+    balanced = [matched_balanced_accuracy(c, y) for c in clusterings]
+    resampled = [matched_accuracy(cluster(X[idx], k, method, b), y[idx])
+                 for b, idx in enumerate(stratified_bootstrap_indices(list(y), bootstraps, seed=0))]
+    per_perm = max(1, permutations // len(clusterings))
+    null = [shuffled_null(lambda perm, c=c: matched_accuracy(c, perm), list(y), per_perm, seed=s)
+            for s, c in enumerate(clusterings)]
+    bnull = [shuffled_null(lambda perm, c=c: matched_balanced_accuracy(c, perm), list(y), per_perm, seed=s)
+             for s, c in enumerate(clusterings)]
+    def pooled(nulls: list[dict]) -> dict:
+        return _summary(np.concatenate([n["values"] for n in nulls]))
+
+    return _scored(float(np.mean(plain)), float(np.mean(balanced)), pooled(null), pooled(bnull),
+                   seed_std=float(np.std(plain)), accuracy_std=float(np.std(resampled)) if resampled else float("nan"),
+                   runs=len(clusterings) + len(resampled))
 
 
 def label_regimes(features: pd.DataFrame, truth: pd.DataFrame, columns: tuple[str, ...], method: str = "gmm", seed: int = 0) -> pd.DataFrame:
@@ -180,32 +260,44 @@ REPORT_METHODS = {
 
 
 def regime_report(features: pd.DataFrame, truth: pd.DataFrame, texts: dict[str, str], columns: tuple[str, ...],
-                  seeds: int = 5, bootstraps: int = 20) -> dict:
+                  seeds: int = 5, bootstraps: int = 20, permutations: int = 200, baseline_permutations: int = 20) -> dict:
     """Accuracy of distributional clusters vs. the baselines, on one checkpoint's failed problems."""
     merged = features.merge(truth, on="problem_id", validate="one_to_one")
     labels = list(merged["true_regime"])
     X = feature_matrix(merged, columns)
     report = {"failed_problems": len(labels), "regime_counts": dict(Counter(labels))}
     for method in CLUSTER_METHODS:
-        report[method] = clustering_accuracy(X, labels, method, seeds, bootstraps)
-    report["majority_baseline"] = majority_share(labels)
-    report["supervised_logreg"] = supervised_accuracy(X, labels)
-    report["trace_reading_tfidf"] = trace_reading_accuracy([texts.get(p, "") for p in merged["problem_id"]], labels)
+        report[method] = clustering_accuracy(X, labels, method, seeds, bootstraps, permutations=permutations)
+    majority = majority_share(labels)
+    report["majority_baseline"] = {"accuracy": majority, "balanced_accuracy": 1 / len(set(labels)),
+                                   "null_mean": majority, "null_q95": majority,
+                                   "balanced_null_mean": 1 / len(set(labels)), "balanced_null_q95": 1 / len(set(labels)),
+                                   "null_p": 1.0}
+    report["supervised_logreg"] = supervised_accuracy(X, labels, baseline_permutations)
+    report["trace_reading_tfidf"] = trace_reading_accuracy([texts.get(p, "") for p in merged["problem_id"]], labels,
+                                                           baseline_permutations)
     return report
 
 
+REPORT_COLUMNS = ("accuracy", "balanced_accuracy", "accuracy_std", "seed_std", "null_mean", "null_q95",
+                  "balanced_null_mean", "balanced_null_q95", "null_p", "runs", "note")
+"""What ``regime_reports`` stores per method (missing ones as NULL)."""
+
+
 def accuracy_rows(report: dict) -> list[dict]:
-    """One row per method of :data:`REPORT_METHODS` present in ``report``: accuracy, its std and runs (clusterings)."""
+    """One row per method of :data:`REPORT_METHODS` present in ``report``, with the :data:`REPORT_COLUMNS`."""
     rows = []
     for method in REPORT_METHODS:
-        if method not in report:
-            continue
-        value = report[method]
-        if method in CLUSTER_METHODS:
-            rows.append({"method": method, "accuracy": value["mean"], "accuracy_std": value["std"], "runs": value["runs"]})
-        else:
-            rows.append({"method": method, "accuracy": value, "accuracy_std": None, "runs": None})
+        if method in report:
+            value = report[method]
+            rows.append({"method": method, **{c: _finite_or_none(value.get(c)) for c in REPORT_COLUMNS}})
     return rows
+
+
+def _finite_or_none(value):
+    if isinstance(value, (float, np.floating)) and not np.isfinite(value):
+        return None
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def feature_ablation(features: pd.DataFrame, truth: pd.DataFrame, candidates: tuple[str, ...], size: int = 3,

@@ -209,8 +209,11 @@ def label(store: AuditStore, checkpoint_id: str, cfg: AuditConfig) -> StageResul
     ablation = pd.DataFrame(columns=["features", "accuracy", "std"])
     if evaluable(truth):
         diagnostic = _rollouts(store, checkpoint_id, "diagnostic")
-        texts = diagnostic[diagnostic["problem_id"].isin(failed)].groupby("problem_id")["text"].apply(lambda t: "\n\n".join(t)).to_dict()
-        report = regime_report(features, truth, texts, FEATURES, cfg.cluster_seeds, cfg.cluster_bootstraps)
+        traces = diagnostic[diagnostic["problem_id"].isin(failed)].groupby("problem_id")["text"].apply("\n\n".join)
+        questions = {p.problem_id: p.question for p in store.problems(failed)}
+        texts = {pid: questions.get(pid, "") + "\n\n" + body for pid, body in traces.items()}  # what a reader sees
+        report = regime_report(features, truth, texts, FEATURES, cfg.cluster_seeds, cfg.cluster_bootstraps,
+                               cfg.null_permutations, cfg.baseline_null_permutations)
         ablation = feature_ablation(features, truth, ALL_FEATURES, seeds=cfg.ablation_seeds)
     report["regime_shares"] = {r: float((truth["true_regime"] == r).mean()) if len(truth) else 0.0 for r in REGIMES}
     accuracies = accuracy_rows(report)
@@ -219,7 +222,8 @@ def label(store: AuditStore, checkpoint_id: str, cfg: AuditConfig) -> StageResul
     return StageResult(len(labels), report, labels, {
         "failed_problems": len(failed),
         "regime_shares": _two_columns(report["regime_shares"], "regime", "share"),
-        "cluster_accuracy": pd.DataFrame(accuracies, columns=["method", "accuracy", "accuracy_std", "runs"])})
+        "cluster_accuracy": pd.DataFrame(accuracies, columns=["method", "accuracy", "balanced_accuracy", "null_mean",
+                                                              "balanced_null_mean", "balanced_null_q95", "null_p"])})
 
 
 def evaluable(truth: pd.DataFrame) -> bool:

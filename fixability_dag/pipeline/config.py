@@ -48,6 +48,8 @@ class AuditConfig:
     cluster_seeds: int = 5
     cluster_bootstraps: int = 20
     ablation_seeds: int = 3
+    null_permutations: int = 200  # shuffled-label null of the clusters' matching (cheap: no refit)
+    baseline_null_permutations: int = 20  # shuffled-label refits of each cross-validated baseline
     seed: int = 0
     # operation (not part of the config hash: it changes how an audit is written, not what it computes)
     commit_every: int = 32
@@ -65,7 +67,8 @@ class AuditConfig:
         if self.probe_intervention == RETRY:
             raise ValueError("the probe must be a non-retry intervention, or probe shift measures only sampling noise")
         for name in ("n_samples", "probe_samples", "retry_budget", "intervention_budget", "eval_budget", "max_tokens",
-                     "cluster_seeds", "ablation_seeds", "commit_every"):
+                     "cluster_seeds", "ablation_seeds", "commit_every", "null_permutations",
+                     "baseline_null_permutations"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if self.cluster_bootstraps < 0:

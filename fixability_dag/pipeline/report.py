@@ -41,18 +41,26 @@ def results_markdown(store: AuditStore) -> str:
         "",
         "## Regime recovery: distributions vs. reading",
         "",
-        "Matched accuracy of unsupervised clusters of (answer dispersion, policy confidence, probe shift) against the",
-        "ground-truth regimes, mean ± std over seeds and bootstrap resamples; baselines on the same failed problems.",
+        "Accuracy and balanced accuracy (mean per-regime recall) of each method against the ground-truth regimes, "
+        "each beside the shuffled-label null of the *same* procedure (mean and 95% quantile; p = share of shuffled "
+        "balanced accuracies at or above the observed one). Clusters: Hungarian-matched, mean over mixture seeds, ± the "
+        "std over stratified bootstrap resamples. Baselines: class-weighted, cross-validated. n = failed problems.",
         "",
     ]
     accuracy_rows = []
     for ck, rep in reports.groupby("checkpoint_id", sort=True):
         r = rep.set_index("method")
-        row = {"checkpoint": ck, "failed": int(rep["failed_problems"].iloc[0])}
         for method, label in REPORT_METHODS.items():
-            std = r.loc[method, "accuracy_std"] if method in r.index else None
-            row[label] = (_fmt(r.loc[method, "accuracy"]) + (f" ± {_fmt(std)}" if pd.notna(std) else "")) if method in r.index else "n/a"
-        accuracy_rows.append(row)
+            if method not in r.index:
+                continue
+            m = r.loc[method]
+            std = f" ± {_fmt(m['accuracy_std'])}" if pd.notna(m["accuracy_std"]) else ""
+            accuracy_rows.append({
+                "checkpoint": ck, "n": int(m["failed_problems"]), "method": label,
+                "accuracy": _fmt(m["accuracy"]) + std, "null (mean / q95)": f"{_fmt(m['null_mean'])} / {_fmt(m['null_q95'])}",
+                "balanced": _fmt(m["balanced_accuracy"]),
+                "balanced null (mean / q95)": f"{_fmt(m['balanced_null_mean'])} / {_fmt(m['balanced_null_q95'])}",
+                "p": _fmt(m["null_p"], pct=False), "note": m["note"] if isinstance(m["note"], str) else ""})
     lines.append(markdown_table(accuracy_rows))
     lines += ["", f"Preprint: {PREPRINT['clustering_accuracy']} clustering accuracy, {PREPRINT['over_majority']} over the "
               "majority-class baseline.", "", "## Rescue: routed plan vs. uniform retry at matched per-problem budget", "",

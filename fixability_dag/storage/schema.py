@@ -197,9 +197,17 @@ class RegimeReport(Base):
     checkpoint_id: Mapped[str] = mapped_column(ForeignKey("checkpoints.checkpoint_id", ondelete="CASCADE"), primary_key=True)
     method: Mapped[str] = mapped_column(String(32), primary_key=True, comment="gmm | kmeans | majority | supervised_logreg | trace_reading_tfidf")
     accuracy: Mapped[float | None] = mapped_column(Float)
-    accuracy_std: Mapped[float | None] = mapped_column(Float)
+    accuracy_std: Mapped[float | None] = mapped_column(Float)  # from 0.3.0: std over stratified bootstrap resamples
     runs: Mapped[int | None] = mapped_column(Integer, comment="seeds + bootstrap resamples behind the std")
     failed_problems: Mapped[int] = mapped_column(Integer)
+    balanced_accuracy: Mapped[float | None] = mapped_column(Float, comment="mean per-regime recall (matched, for clusters)")
+    seed_std: Mapped[float | None] = mapped_column(Float, comment="clusters: std over mixture seeds on all problems")
+    null_mean: Mapped[float | None] = mapped_column(Float, comment="same procedure on shuffled labels: mean accuracy")
+    null_q95: Mapped[float | None] = mapped_column(Float)
+    balanced_null_mean: Mapped[float | None] = mapped_column(Float)
+    balanced_null_q95: Mapped[float | None] = mapped_column(Float)
+    null_p: Mapped[float | None] = mapped_column(Float, comment="share of shuffled-label balanced accuracies >= observed")
+    note: Mapped[str | None] = mapped_column(String(200), comment="why a value could not be computed")
 
 
 class FeatureAblation(Base):

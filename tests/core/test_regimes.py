@@ -5,13 +5,15 @@ import pytest
 from fixability_dag.core.features import FEATURES, compute_features
 from fixability_dag.core.regimes import (
     REGIMES,
+    balanced_accuracy,
     clustering_accuracy,
-    fit_regime_model,
-    predict_regimes,
     feature_matrix,
+    fit_regime_model,
     ground_truth,
     intervention_outcomes,
     label_regimes,
+    predict_regimes,
+    supervised_accuracy,
     trace_reading_accuracy,
 )
 from fixability_dag.core.stats import majority_share
@@ -56,20 +58,27 @@ def test_planted_regimes_are_recovered_without_labels():
     features, y, _ = planted(signal=True)
     X = feature_matrix(features, FEATURES)
     result = clustering_accuracy(X, y, "gmm", seeds=3, bootstraps=5)
-    assert result["mean"] >= 0.9, result
-    assert result["mean"] >= majority_share(y) + 0.3
+    assert result["accuracy"] >= 0.9 and result["balanced_accuracy"] >= 0.9, result
+    assert result["accuracy"] >= majority_share(y) + 0.3
+    assert result["accuracy"] > result["null_q95"] + 0.3 and result["null_p"] < 0.01  # far above the shuffled null
+    assert result["seed_std"] >= 0 and result["accuracy_std"] >= 0 and result["runs"] == 3 + 5
     km = clustering_accuracy(X, y, "kmeans", seeds=3, bootstraps=5)
-    assert km["mean"] >= 0.9, km
+    assert km["accuracy"] >= 0.9, km
 
 
 def test_without_regime_signal_accuracy_falls_to_majority_baseline():
-    scores = []
+    scores, nulls, p_values = [], [], []
     for seed in range(3):
         features, y, _ = planted(signal=False, seed=seed)
         X = feature_matrix(features, FEATURES)
-        scores.append(clustering_accuracy(X, y, "gmm", seeds=2, bootstraps=3)["mean"])
+        result = clustering_accuracy(X, y, "gmm", seeds=2, bootstraps=3)
+        scores.append(result["accuracy"])
+        nulls.append(result["null_mean"])
+        p_values.append(result["null_p"])
     # Hungarian matching of 3 clusters to 3 balanced labels has a small optimistic bias; chance is 1/3.
     assert np.mean(scores) <= majority_share(y) + 0.12, scores
+    # the shuffled-label null of the same procedure absorbs that bias: no signal, no margin over the null
+    assert abs(np.mean(scores) - np.mean(nulls)) <= 0.05 and np.mean(p_values) > 0.1, (scores, nulls, p_values)
 
 
 def test_label_regimes_matches_clusters_to_regimes():
@@ -83,8 +92,32 @@ def test_label_regimes_matches_clusters_to_regimes():
 def test_trace_reading_baseline_runs_on_text():
     features, y, diag = planted(signal=True)
     texts = diag.groupby("problem_id")["text"].apply(" ".join).to_dict()
-    acc = trace_reading_accuracy([texts[p] for p in features["problem_id"]], y)
-    assert 0.0 <= acc <= 1.0
+    result = trace_reading_accuracy([texts[p] for p in features["problem_id"]], y, permutations=5)
+    assert 0.0 <= result["accuracy"] <= 1.0 and 0.0 <= result["balanced_accuracy"] <= 1.0
+    assert 0.0 <= result["balanced_null_mean"] <= 1.0 and result["runs"] == 5
+
+
+def test_balanced_accuracy_gives_any_constant_guess_one_over_the_classes():
+    labels = ["structural"] * 8 + ["retry_recoverable"] + ["steerable_hard"]
+    assert balanced_accuracy(["structural"] * 10, labels) == pytest.approx(1 / 3)
+    assert balanced_accuracy(labels, labels) == 1.0
+    assert balanced_accuracy(["structural"] * 9 + ["steerable_hard"], labels) == pytest.approx((1 + 0 + 1) / 3)
+
+
+def test_the_null_of_forced_clusters_is_neither_a_third_nor_the_majority_share():
+    # 3 forced clusters Hungarian-matched to 80/10/10 labels: the matching's pick of the best label map puts chance
+    # above 1/3, and the cluster sizes, not the majority share (0.8), bound it; only the null says what noise scores
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3))
+    y = ["structural"] * 48 + ["retry_recoverable"] * 6 + ["steerable_hard"] * 6
+    result = clustering_accuracy(X, y, "gmm", seeds=2, bootstraps=3, permutations=100)
+    assert 0.38 <= result["null_mean"] <= 0.7 and result["null_q95"] >= result["null_mean"]
+    assert result["null_p"] > 0.05 and result["accuracy"] <= result["null_q95"] + 0.05  # noise does not beat its null
+
+
+def test_too_few_problems_per_class_says_why_instead_of_nan():
+    result = supervised_accuracy(np.zeros((3, 2)), ["a", "a", "b"], permutations=2)
+    assert np.isnan(result["accuracy"]) and "too few problems per regime" in result["note"]
 
 
 def test_a_regime_model_transfers_between_checkpoints_with_the_same_regimes():

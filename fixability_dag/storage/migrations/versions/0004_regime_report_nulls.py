@@ -1,0 +1,41 @@
+"""regime reports: balanced accuracy, seed and resampling spread apart, shuffled-label nulls, a note
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-12-02 00:20:00
+"""
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+
+revision = '0004'
+down_revision = '0003'
+branch_labels = None
+depends_on = None
+
+COLUMNS = (
+    ('balanced_accuracy', sa.Float(), 'mean per-regime recall (matched, for clusters)'),
+    ('seed_std', sa.Float(), 'clusters: std over mixture seeds on all problems'),
+    ('null_mean', sa.Float(), 'same procedure on shuffled labels: mean accuracy'),
+    ('null_q95', sa.Float(), None),
+    ('balanced_null_mean', sa.Float(), None),
+    ('balanced_null_q95', sa.Float(), None),
+    ('null_p', sa.Float(), 'share of shuffled-label balanced accuracies >= observed'),
+    ('note', sa.String(length=200), 'why a value could not be computed'),
+)
+
+
+def upgrade() -> None:
+    # Rows written before this revision keep NULL in the new columns until their checkpoint is re-audited
+    # (CODE_VERSION 0.3.0 makes the nightly schedule do that).
+    with op.batch_alter_table('regime_reports') as batch:
+        for name, type_, comment in COLUMNS:
+            batch.add_column(sa.Column(name, type_, nullable=True, comment=comment))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('regime_reports') as batch:
+        for name, _, _ in reversed(COLUMNS):
+            batch.drop_column(name)
