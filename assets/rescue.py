@@ -9,6 +9,6 @@ from fixability_dag.pipeline.audit import StageResult
 
 @checkpoint_asset(deps=[routing_plan, regime_labels], gpu=True, kinds={"vllm", "sql"})
 def rescue_evaluation(step: Step) -> StageResult:
-    """Routed vs. uniform retry vs. best single intervention vs. oracle: rescue rate per ground-truth regime,
+    """Routed vs. uniform retry vs. best single vs. label-informed vs. hindsight oracle: rescue rate per ground-truth regime,
     tokens spent, and the routed lift over retry on steerable-hard problems with a bootstrap interval."""
     return audit.evaluate(step.store, step.engine(), step.checkpoint_id, step.config, step.run_id)

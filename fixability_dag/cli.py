@@ -40,7 +40,7 @@ def summary_table(store: AuditStore) -> pd.DataFrame:
     if table.empty:
         return table
     columns = ["checkpoint", "recipe", "step", "pass_rate", "failed", *[f"share_{r}" for r in REGIMES]]
-    columns += [c for c in ("rescue_routed", "rescue_uniform_retry", "rescue_oracle") if c in table]
+    columns += [c for c in ("rescue_routed", "rescue_uniform_retry", "rescue_hindsight_oracle") if c in table]
     return table[columns]
 
 

@@ -32,6 +32,8 @@ class Intervention:
     kind: str  # retry | decoding | prefix | prompt
     description: str
     build: Callable[[Problem, Decoding, Sequence[Problem]], Attempt]
+    deterministic: bool = False
+    """One useful sample (greedy): measured once in the label phase, never redrawn as if it were fresh."""
 
 
 def _retry(problem: Problem, base: Decoding, exemplars: Sequence[Problem]) -> Attempt:
@@ -87,7 +89,7 @@ CATALOG: dict[str, Intervention] = {
         Intervention(RETRY, "retry", "base prompt and decoding, fresh seeds", _retry),
         Intervention("temp_low", "decoding", "temperature 0.5", _temperature(0.5)),
         Intervention("temp_high", "decoding", "temperature 1.3", _temperature(1.3)),
-        Intervention("greedy", "decoding", "greedy decoding (one sample: it is deterministic)", _temperature(0.0)),
+        Intervention("greedy", "decoding", "greedy decoding (one sample: it is deterministic)", _temperature(0.0), True),
         Intervention("solution_prefix", "prefix", "first half of the reference steps appended to the prompt", _solution_prefix),
         Intervention("few_shot", "prompt", "two solved exemplars of the same difficulty before the question", _few_shot),
     )

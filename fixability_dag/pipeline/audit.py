@@ -247,7 +247,7 @@ def plan(store: AuditStore, checkpoint_id: str, cfg: AuditConfig) -> StageResult
 
 
 def evaluate(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: AuditConfig, run_id: str | None = None) -> StageResult:
-    """Score routed vs. uniform retry vs. best single intervention vs. oracle on fresh-seed rollouts."""
+    """Score routed vs. uniform retry vs. best single vs. label-informed vs. hindsight oracle on fresh-seed rollouts."""
     plan_frame = store.read("routing_plans", checkpoint_id)
     outcomes = store.read("intervention_outcomes", checkpoint_id)
     truth = store.read("regime_labels", checkpoint_id)[["problem_id", "true_regime"]]

@@ -6,7 +6,7 @@ from fixability_dag.core.rescue import (
     best_single_intervention,
     evaluate_policies,
     interventions_needed,
-    oracle_choices,
+    label_informed_choices,
     paired_lift,
     policy_choices,
 )
@@ -47,7 +47,7 @@ def outcomes_frame():
 def test_policy_choices_and_needed_interventions():
     outcomes = outcomes_frame()
     assert best_single_intervention(outcomes) == "prefix"  # tie on rescues, fewer tokens wins
-    assert oracle_choices(outcomes, ["a", "b", "c"]) == {"a": "retry", "b": "prefix", "c": None}
+    assert label_informed_choices(outcomes, ["a", "b", "c"]) == {"a": "retry", "b": "prefix", "c": None}
     plan = pd.DataFrame({"problem_id": ["a", "b", "c"], "action": ["retry", "intervene", "skip"], "intervention": ["retry", "prefix", None]})
     choices = policy_choices(plan, outcomes, ["a", "b", "c"])
     assert choices["routed"] == {"a": "retry", "b": "prefix", "c": None}
@@ -70,6 +70,10 @@ def test_evaluate_policies_counts_rescues_tokens_and_lift():
     assert ev.loc[("routed", "all"), "compute_saved_vs_retry"] == pytest.approx(1 / 3)
     assert ev.loc[("routed", "steerable_hard"), "lift_vs_retry"] == 1.0
     assert ev.loc[("routed", "structural"), "skipped"] == 1
+    # the hindsight oracle bounds every policy by construction, at the tokens of the cheapest rescuing group
+    assert ev.loc[("hindsight_oracle", "all"), "rescued"] == 2 and ev.loc[("hindsight_oracle", "all"), "tokens"] == 40
+    for policy in ("routed", "uniform_retry"):
+        assert ev.loc[("hindsight_oracle", "all"), "rescued"] >= ev.loc[(policy, "all"), "rescued"]
     with pytest.raises(ValueError, match="no eval rollouts"):
         evaluate_policies({"x": {"a": "greedy"}}, pd.DataFrame(eval_rows), truth)
 
@@ -86,3 +90,11 @@ def test_paired_lift_pairs_by_problem_and_matches_the_mean_difference():
     diff = policy.astype(int) - retry.reindex(policy.index).astype(int)
     lift, lo, hi = paired_lift(policy, retry)
     assert lift == pytest.approx(diff.mean()) and lo < lift < hi and -1 <= lo and hi <= 1
+
+
+def test_greedy_is_never_chosen_as_a_fresh_draw():
+    rows = [{"problem_id": "a", "intervention": name, "samples": n, "rescued": name == "greedy", "tokens": 10 * n,
+             "correct": int(name == "greedy"), "majority_correct": False} for name, n in (("greedy", 1), ("retry", 4))]
+    outcomes = pd.DataFrame(rows)
+    assert best_single_intervention(outcomes) == "retry"  # greedy rescued, but a rerun would replay that one sample
+    assert label_informed_choices(outcomes, ["a"]) == {"a": None}
