@@ -2,7 +2,8 @@
 
 Every policy picks, per failed problem, one intervention (or skip) and gets the same number of samples for it, drawn
 in the ``eval`` phase with seeds never used to decide the ground truth. A problem is rescued when at least one of
-those samples is correct. Compute is counted in generated tokens, so skipping is visible as compute saved.
+those samples is correct. Compute is counted in generated tokens, so skipping is visible as compute saved, and a
+policy pays for what it needed to generate before choosing (the probe, or the label phase).
 
 Policies:
 
@@ -90,8 +91,15 @@ def evaluate_policies(
     choices: dict[str, dict[str, str | None]],
     eval_rollouts: pd.DataFrame,
     truth: pd.DataFrame,
+    upfront_tokens: dict[str, dict[str, int]] | None = None,
 ) -> pd.DataFrame:
-    """Rescue rate, tokens and intervals per policy and per ground-truth regime (``all`` for the whole set)."""
+    """Rescue rate, tokens and intervals per policy and per ground-truth regime (``all`` for the whole set).
+
+    ``tokens`` counts the eval samples a policy spends; ``upfront_tokens`` (policy -> problem -> tokens) what it had
+    to generate before it could choose: the probe batches for ``routed``, the label phase for ``best_single`` and
+    ``label_informed``. ``policy_tokens`` is their sum and ``compute_saved_vs_retry`` compares it with retry's.
+    """
+    upfront_tokens = upfront_tokens or {}
     groups = {key: g for key, g in eval_rollouts.groupby(["problem_id", "intervention"])}
     regime_of = dict(zip(truth["problem_id"], truth["true_regime"]))
     per_problem = []
@@ -105,12 +113,14 @@ def evaluate_policies(
                     raise ValueError(f"no eval rollouts for {pid}/{name} needed by policy {policy}")
                 rescued, tokens, samples = bool(g["is_correct"].any()), int(g["num_tokens"].sum()), len(g)
             per_problem.append({"policy": policy, "problem_id": pid, "regime": regime_of[pid], "intervention": name,
-                                "rescued": rescued, "tokens": tokens, "samples": samples})
+                                "rescued": rescued, "tokens": tokens, "samples": samples,
+                                "upfront_tokens": int(upfront_tokens.get(policy, {}).get(pid, 0))})
     outcomes = pd.DataFrame(per_problem)
     if "uniform_retry" in choices:
         outcomes = pd.concat([outcomes, _hindsight(outcomes, regime_of)], ignore_index=True)
         choices = {**choices, HINDSIGHT: {}}
-    retry_tokens = outcomes[outcomes["policy"] == "uniform_retry"].groupby("regime")["tokens"].sum()
+    outcomes["policy_tokens"] = outcomes["tokens"] + outcomes["upfront_tokens"]
+    retry_tokens = outcomes[outcomes["policy"] == "uniform_retry"].groupby("regime")["policy_tokens"].sum()
     rows = []
     for policy in choices:
         mine = outcomes[outcomes["policy"] == policy]
@@ -128,8 +138,9 @@ def evaluate_policies(
                 "policy": policy, "regime": stratum, "problems": n, "rescued": k,
                 "rescue_rate": k / n if n else float("nan"), "rate_ci_low": lo, "rate_ci_high": hi,
                 "tokens": int(sub["tokens"].sum()), "samples": int(sub["samples"].sum()),
+                "upfront_tokens": int(sub["upfront_tokens"].sum()), "policy_tokens": int(sub["policy_tokens"].sum()),
                 "skipped": int((sub["samples"] == 0).sum()),
-                "compute_saved_vs_retry": (1 - sub["tokens"].sum() / retry_cost) if retry_cost else float("nan"),
+                "compute_saved_vs_retry": (1 - sub["policy_tokens"].sum() / retry_cost) if retry_cost else float("nan"),
                 "lift_vs_retry": lift, "lift_ci_low": lift_lo, "lift_ci_high": lift_hi,
             })
     return pd.DataFrame(rows)
@@ -144,7 +155,8 @@ def _hindsight(per_problem: pd.DataFrame, regime_of: dict) -> pd.DataFrame:
         best = wins.iloc[0] if len(wins) else None
         rows.append({"policy": HINDSIGHT, "problem_id": pid, "regime": regime_of[pid],
                      "intervention": None if best is None else best["intervention"], "rescued": best is not None,
-                     "tokens": 0 if best is None else int(best["tokens"]), "samples": 0 if best is None else int(best["samples"])})
+                     "tokens": 0 if best is None else int(best["tokens"]), "samples": 0 if best is None else int(best["samples"]),
+                     "upfront_tokens": 0})
     return pd.DataFrame(rows)
 
 

@@ -263,13 +263,24 @@ def evaluate(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: 
     for name, pids in sorted(interventions_needed(choices).items()):
         requests += build_requests([problems[p] for p in sorted(pids)], name, "eval", cfg.eval_budget, cfg.decoding, cfg.seed, exemplars)
     frame = sample_phase(store, engine, checkpoint_id, "eval", requests, list(problems.values()), run_id, cfg.commit_every)
-    evaluations = evaluate_policies(choices, frame, truth)
+    evaluations = evaluate_policies(choices, frame, truth, _upfront_tokens(store, checkpoint_id, failed))
     store.replace("rescue_evaluations", checkpoint_id, evaluations)
     summary = {"failed_problems": len(failed), "eval_rollouts": len(frame), **_resume_summary(frame), **summarize(evaluations)}
     shown_columns = ["policy", "regime", "problems", "rescued", "rescue_rate", "tokens", "lift_vs_retry"]
     return StageResult(len(evaluations), summary, evaluations, {
         **{k: summary.get(k) for k in ("failed_problems", "steerable_hard_lift", "compute_saved_routed_vs_retry")},
         "evaluation": evaluations[shown_columns]})
+
+
+def _upfront_tokens(store: AuditStore, checkpoint_id: str, failed: list[str]) -> dict[str, dict[str, int]]:
+    """Tokens each policy generated before it could choose, per failed problem (see ``evaluate_policies``)."""
+    def per_problem(phase: str) -> dict[str, int]:
+        rows = store.read("rollouts", checkpoint_id, phase=phase)
+        rows = rows[rows["problem_id"].isin(failed)]
+        return {str(k): int(v) for k, v in rows.groupby("problem_id")["num_tokens"].sum().items()}
+
+    label = per_problem("label")
+    return {"routed": per_problem("probe"), "best_single": label, "label_informed": label}
 
 
 def topography(store: AuditStore) -> pd.DataFrame:

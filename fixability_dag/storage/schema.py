@@ -165,6 +165,8 @@ class RescueEvaluation(Base):
     tokens: Mapped[int] = mapped_column(BigInteger)
     samples: Mapped[int] = mapped_column(Integer)
     skipped: Mapped[int] = mapped_column(Integer)
+    upfront_tokens: Mapped[int | None] = mapped_column(BigInteger, comment="generated before choosing: probe or label phase")
+    policy_tokens: Mapped[int | None] = mapped_column(BigInteger, comment="tokens + upfront_tokens: what the policy costs")
     compute_saved_vs_retry: Mapped[float | None] = mapped_column(Float)
     lift_vs_retry: Mapped[float | None] = mapped_column(Float)
     lift_ci_low: Mapped[float | None] = mapped_column(Float)

@@ -74,6 +74,11 @@ def test_evaluate_policies_counts_rescues_tokens_and_lift():
     assert ev.loc[("hindsight_oracle", "all"), "rescued"] == 2 and ev.loc[("hindsight_oracle", "all"), "tokens"] == 40
     for policy in ("routed", "uniform_retry"):
         assert ev.loc[("hindsight_oracle", "all"), "rescued"] >= ev.loc[(policy, "all"), "rescued"]
+    # the probe the routed plan needed is part of its cost: here it eats the whole saving
+    charged = evaluate_policies(choices, pd.DataFrame(eval_rows), truth, {"routed": {"a": 10, "b": 10, "c": 10}})
+    routed = charged.set_index(["policy", "regime"]).loc[("routed", "all")]
+    assert routed["upfront_tokens"] == 30 and routed["policy_tokens"] == 70
+    assert routed["compute_saved_vs_retry"] == pytest.approx(1 - 70 / 60)
     with pytest.raises(ValueError, match="no eval rollouts"):
         evaluate_policies({"x": {"a": "greedy"}}, pd.DataFrame(eval_rows), truth)
 

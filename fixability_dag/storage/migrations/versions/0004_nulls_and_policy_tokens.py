@@ -1,4 +1,5 @@
-"""regime reports: balanced accuracy, seed and resampling spread apart, shuffled-label nulls, a note
+"""regime reports: balanced accuracy, seed and resampling spread apart, shuffled-label nulls, a note;
+rescue evaluations: the tokens a policy spends before it can choose
 
 Revision ID: 0004
 Revises: 0003
@@ -26,6 +27,11 @@ COLUMNS = (
     ('note', sa.String(length=200), 'why a value could not be computed'),
 )
 
+RESCUE_COLUMNS = (
+    ('upfront_tokens', sa.BigInteger(), 'generated before choosing: probe or label phase'),
+    ('policy_tokens', sa.BigInteger(), 'tokens + upfront_tokens: what the policy costs'),
+)
+
 
 def upgrade() -> None:
     # Rows written before this revision keep NULL in the new columns until their checkpoint is re-audited
@@ -33,9 +39,15 @@ def upgrade() -> None:
     with op.batch_alter_table('regime_reports') as batch:
         for name, type_, comment in COLUMNS:
             batch.add_column(sa.Column(name, type_, nullable=True, comment=comment))
+    with op.batch_alter_table('rescue_evaluations') as batch:
+        for name, type_, comment in RESCUE_COLUMNS:
+            batch.add_column(sa.Column(name, type_, nullable=True, comment=comment))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('rescue_evaluations') as batch:
+        for name, _, _ in reversed(RESCUE_COLUMNS):
+            batch.drop_column(name)
     with op.batch_alter_table('regime_reports') as batch:
         for name, _, _ in reversed(COLUMNS):
             batch.drop_column(name)
