@@ -38,6 +38,7 @@ class AuditSettings(ConfigurableResource):
     ablation_seeds: int = _D.ablation_seeds
     null_permutations: int = _D.null_permutations
     baseline_null_permutations: int = _D.baseline_null_permutations
+    label_replicate: bool = _D.label_replicate
     seed: int = _D.seed
     commit_every: int = _D.commit_every
 

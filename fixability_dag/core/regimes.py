@@ -255,6 +255,7 @@ REPORT_METHODS = {
     "majority_baseline": "majority class",
     "supervised_logreg": "supervised logistic regression (CV)",
     "trace_reading_tfidf": "trace reading: TF-IDF of failed traces (CV)",
+    "gmm_replicated": "unsupervised GMM, problems whose label replicated",
 }
 """Every method :func:`regime_report` scores, in the order tables show them, with the label they are shown by."""
 

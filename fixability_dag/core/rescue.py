@@ -120,20 +120,23 @@ def evaluate_policies(
         outcomes = pd.concat([outcomes, _hindsight(outcomes, regime_of)], ignore_index=True)
         choices = {**choices, HINDSIGHT: {}}
     outcomes["policy_tokens"] = outcomes["tokens"] + outcomes["upfront_tokens"]
-    retry_tokens = outcomes[outcomes["policy"] == "uniform_retry"].groupby("regime")["policy_tokens"].sum()
     rows = []
+    replicated = set()
+    if "replicate_regime" in truth and truth["replicate_regime"].notna().any():
+        replicated = set(truth.loc[truth["true_regime"] == truth["replicate_regime"], "problem_id"])
+    strata = ("all", *REGIMES, *([f"{REPLICATED}{r}" for r in REGIMES] if replicated else []))
     for policy in choices:
         mine = outcomes[outcomes["policy"] == policy]
-        for stratum in ("all", *REGIMES):
-            sub = mine if stratum == "all" else mine[mine["regime"] == stratum]
-            base = outcomes[(outcomes["policy"] == "uniform_retry") & ((outcomes["regime"] == stratum) | (stratum == "all"))]
+        for stratum in strata:
+            sub, base = (_stratum(frame, stratum, replicated)
+                         for frame in (mine, outcomes[outcomes["policy"] == "uniform_retry"]))
             n, k = len(sub), int(sub["rescued"].sum())
             lo, hi = wilson_interval(k, n)
             lift = lift_lo = lift_hi = float("nan")
             if n and policy != "uniform_retry":
                 lift, lift_lo, lift_hi = paired_lift(sub.set_index("problem_id")["rescued"],
                                                      base.set_index("problem_id")["rescued"])
-            retry_cost = float(retry_tokens.sum() if stratum == "all" else retry_tokens.get(stratum, 0))
+            retry_cost = float(base["policy_tokens"].sum())
             rows.append({
                 "policy": policy, "regime": stratum, "problems": n, "rescued": k,
                 "rescue_rate": k / n if n else float("nan"), "rate_ci_low": lo, "rate_ci_high": hi,
@@ -144,6 +147,18 @@ def evaluate_policies(
                 "lift_vs_retry": lift, "lift_ci_low": lift_lo, "lift_ci_high": lift_hi,
             })
     return pd.DataFrame(rows)
+
+
+REPLICATED = "replicated:"
+"""Prefix of the strata restricted to problems whose regime came out the same in the replicate label phase."""
+
+
+def _stratum(frame: pd.DataFrame, stratum: str, replicated: set[str]) -> pd.DataFrame:
+    if stratum == "all":
+        return frame
+    if stratum.startswith(REPLICATED):
+        return frame[(frame["regime"] == stratum[len(REPLICATED):]) & frame["problem_id"].isin(replicated)]
+    return frame[frame["regime"] == stratum]
 
 
 def _hindsight(per_problem: pd.DataFrame, regime_of: dict) -> pd.DataFrame:

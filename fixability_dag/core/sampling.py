@@ -20,9 +20,10 @@ import pandas as pd
 from fixability_dag.core.answers import MAX_ANSWER_CHARS, grade
 from fixability_dag.core.problems import Problem
 
-PHASES = ("diagnostic", "probe", "label", "eval")
+PHASES = ("diagnostic", "probe", "label", "label_replicate", "eval")
 """diagnostic: the N base samples; probe: the small batch behind probe shift; label: rescues that define the
-ground-truth regime; eval: fresh-seed rescues that score routing policies."""
+ground-truth regime; label_replicate: the same on independent seeds (optional: label stability); eval: fresh-seed
+rescues that score routing policies."""
 
 ROLLOUT_COLUMNS = [
     "problem_id", "phase", "intervention", "sample_index", "seed", "text", "answer", "is_correct",

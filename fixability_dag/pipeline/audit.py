@@ -19,6 +19,7 @@ from fixability_dag.core.problems import Problem, problems_by_id
 from fixability_dag.core.regimes import (
     REGIMES,
     accuracy_rows,
+    clustering_accuracy,
     cluster,
     feature_ablation,
     feature_matrix,
@@ -33,7 +34,7 @@ from fixability_dag.core.rescue import evaluate_policies, interventions_needed, 
 from fixability_dag.core.routing import RULE_VERSION, fit_thresholds, route, route_actions
 from fixability_dag.pipeline.resume import group_key, plan_resume, request_hash
 from fixability_dag.core.sampling import RolloutEngine, graded_chunks
-from fixability_dag.core.stats import majority_share, matched_accuracy
+from fixability_dag.core.stats import cohen_kappa, majority_share, matched_accuracy
 from fixability_dag.storage.store import AuditStore
 
 
@@ -177,15 +178,22 @@ def featurize(store: AuditStore, checkpoint_id: str, cfg: AuditConfig) -> StageR
                        {"failed_problems": len(features), "feature_summary": described})
 
 
+LABEL_PHASE, REPLICATE_PHASE = "label", "label_replicate"
+"""The label phase, and its optional replicate on independent seeds (``label_replicate``): how stable labels are."""
+
+
 def measure_rescues(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: AuditConfig, run_id: str | None = None) -> StageResult:
     """Every catalog intervention on every failed problem, fresh seeds: the evidence for the ground truth."""
     failed = failed_ids(store, checkpoint_id, cfg)
     problems = store.problems(failed)
     exemplars = audit_problems(store, cfg)
-    requests = []
-    for name in cfg.interventions:
-        requests += build_requests(problems, name, "label", cfg.budget_for(name), cfg.decoding, cfg.seed, exemplars)
-    frame = sample_phase(store, engine, checkpoint_id, "label", requests, problems, run_id, cfg.commit_every)
+    frames = {}
+    for phase in (LABEL_PHASE, REPLICATE_PHASE) if cfg.label_replicate else (LABEL_PHASE,):
+        requests = []
+        for name in cfg.interventions:  # the phase name enters every seed: the replicate's draws are independent
+            requests += build_requests(problems, name, phase, cfg.budget_for(name), cfg.decoding, cfg.seed, exemplars)
+        frames[phase] = sample_phase(store, engine, checkpoint_id, phase, requests, problems, run_id, cfg.commit_every)
+    frame = frames[LABEL_PHASE]
     outcomes = intervention_outcomes(frame)
     store.replace("intervention_outcomes", checkpoint_id, outcomes)
     table = (outcomes.groupby("intervention")
@@ -204,6 +212,8 @@ def label(store: AuditStore, checkpoint_id: str, cfg: AuditConfig) -> StageResul
     failed = list(features["problem_id"])
     truth = ground_truth(outcomes, failed)
     labels = label_regimes(features, truth, FEATURES, cfg.cluster_method, cfg.seed)
+    replicate = _replicate_regimes(store, checkpoint_id, failed) if cfg.label_replicate else None
+    labels["replicate_regime"] = labels["problem_id"].map(replicate) if replicate is not None else None
     store.replace("regime_labels", checkpoint_id, labels)
     report: dict = {"failed_problems": len(failed)}
     ablation = pd.DataFrame(columns=["features", "accuracy", "std"])
@@ -215,6 +225,13 @@ def label(store: AuditStore, checkpoint_id: str, cfg: AuditConfig) -> StageResul
         report = regime_report(features, truth, texts, FEATURES, cfg.cluster_seeds, cfg.cluster_bootstraps,
                                cfg.null_permutations, cfg.baseline_null_permutations)
         ablation = feature_ablation(features, truth, ALL_FEATURES, seeds=cfg.ablation_seeds)
+    if replicate is not None:
+        report["label_agreement"] = label_agreement(labels)
+        replicated = truth[labels["true_regime"].to_numpy() == labels["replicate_regime"].to_numpy()]
+        if evaluable(replicated):
+            X = feature_matrix(features.set_index("problem_id").loc[replicated["problem_id"]].reset_index(), FEATURES)
+            report["gmm_replicated"] = clustering_accuracy(X, list(replicated["true_regime"]), "gmm", cfg.cluster_seeds,
+                                                           cfg.cluster_bootstraps, permutations=cfg.null_permutations)
     report["regime_shares"] = {r: float((truth["true_regime"] == r).mean()) if len(truth) else 0.0 for r in REGIMES}
     accuracies = accuracy_rows(report)
     store.replace("regime_reports", checkpoint_id, [{**r, "failed_problems": len(failed)} for r in accuracies])
@@ -224,6 +241,21 @@ def label(store: AuditStore, checkpoint_id: str, cfg: AuditConfig) -> StageResul
         "regime_shares": _two_columns(report["regime_shares"], "regime", "share"),
         "cluster_accuracy": pd.DataFrame(accuracies, columns=["method", "accuracy", "balanced_accuracy", "null_mean",
                                                               "balanced_null_mean", "balanced_null_q95", "null_p"])})
+
+
+def _replicate_regimes(store: AuditStore, checkpoint_id: str, failed: list[str]) -> dict[str, str]:
+    """The regime each failed problem gets from the replicate label phase alone."""
+    rollouts = _rollouts(store, checkpoint_id, REPLICATE_PHASE)
+    truth = ground_truth(intervention_outcomes(rollouts[rollouts["problem_id"].isin(failed)]), failed)
+    return dict(zip(truth["problem_id"], truth["true_regime"]))
+
+
+def label_agreement(labels: pd.DataFrame) -> dict:
+    """How often the two label phases agree, raw and chance-corrected (Cohen's kappa), on how many problems."""
+    a, b = list(labels["true_regime"]), list(labels["replicate_regime"])
+    kappa = cohen_kappa(a, b) if a else float("nan")
+    return {"problems": len(a), "agreement": float(np.mean([x == y for x, y in zip(a, b)])) if a else float("nan"),
+            "kappa": None if np.isnan(kappa) else float(kappa)}
 
 
 def evaluable(truth: pd.DataFrame) -> bool:
@@ -250,7 +282,7 @@ def evaluate(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: 
     """Score routed vs. uniform retry vs. best single vs. label-informed vs. hindsight oracle on fresh-seed rollouts."""
     plan_frame = store.read("routing_plans", checkpoint_id)
     outcomes = store.read("intervention_outcomes", checkpoint_id)
-    truth = store.read("regime_labels", checkpoint_id)[["problem_id", "true_regime"]]
+    truth = store.read("regime_labels", checkpoint_id)[["problem_id", "true_regime", "replicate_regime"]]
     failed = list(truth["problem_id"])
     if not failed:
         store.replace("rollouts", checkpoint_id, [], phase="eval")

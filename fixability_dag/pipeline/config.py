@@ -50,6 +50,7 @@ class AuditConfig:
     ablation_seeds: int = 3
     null_permutations: int = 200  # shuffled-label null of the clusters' matching (cheap: no refit)
     baseline_null_permutations: int = 20  # shuffled-label refits of each cross-validated baseline
+    label_replicate: bool = False  # a second label phase on independent seeds: label agreement (kappa)
     seed: int = 0
     # operation (not part of the config hash: it changes how an audit is written, not what it computes)
     commit_every: int = 32

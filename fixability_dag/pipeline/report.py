@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pandas as pd
 
-from fixability_dag.pipeline.audit import topography
+from fixability_dag.pipeline.audit import label_agreement, topography
 from fixability_dag.core.features import FEATURES
 from fixability_dag.core.regimes import REGIMES, REPORT_METHODS
 from fixability_dag.pipeline.tables import markdown_table
@@ -90,6 +90,8 @@ def results_markdown(store: AuditStore) -> str:
               "beside the target's own matched clusters and majority class; plan agreement = share of target problems the "
               "source's routing thresholds route as the target's own do.", ""]
     lines.append(markdown_table(transfers, empty="_(fewer than two evaluable checkpoints)_"))
+    lines += ["", "## Label stability: the label phase again on independent seeds", ""]
+    lines.append(label_stability_table(store))
     lines += ["", "## Feature ablation: which triple separates regimes best (GMM, matched accuracy, 3 seeds)", ""]
     ablations = store.read("feature_ablations")
     headline = " + ".join(FEATURES)
@@ -102,6 +104,18 @@ def results_markdown(store: AuditStore) -> str:
     by_difficulty = (labels["true_regime"] == "structural").groupby(labels["difficulty"]).mean() if len(labels) else pd.Series(dtype=float)
     lines += discussion(reports, evals, ablations, by_difficulty)
     return "\n".join(lines) + "\n"
+
+
+def label_stability_table(store: AuditStore) -> str:
+    """Per checkpoint audited with ``label_replicate``: how often the replicate gives the same regime (and kappa)."""
+    labels = store.read("regime_labels")
+    rows = []
+    if len(labels):
+        for ck, group in labels[labels["replicate_regime"].notna()].groupby("checkpoint_id", sort=True):
+            agreement = label_agreement(group)
+            rows.append({"checkpoint": ck, "problems": agreement["problems"], "agreement": _fmt(agreement["agreement"]),
+                         "Cohen's kappa": _fmt(agreement["kappa"], pct=False)})
+    return markdown_table(rows, empty="_(no checkpoint was audited with `label_replicate`; the science run turns it on)_")
 
 
 def discussion(reports: pd.DataFrame, evals: pd.DataFrame, ablations: pd.DataFrame, by_difficulty: pd.Series) -> list[str]:

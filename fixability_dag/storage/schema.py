@@ -136,6 +136,7 @@ class RegimeLabel(Base):
     cluster_id: Mapped[int | None] = mapped_column(Integer)
     cluster_regime: Mapped[str | None] = mapped_column(String(32))
     cluster_method: Mapped[str | None] = mapped_column(String(16))
+    replicate_regime: Mapped[str | None] = mapped_column(String(32), comment="regime from the replicate label phase")
     __table_args__ = (Index("ix_regime_labels_regime", "true_regime", "checkpoint_id"),)
 
 

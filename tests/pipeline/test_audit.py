@@ -66,3 +66,27 @@ def test_a_checkpoint_that_solves_everything(sqlite_store):
     assert sqlite_store.count("rollouts", "perfect", phase="label") == 0
     [row] = audit.topography(sqlite_store).to_dict("records")
     assert row["checkpoint"] == "perfect" and row["failed"] == 0 and row["pass_rate"] == 1.0
+
+
+def test_a_replicate_label_phase_measures_label_agreement(sqlite_store):
+    import dataclasses
+
+    cfg = dataclasses.replace(FAKE_CFG, label_replicate=True)
+    engine = FakeEngine(behaviour)
+    diag, labels, report, plan, evaluations, summary = run_audit(sqlite_store, engine, cfg, checkpoint_id="rep")
+    phases = {r.phase for call in engine.calls for r in call}
+    assert "label_replicate" in phases
+    replicate = sqlite_store.read("rollouts", "rep", phase="label_replicate")
+    label = sqlite_store.read("rollouts", "rep", phase="label")
+    assert len(replicate) == len(label) and set(replicate["seed"]).isdisjoint(label["seed"])  # independent draws
+    stored = sqlite_store.read("regime_labels", "rep")
+    assert stored["replicate_regime"].notna().all()
+    agreement = report["label_agreement"]
+    assert agreement["problems"] == len(stored) and 0 <= agreement["agreement"] <= 1
+    same = (stored["true_regime"] == stored["replicate_regime"]).mean()
+    assert agreement["agreement"] == pytest.approx(same)
+    strata = set(evaluations["regime"])
+    assert {"replicated:structural", "replicated:steerable_hard"} <= strata
+    structural = evaluations[(evaluations["policy"] == "routed") & (evaluations["regime"] == "replicated:structural")]
+    replicated_structural = ((stored["true_regime"] == "structural") & (stored["replicate_regime"] == "structural")).sum()
+    assert int(structural["problems"].iloc[0]) == replicated_structural

@@ -1,5 +1,5 @@
 """regime reports: balanced accuracy, seed and resampling spread apart, shuffled-label nulls, a note;
-rescue evaluations: the tokens a policy spends before it can choose
+rescue evaluations: the tokens a policy spends before it can choose; regime labels: the replicate's regime
 
 Revision ID: 0004
 Revises: 0003
@@ -42,9 +42,14 @@ def upgrade() -> None:
     with op.batch_alter_table('rescue_evaluations') as batch:
         for name, type_, comment in RESCUE_COLUMNS:
             batch.add_column(sa.Column(name, type_, nullable=True, comment=comment))
+    with op.batch_alter_table('regime_labels') as batch:
+        batch.add_column(sa.Column('replicate_regime', sa.String(length=32), nullable=True,
+                                   comment='regime from the replicate label phase'))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('regime_labels') as batch:
+        batch.drop_column('replicate_regime')
     with op.batch_alter_table('rescue_evaluations') as batch:
         for name, _, _ in reversed(RESCUE_COLUMNS):
             batch.drop_column(name)
