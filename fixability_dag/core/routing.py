@@ -11,12 +11,16 @@ likely), falling back to the median when the feature does not separate into two 
 3. otherwise (concentrated, confident, unmoved): skip, and save the compute.
 
 Comparisons are strict so that a median threshold on tied values does not send every tied problem one way.
+
+:func:`route_catalog` is the catalog router (issue 11): it chooses among every catalog intervention, retry or skip,
+from noise-corrected signals (``core.signals``) against fixed thresholds (:class:`CatalogRule`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -101,3 +105,80 @@ def route(
         name, budget = spend[action]
         rows.append({"problem_id": r.problem_id, "action": action, "intervention": name, "budget": budget, "reason": reason})
     return pd.DataFrame(rows, columns=["problem_id", "action", "intervention", "budget", "reason"])
+
+
+# -- the catalog router: every intervention, retry or skip, from noise-corrected signals ------------------------
+
+CATALOG_RULE_VERSION = "catalog-v1"
+
+
+@dataclasses.dataclass(frozen=True)
+class CatalogRule:
+    """Fixed thresholds of the catalog router, set from what the signals mean, not fitted to any labels.
+
+    * ``shift_threshold = 0.35`` (corrected TV): the 99th percentile of the corrected shift of a probe that moved
+      nothing, at 16 base against 4 probe samples, simulated without any label over typical answer shapes (0.26 for
+      13 spread answers, 0.32 to 0.34 for one answer at 85-90%, 0.38 to 0.39 for four balanced answers or a long
+      tail). The router compares the *largest* shift over the catalog's five probes, so 1% per probe keeps the
+      chance that any of them fires on an unmoved problem near 5% (Bonferroni); it also asks for a third of the
+      answer mass to move beyond noise. 0.25, a quarter of the mass, is about the 95th percentile of one probe:
+      with five probes it sends about one unmoved, stuck problem in eight to an intervention by noise alone. The
+      percentiles depend on the sample sizes and the number of probes: re-derive the bar when they change.
+    * ``headroom_threshold = 0.5``: retry when a success within the retry budget is more likely than not.
+    * ``retry_budget = 16``, ``intervention_budget = 8``: the audit's label-phase budgets (``AuditConfig``), so the
+      headroom predicts the very event that defines "retry-recoverable", one success in 16 fresh retries. The
+      headroom must be computed with ``k = retry_budget``.
+    """
+
+    shift_threshold: float = 0.35
+    headroom_threshold: float = 0.5
+    retry_budget: int = 16
+    intervention_budget: int = 8
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _catalog_decision(
+    shifts: np.ndarray, headroom: float, names: Sequence[str], rule: CatalogRule
+) -> tuple[str, str | None, str]:
+    """(action, intervention, reason) for one problem: the strongest corrected shift if it clears the bar, else
+    retry if the headroom does, else skip. NaN never clears a bar."""
+    finite = np.isfinite(shifts)
+    if finite.any():
+        best = int(np.nanargmax(np.where(finite, shifts, -np.inf)))
+        if shifts[best] > rule.shift_threshold:
+            return "intervene", names[best], (f"shift_{names[best]} {shifts[best]:.2f} > {rule.shift_threshold:.2f}: "
+                                              "its probe moves the answers beyond sampling noise")
+        shift_words = f"largest shift {shifts[best]:.2f} (shift_{names[best]}) <= {rule.shift_threshold:.2f}"
+    else:
+        shift_words = "no probe shift measured"
+    if np.isfinite(headroom) and headroom > rule.headroom_threshold:
+        return "retry", RETRY, (f"{shift_words}; retry_headroom {headroom:.2f} > {rule.headroom_threshold:.2f}: "
+                                f"a success within {rule.retry_budget} retries is more likely than not")
+    return "skip", None, f"{shift_words}; retry_headroom {headroom:.2f} <= {rule.headroom_threshold:.2f}"
+
+
+def route_catalog(features: pd.DataFrame, rule: CatalogRule, interventions: Sequence[str]) -> pd.DataFrame:
+    """One plan row per problem, choosing among every catalog intervention in ``interventions``, retry or skip.
+
+    ``features`` needs ``problem_id``, ``retry_headroom`` and ``shift_<name>`` for each intervention
+    (``signals.shift_features`` and ``signals.retry_headroom``). Training-free: no label and no fitted threshold.
+    Ties between shifts go to the intervention listed first.
+    """
+    names = list(interventions)
+    missing = [c for c in ("problem_id", "retry_headroom", *(f"shift_{n}" for n in names)) if c not in features]
+    if missing:
+        raise ValueError(f"catalog routing needs feature columns {missing}")
+    shifts = features[[f"shift_{n}" for n in names]].to_numpy(dtype=float)
+    headroom = features["retry_headroom"].to_numpy(dtype=float)
+    spend = {"intervene": rule.intervention_budget, "retry": rule.retry_budget, "skip": 0}
+    rows = []
+    for pid, row, h in zip(features["problem_id"], shifts, headroom):
+        action, name, reason = _catalog_decision(row, h, names, rule)
+        rows.append({"problem_id": pid, "action": action, "intervention": name, "budget": spend[action],
+                     "reason": reason})
+    plan = pd.DataFrame(rows, columns=["problem_id", "action", "intervention", "budget", "reason"])
+    # object dtype, so that "no intervention" stays None instead of becoming a NaN of a string column
+    plan["intervention"] = pd.Series([r["intervention"] for r in rows], index=plan.index, dtype=object)
+    return plan
