@@ -8,5 +8,6 @@ from fixability_dag.pipeline.audit import StageResult
 
 @checkpoint_asset(deps=[failure_features])
 def routing_plan(step: Step) -> StageResult:
-    """Training-free: thresholds come from the unsupervised structure of the features, never from labels."""
+    """Training-free and label-free: each failed problem goes to the catalog intervention whose probe moved its
+    answers beyond sampling noise, else to retry when a success within the retry budget is likely, else skip."""
     return audit.plan(step.store, step.checkpoint_id, step.config)

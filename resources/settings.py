@@ -27,7 +27,10 @@ class AuditSettings(ConfigurableResource):
     max_tokens: int = _D.max_tokens
     fail_threshold: float = _D.fail_threshold
     probe_intervention: str = _D.probe_intervention
+    probe_interventions: list[str] = list(_D.probe_interventions)
     probe_samples: int = _D.probe_samples
+    shift_threshold: float = _D.shift_threshold
+    headroom_threshold: float = _D.headroom_threshold
     interventions: list[str] = list(_D.interventions)
     retry_budget: int = _D.retry_budget
     intervention_budget: int = _D.intervention_budget

@@ -189,7 +189,9 @@ def check_invariants(store, key, cfg):
     assert set(features["problem_id"]) == failed and failed, "the demo checkpoint must fail some problems"
     assert features["answer_dispersion"].between(0, 1).all() and features["probe_shift"].between(0, 1).all()
     assert (features["policy_confidence"] <= 0).all()
-    assert store.count("rollouts", key, phase="probe") == len(failed) * cfg.probe_samples
+    assert store.count("rollouts", key, phase="probe") == len(failed) * cfg.probe_samples * len(cfg.probe_interventions)
+    assert store.count("probe_shifts", key) == len(failed) * len(cfg.probe_interventions)
+    assert features["retry_headroom"].between(0, 1).all()
     assert store.count("intervention_outcomes", key) == len(failed) * len(cfg.interventions)
     labels = store.read("regime_labels", key)
     assert set(labels["problem_id"]) == failed and set(labels["true_regime"]) <= set(REGIMES)

@@ -31,7 +31,8 @@ from fixability_dag.core.regimes import (
     regime_report,
 )
 from fixability_dag.core.rescue import evaluate_policies, interventions_needed, policy_choices, summarize
-from fixability_dag.core.routing import RULE_VERSION, fit_thresholds, route, route_actions
+from fixability_dag.core.routing import CATALOG_RULE_VERSION, fit_thresholds, route_actions, route_catalog
+from fixability_dag.core.signals import retry_headroom, shift_features
 from fixability_dag.pipeline.resume import group_key, plan_resume, request_hash
 from fixability_dag.core.sampling import RolloutEngine, graded_chunks
 from fixability_dag.core.stats import cohen_kappa, majority_share, matched_accuracy
@@ -155,27 +156,54 @@ def diagnose(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: 
 
 
 def probe(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: AuditConfig, run_id: str | None = None) -> StageResult:
-    """A small batch per failed problem under the probe intervention: the data behind probe shift."""
+    """A small batch per failed problem under every probe intervention: the data behind the shift features."""
     failed = failed_ids(store, checkpoint_id, cfg)
     problems = store.problems(failed)
     exemplars = audit_problems(store, cfg)
-    requests = build_requests(problems, cfg.probe_intervention, "probe", cfg.probe_samples, cfg.decoding, cfg.seed, exemplars)
+    requests = []
+    for name in cfg.probe_interventions:
+        requests += build_requests(problems, name, "probe", cfg.probe_samples, cfg.decoding, cfg.seed, exemplars)
     frame = sample_phase(store, engine, checkpoint_id, "probe", requests, problems, run_id, cfg.commit_every)
-    summary = {"failed_problems": len(failed), "rollouts": len(frame), "intervention": cfg.probe_intervention,
+    summary = {"failed_problems": len(failed), "rollouts": len(frame), "interventions": list(cfg.probe_interventions),
+               "probe_share_of_diagnostic": len(cfg.probe_interventions) * cfg.probe_samples / cfg.n_samples,
                "generated_tokens": int(frame["num_tokens"].sum()) if len(frame) else 0, **_resume_summary(frame)}
-    return StageResult(len(frame), summary, frame, dict(summary))
+    shown = {k: v for k, v in summary.items() if k != "interventions"}
+    return StageResult(len(frame), summary, frame, shown)
 
 
 def featurize(store: AuditStore, checkpoint_id: str, cfg: AuditConfig) -> StageResult:
+    """The registered features (the legacy ``probe_shift`` reads the ``probe_intervention``'s batch), the
+    noise-corrected shift under every probe intervention (``probe_shifts``) and the empirical-Bayes retry headroom."""
     failed = failed_ids(store, checkpoint_id, cfg)
     diagnostic = _rollouts(store, checkpoint_id, "diagnostic")
     probe_frame = _rollouts(store, checkpoint_id, "probe")
-    features = compute_features(diagnostic, probe_frame, failed)
+    legacy_probe = probe_frame[probe_frame["intervention"] == cfg.probe_intervention] if len(probe_frame) else probe_frame
+    features = compute_features(diagnostic, legacy_probe, failed)
+    headroom = retry_headroom(diagnostic, failed, k=cfg.retry_budget)
+    features["retry_headroom"] = features["problem_id"].map(dict(zip(headroom["problem_id"], headroom["retry_headroom"])))
+    shifts = shift_features(diagnostic, probe_frame, failed, cfg.probe_interventions, seed=cfg.seed)
+    long = shifts.melt(id_vars="problem_id", var_name="intervention", value_name="shift")
+    long["intervention"] = long["intervention"].str.removeprefix("shift_")
     store.replace("problem_features", checkpoint_id, features)
-    described = (features[list(ALL_FEATURES)].describe().T[["mean", "std", "min", "max"]].reset_index(names="feature")
-                 if len(features) else pd.DataFrame())
-    return StageResult(len(features), {"failed_problems": len(features)}, features,
-                       {"failed_problems": len(features), "feature_summary": described})
+    store.replace("probe_shifts", checkpoint_id, long)
+    fit = {k: headroom.attrs.get(k) for k in ("a", "b", "kappa", "method")}
+    described = (features[[*ALL_FEATURES, "retry_headroom"]].describe().T[["mean", "std", "min", "max"]]
+                 .reset_index(names="feature") if len(features) else pd.DataFrame())
+    mean_shift = long.groupby("intervention")["shift"].mean().round(3).to_dict() if len(long) else {}
+    return StageResult(len(features), {"failed_problems": len(features), "headroom_fit": fit, "mean_shift": mean_shift},
+                       features, {"failed_problems": len(features), "feature_summary": described,
+                                  "mean_corrected_shift": _two_columns(mean_shift, "intervention", "mean shift"),
+                                  **{f"headroom_fit_{k}": v for k, v in fit.items()}})
+
+
+def routing_features(store: AuditStore, checkpoint_id: str) -> pd.DataFrame:
+    """The stored features with one ``shift_<intervention>`` column per probe intervention."""
+    features = store.read("problem_features", checkpoint_id)
+    shifts = store.read("probe_shifts", checkpoint_id)
+    if shifts.empty:
+        return features
+    wide = shifts.pivot(index="problem_id", columns="intervention", values="shift").add_prefix("shift_").reset_index()
+    return features.merge(wide, on="problem_id", how="left")
 
 
 LABEL_PHASE, REPLICATE_PHASE = "label", "label_replicate"
@@ -264,18 +292,23 @@ def evaluable(truth: pd.DataFrame) -> bool:
 
 
 def plan(store: AuditStore, checkpoint_id: str, cfg: AuditConfig) -> StageResult:
-    """The training-free routing plan for this checkpoint's failed problems."""
-    features = store.read("problem_features", checkpoint_id)
-    thresholds = fit_thresholds(features)
-    plan_frame = route(features, thresholds, cfg.probe_intervention, cfg.eval_budget, cfg.eval_budget)
-    plan_frame["rule_version"] = RULE_VERSION
-    plan_frame["thresholds"] = [thresholds.as_dict()] * len(plan_frame)
+    """The training-free routing plan: each failed problem to the catalog intervention whose probe moved it beyond
+    sampling noise, else to retry when a success within the retry budget is likely, else skip."""
+    features = routing_features(store, checkpoint_id)
+    rule = cfg.routing_rule()
+    if features.empty:
+        plan_frame = pd.DataFrame(columns=["problem_id", "action", "intervention", "budget", "reason"])
+    else:
+        plan_frame = route_catalog(features, rule, cfg.probe_interventions)
+    plan_frame["rule_version"] = CATALOG_RULE_VERSION
+    plan_frame["thresholds"] = [rule.as_dict()] * len(plan_frame)
     store.replace("routing_plans", checkpoint_id, plan_frame)
     counts = plan_frame["action"].value_counts().to_dict() if len(plan_frame) else {}
-    numeric = {k: v for k, v in thresholds.as_dict().items() if k != "method"}
-    return StageResult(len(plan_frame), {"thresholds": thresholds.as_dict()}, plan_frame, {
+    chosen = plan_frame["intervention"].fillna("skip").value_counts().to_dict() if len(plan_frame) else {}
+    return StageResult(len(plan_frame), {"rule": rule.as_dict(), "actions": counts, "interventions": chosen}, plan_frame, {
         "planned_problems": len(plan_frame), "actions": _two_columns(counts, "action", "problems"),
-        "thresholds": _two_columns(numeric, "feature", "threshold")})
+        "routed_to": _two_columns(chosen, "intervention", "problems"),
+        "rule": _two_columns(rule.as_dict(), "setting", "value")})
 
 
 def evaluate(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: AuditConfig, run_id: str | None = None) -> StageResult:

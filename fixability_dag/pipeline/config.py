@@ -7,6 +7,7 @@ import hashlib
 import json
 
 from fixability_dag.core.interventions import CATALOG, RETRY
+from fixability_dag.core.routing import CatalogRule
 from fixability_dag.core.problems import ArithmeticSuiteSpec, Problem, arithmetic_suite
 from fixability_dag.inputs.problem_files import PROBLEM_FORMATS, ColumnMapping, load_problems
 from fixability_dag.core.sampling import Decoding
@@ -37,8 +38,11 @@ class AuditConfig:
     max_tokens: int = 128
     fail_threshold: float = 0.0
     # features
-    probe_intervention: str = "solution_prefix"
+    probe_intervention: str = "solution_prefix"  # the legacy probe_shift feature (clusters) reads this probe
+    probe_interventions: tuple[str, ...] = ("temp_low", "temp_high", "solution_prefix", "few_shot")
     probe_samples: int = 4
+    shift_threshold: float = 0.35  # routing: corrected TV a probe must move (see core.routing.CatalogRule)
+    headroom_threshold: float = 0.5  # routing: retry when P(success within retry_budget) exceeds this
     # ground truth and evaluation
     interventions: tuple[str, ...] = tuple(CATALOG)
     retry_budget: int = 16
@@ -67,6 +71,11 @@ class AuditConfig:
             raise ValueError("the intervention list must include 'retry': the regimes are defined against it")
         if self.probe_intervention == RETRY:
             raise ValueError("the probe must be a non-retry intervention, or probe shift measures only sampling noise")
+        bad_probes = [i for i in self.probe_interventions if i not in self.interventions or i == RETRY
+                      or CATALOG[i].deterministic]
+        if bad_probes or self.probe_intervention not in self.probe_interventions:
+            raise ValueError(f"probe_interventions must be non-retry, stochastic members of interventions and include "
+                             f"probe_intervention {self.probe_intervention!r}; refused: {bad_probes}")
         for name in ("n_samples", "probe_samples", "retry_budget", "intervention_budget", "eval_budget", "max_tokens",
                      "cluster_seeds", "ablation_seeds", "commit_every", "null_permutations",
                      "baseline_null_permutations"):
@@ -82,6 +91,9 @@ class AuditConfig:
     @property
     def decoding(self) -> Decoding:
         return Decoding(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens)
+
+    def routing_rule(self) -> CatalogRule:
+        return CatalogRule(self.shift_threshold, self.headroom_threshold, self.retry_budget, self.intervention_budget)
 
     def budget_for(self, intervention: str) -> int:
         return self.retry_budget if intervention == RETRY else self.intervention_budget

@@ -92,14 +92,16 @@ def results_markdown(store: AuditStore) -> str:
     lines.append(markdown_table(transfers, empty="_(fewer than two evaluable checkpoints)_"))
     lines += ["", "## Label stability: the label phase again on independent seeds", ""]
     lines.append(label_stability_table(store))
-    lines += ["", "## Feature ablation: which triple separates regimes best (GMM, matched accuracy, 3 seeds)", ""]
+    lines += ["", "## Feature ablation: which triple separates regimes best (GMM, matched accuracy, 3 seeds)", "",
+              "Triples are ranked on one half of each checkpoint's failed problems (stratified by regime; "
+              "`selection_accuracy`) and their `accuracy` is measured on the other half, where they were not chosen.", ""]
     ablations = store.read("feature_ablations")
     headline = " + ".join(FEATURES)
     for ck, ab in ablations.groupby("checkpoint_id", sort=True):
         ab = ab.sort_values("rank")
         rank = ab.loc[ab["features"] == headline, "rank"]
         lines += [f"**{ck}** (headline triple ranks {int(rank.iloc[0]) if len(rank) else 'n/a'} of {len(ab)}):", "",
-                  markdown_table(ab.head(5), ["rank", "features", "accuracy", "accuracy_std"]), ""]
+                  markdown_table(ab.head(5), ["rank", "features", "selection_accuracy", "accuracy", "accuracy_std"]), ""]
     labels = store.read("regime_labels").merge(store.read("problems")[["problem_id", "difficulty"]], on="problem_id")
     by_difficulty = (labels["true_regime"] == "structural").groupby(labels["difficulty"]).mean() if len(labels) else pd.Series(dtype=float)
     lines += discussion(reports, evals, ablations, by_difficulty)

@@ -109,7 +109,18 @@ class ProblemFeatures(Base):
     tokens_cv: Mapped[float | None] = mapped_column(Float)
     distinct_answers: Mapped[float | None] = mapped_column(Float)
     probe_dispersion: Mapped[float | None] = mapped_column(Float)
+    retry_headroom: Mapped[float | None] = mapped_column(Float, comment="empirical-Bayes P(success within the retry budget)")
     __table_args__ = (Index("ix_problem_features_problem", "problem_id"),)
+
+
+class ProbeShift(Base):
+    """Per failed problem and probe intervention: the probe's answer shift beyond what sampling alone moves."""
+
+    __tablename__ = "probe_shifts"
+    checkpoint_id: Mapped[str] = mapped_column(ForeignKey("checkpoints.checkpoint_id", ondelete="CASCADE"), primary_key=True)
+    problem_id: Mapped[str] = mapped_column(ForeignKey("problems.problem_id"), primary_key=True)
+    intervention: Mapped[str] = mapped_column(String(64), primary_key=True)
+    shift: Mapped[float | None] = mapped_column(Float, comment="TV(base, probe) minus its permutation null")
 
 
 class InterventionOutcome(Base):
@@ -222,6 +233,7 @@ class FeatureAblation(Base):
     accuracy: Mapped[float | None] = mapped_column(Float)
     accuracy_std: Mapped[float | None] = mapped_column(Float)
     rank: Mapped[int] = mapped_column(Integer)
+    selection_accuracy: Mapped[float | None] = mapped_column(Float, comment="on the half that ranks; accuracy is the other")
 
 
 class RegimeTransfer(Base):

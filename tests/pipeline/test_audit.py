@@ -19,7 +19,8 @@ def test_stages_store_consistent_rows(store):
     failed = diag["failed_problems"]
     assert failed == 12  # L2, L3, L4: 4 problems each
     assert store.count("problem_features", "ck") == failed
-    assert store.count("rollouts", "ck", phase="probe") == failed * FAKE_CFG.probe_samples
+    assert store.count("rollouts", "ck", phase="probe") == failed * FAKE_CFG.probe_samples * len(FAKE_CFG.probe_interventions)
+    assert store.count("probe_shifts", "ck") == failed * len(FAKE_CFG.probe_interventions)
     # one label-phase request per (failed problem, intervention); greedy is one sample
     per_problem = sum(1 if name == "greedy" else FAKE_CFG.budget_for(name) for name in FAKE_CFG.interventions)
     assert store.count("rollouts", "ck", phase="label") == failed * per_problem
@@ -28,6 +29,10 @@ def test_stages_store_consistent_rows(store):
     assert {regimes[p] for p in regimes.index if "-L3-" in p} == {"steerable_hard"}
     assert {regimes[p] for p in regimes.index if "-L4-" in p} == {"structural"}
     assert set(plan["action"]) <= {"retry", "intervene", "skip"} and len(plan) == failed
+    routed = plan.set_index("problem_id")
+    # L3 is stuck at base and moved only by the solution prefix; L4 moves under nothing
+    assert {routed.loc[p, "intervention"] for p in routed.index if "-L3-" in p} == {"solution_prefix"}
+    assert set(routed.loc[[p for p in routed.index if "-L4-" in p], "action"]) == {"skip"}
     assert len(evaluations) == len(POLICIES) * (1 + len(REGIMES))
     all_rows = evaluations[evaluations["regime"] == "all"].set_index("policy")
     assert all_rows.loc["hindsight_oracle", "rescue_rate"] >= all_rows["rescue_rate"].max() - 1e-12
