@@ -43,16 +43,16 @@ from pathlib import Path
 import pandas as pd
 from sqlalchemy import delete, select, text
 
-from fixability_dag.pipeline import audit
-from fixability_dag.pipeline.config import AuditConfig
-from fixability_dag.pipeline.tables import markdown_table
 from fixability_dag.core.features import FEATURES, compute_features, compute_features_per_problem, failed_problem_ids
 from fixability_dag.core.regimes import cluster, feature_matrix
 from fixability_dag.core.routing import fit_thresholds, route
-from fixability_dag.testing.scratch import reset_schema, scratch_postgres
-from fixability_dag.storage.schema import TABLES
 from fixability_dag.core.stats import matched_accuracy
+from fixability_dag.pipeline import audit
+from fixability_dag.pipeline.config import AuditConfig
+from fixability_dag.pipeline.tables import markdown_table
+from fixability_dag.storage.schema import TABLES
 from fixability_dag.storage.store import AuditStore, _clean, redact
+from fixability_dag.testing.scratch import reset_schema, scratch_postgres
 from fixability_dag.testing.synthetic import planted_frames
 
 TARGET_SECONDS = 2.0

@@ -55,16 +55,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from sqlalchemy.engine import make_url  # noqa: E402
 
-from fixability_dag.pipeline.audit import sample_phase  # noqa: E402
-from fixability_dag.inputs.checkpoints import inspect_checkpoint  # noqa: E402
-from fixability_dag.pipeline.config import AuditConfig  # noqa: E402
-from fixability_dag.engines.inprocess import EngineOptions, VLLMEngine  # noqa: E402
 from fixability_dag.core.interventions import RETRY, build_requests  # noqa: E402
 from fixability_dag.core.problems import Problem  # noqa: E402
 from fixability_dag.core.sampling import Decoding, GenerationRequest  # noqa: E402
+from fixability_dag.engines.inprocess import EngineOptions, VLLMEngine  # noqa: E402
+from fixability_dag.inputs.checkpoints import inspect_checkpoint  # noqa: E402
+from fixability_dag.pipeline.audit import sample_phase  # noqa: E402
+from fixability_dag.pipeline.config import AuditConfig  # noqa: E402
 from fixability_dag.pipeline.tables import markdown_table  # noqa: E402
-from fixability_dag.testing.scratch import scratch_postgres  # noqa: E402
 from fixability_dag.storage.store import AuditStore, redact  # noqa: E402
+from fixability_dag.testing.scratch import scratch_postgres  # noqa: E402
 
 
 @dataclasses.dataclass

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from fixability_dag.inputs.problem_files import PROBLEM_FORMATS, ColumnMapping, ProblemFileError, load_problems
 from fixability_dag.core.regimes import REGIMES
+from fixability_dag.inputs.problem_files import PROBLEM_FORMATS, ColumnMapping, ProblemFileError, load_problems
 from fixability_dag.storage.store import AuditStore, default_url, redact
 
 
@@ -70,9 +70,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from dagster import DagsterInstance
 
     from assets.partitions import checkpoint_partitions
+    from fixability_dag.definitions import defs
     from fixability_dag.inputs.checkpoints import scan
     from fixability_dag.pipeline.config import CODE_VERSION
-    from fixability_dag.definitions import defs
     from fixability_dag.pipeline.staleness import checkpoints_to_audit
     from resources import AuditSettings, CheckpointDirectory
 

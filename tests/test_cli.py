@@ -2,7 +2,6 @@
 
 import json
 
-
 from fixability_dag.cli import main as cli_main
 
 

@@ -95,6 +95,7 @@ CATALOG: dict[str, Intervention] = {
     )
 }
 
+
 def get_intervention(name: str) -> Intervention:
     try:
         return CATALOG[name]

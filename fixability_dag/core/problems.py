@@ -18,6 +18,7 @@ PROMPT_TEMPLATE = "Q: {question}\nA: "
 FINAL_ANSWER_MARKER = "#### "
 """The line prefix that introduces a final answer (GSM8K convention, also used by the demo model)."""
 
+
 @dataclasses.dataclass(frozen=True)
 class Problem:
     """One reasoning problem, independent of any model."""

@@ -40,8 +40,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from fixability_dag.engines.inprocess import RolloutEngineError
 from fixability_dag.core.sampling import Completion, GenerationRequest
+from fixability_dag.engines.inprocess import RolloutEngineError
 
 log = logging.getLogger(__name__)
 

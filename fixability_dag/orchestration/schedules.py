@@ -9,6 +9,7 @@ from fixability_dag.pipeline.config import CODE_VERSION
 from fixability_dag.pipeline.staleness import checkpoints_to_audit
 from resources import AuditSettings, ResultsDatabase
 
+
 @schedule(cron_schedule="0 2 * * *", job=audit_checkpoint_job, execution_timezone="UTC",
           default_status=DefaultScheduleStatus.STOPPED)
 def nightly_audit(context: ScheduleEvaluationContext, database: ResultsDatabase, settings: AuditSettings):

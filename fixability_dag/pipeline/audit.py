@@ -12,15 +12,14 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from fixability_dag.pipeline.config import AuditConfig
 from fixability_dag.core.features import ALL_FEATURES, FEATURES, compute_features, failed_problem_ids, pass_rates
 from fixability_dag.core.interventions import RETRY, build_requests
 from fixability_dag.core.problems import Problem, problems_by_id
 from fixability_dag.core.regimes import (
     REGIMES,
     accuracy_rows,
-    clustering_accuracy,
     cluster,
+    clustering_accuracy,
     feature_ablation,
     feature_matrix,
     fit_regime_model,
@@ -32,12 +31,12 @@ from fixability_dag.core.regimes import (
 )
 from fixability_dag.core.rescue import evaluate_policies, interventions_needed, policy_choices, summarize
 from fixability_dag.core.routing import CATALOG_RULE_VERSION, fit_thresholds, route_actions, route_catalog
-from fixability_dag.core.signals import retry_headroom, shift_features
-from fixability_dag.pipeline.resume import group_key, plan_resume, request_hash
 from fixability_dag.core.sampling import RolloutEngine, graded_chunks
+from fixability_dag.core.signals import retry_headroom, shift_features
 from fixability_dag.core.stats import cohen_kappa, majority_share, matched_accuracy
+from fixability_dag.pipeline.config import AuditConfig
+from fixability_dag.pipeline.resume import group_key, plan_resume, request_hash
 from fixability_dag.storage.store import AuditStore
-
 
 
 @dataclasses.dataclass
@@ -57,6 +56,7 @@ class StageResult:
 
 def _two_columns(values: dict, key: str, value: str) -> pd.DataFrame:
     return pd.DataFrame({key: list(values), value: list(values.values())})
+
 
 def snapshot_problems(store: AuditStore, cfg: AuditConfig) -> StageResult:
     """Load the configured problems (failing loudly on a malformed file) and upsert them by id."""

@@ -7,10 +7,10 @@ import hashlib
 import json
 
 from fixability_dag.core.interventions import CATALOG, RETRY
-from fixability_dag.core.routing import CatalogRule
 from fixability_dag.core.problems import ArithmeticSuiteSpec, Problem, arithmetic_suite
-from fixability_dag.inputs.problem_files import PROBLEM_FORMATS, ColumnMapping, load_problems
+from fixability_dag.core.routing import CatalogRule
 from fixability_dag.core.sampling import Decoding
+from fixability_dag.inputs.problem_files import PROBLEM_FORMATS, ColumnMapping, load_problems
 
 CODE_VERSION = "0.3.0"
 """Bump when a change alters what an audit computes; the nightly schedule re-audits checkpoints stamped older."""

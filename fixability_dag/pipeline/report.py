@@ -10,9 +10,9 @@ from datetime import datetime, timezone
 import numpy as np
 import pandas as pd
 
-from fixability_dag.pipeline.audit import label_agreement, topography
 from fixability_dag.core.features import FEATURES
 from fixability_dag.core.regimes import REGIMES, REPORT_METHODS
+from fixability_dag.pipeline.audit import label_agreement, topography
 from fixability_dag.pipeline.tables import markdown_table
 from fixability_dag.storage.store import AuditStore
 

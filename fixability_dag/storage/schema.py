@@ -203,7 +203,6 @@ class AuditRun(Base):
     __table_args__ = (Index("ix_audit_runs_checkpoint_asset", "checkpoint_id", "asset", "status"),)
 
 
-
 class RegimeReport(Base):
     """How well each method recovers one checkpoint's ground-truth regimes (clusters and baselines)."""
 
@@ -247,7 +246,6 @@ class RegimeTransfer(Base):
     own_accuracy: Mapped[float | None] = mapped_column(Float, comment="target's own clusters, Hungarian-matched on target")
     target_majority: Mapped[float | None] = mapped_column(Float)
     plan_agreement: Mapped[float | None] = mapped_column(Float, comment="share of target problems routed alike by source and own thresholds")
-
 
 
 class CheckpointLease(Base):

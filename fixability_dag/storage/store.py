@@ -35,9 +35,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from fixability_dag.core.problems import Problem
 from fixability_dag.storage import leases
 from fixability_dag.storage.bulk import frame_records, insert_rows
-from fixability_dag.core.problems import Problem
 from fixability_dag.storage.schema import TABLES, AuditRun
 
 DB_URL_ENV = "FIXABILITY_DB_URL"

@@ -2,10 +2,10 @@
 
 import pytest
 
-from fixability_dag.engines.inprocess import EngineOptions, RolloutEngineError, VLLMEngine, safe_max_num_seqs
 from fixability_dag.core.interventions import build_requests
 from fixability_dag.core.problems import ArithmeticSuiteSpec, arithmetic_suite, problems_by_id
 from fixability_dag.core.sampling import Decoding, generate_rollouts
+from fixability_dag.engines.inprocess import EngineOptions, RolloutEngineError, VLLMEngine, safe_max_num_seqs
 
 from tests.support import demo_checkpoint
 

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from fixability_dag.core.sampling import generate_rollouts
 from fixability_dag.engines.remote import (
     RemoteEngine,
     RemoteEngineError,
@@ -19,7 +20,6 @@ from fixability_dag.engines.remote import (
     parse_completions,
     served_model_matches,
 )
-from fixability_dag.core.sampling import generate_rollouts
 
 from tests.support import SERVED_CHECKPOINT, FlakyServer, free_port, requests
 

@@ -5,7 +5,14 @@ import time
 
 import pytest
 
-from fixability_dag.inputs.checkpoints import CheckpointError, fingerprint, incompleteness, inspect_checkpoint, partition_key, scan
+from fixability_dag.inputs.checkpoints import (
+    CheckpointError,
+    fingerprint,
+    incompleteness,
+    inspect_checkpoint,
+    partition_key,
+    scan,
+)
 
 
 def test_demo_checkpoint_is_complete(checkpoint_copy):

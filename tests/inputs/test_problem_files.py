@@ -5,7 +5,14 @@ import json
 import pytest
 
 from fixability_dag.core.answers import last_boxed
-from fixability_dag.inputs.problem_files import ColumnMapping, ProblemFileError, load_generic, load_gsm8k_jsonl, load_math_jsonl, load_problems
+from fixability_dag.inputs.problem_files import (
+    ColumnMapping,
+    ProblemFileError,
+    load_generic,
+    load_gsm8k_jsonl,
+    load_math_jsonl,
+    load_problems,
+)
 
 
 def write_jsonl(path, rows):

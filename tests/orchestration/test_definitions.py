@@ -1,5 +1,5 @@
-from fixability_dag.pipeline.config import AuditConfig
 from fixability_dag.definitions import defs
+from fixability_dag.pipeline.config import AuditConfig
 from resources import AuditSettings
 
 

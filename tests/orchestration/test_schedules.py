@@ -3,8 +3,8 @@ from datetime import datetime, timezone
 from dagster import SkipReason, build_schedule_context, instance_for_test
 
 from assets.partitions import checkpoint_partitions
-from fixability_dag.pipeline.config import CODE_VERSION
 from fixability_dag.orchestration.schedules import nightly_audit
+from fixability_dag.pipeline.config import CODE_VERSION
 from fixability_dag.pipeline.staleness import FINAL_ASSET
 from resources import AuditSettings, ResultsDatabase
 

@@ -4,11 +4,11 @@ the real vLLM engine in test_end_to_end.py)."""
 
 import pytest
 
-from fixability_dag.pipeline import audit
 from fixability_dag.core.regimes import REGIMES
 from fixability_dag.core.rescue import POLICIES
+from fixability_dag.pipeline import audit
 
-from tests.support import FAKE_CFG, FakeEngine, GOLD, behaviour, run_audit
+from tests.support import FAKE_CFG, GOLD, FakeEngine, behaviour, run_audit
 
 
 def test_stages_store_consistent_rows(store):

@@ -1,12 +1,11 @@
 import re
 
-from fixability_dag.pipeline import audit
 from fixability_dag.core.features import ALL_FEATURES
 from fixability_dag.core.regimes import feature_ablation
+from fixability_dag.pipeline import audit
 from fixability_dag.pipeline.report import results_markdown
 
-from tests.support import FakeEngine
-from tests.support import behaviour, run_audit
+from tests.support import FakeEngine, behaviour, run_audit
 
 
 def test_results_markdown_from_the_database(sqlite_store):

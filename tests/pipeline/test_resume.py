@@ -3,13 +3,12 @@ or duplicated. A crashing fake engine stands in for a dying one here; test_kill_
 
 import pytest
 
+from fixability_dag.core.interventions import RETRY, build_requests
 from fixability_dag.pipeline import audit
 from fixability_dag.pipeline.config import AuditConfig
-from fixability_dag.core.interventions import RETRY, build_requests
-from fixability_dag.pipeline.resume import plan_resume, request_hash, group_key
+from fixability_dag.pipeline.resume import group_key, plan_resume, request_hash
 
-from tests.support import FakeEngine
-from tests.support import behaviour
+from tests.support import FakeEngine, behaviour
 
 pytestmark = pytest.mark.postgres
 

@@ -6,7 +6,21 @@ from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 import pytest
-from sqlalchemy import JSON, BigInteger, Boolean, Column, DateTime, Float, Integer, MetaData, String, Table, Text, delete, select
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    delete,
+    select,
+)
 
 from fixability_dag.storage.bulk import NulInText, insert_rows
 from fixability_dag.storage.schema import TABLES
@@ -217,10 +231,10 @@ def test_large_batches_cross_the_batch_boundary(store, referenced, monkeypatch):
 
 
 def test_frame_records_equals_row_by_row_cleaning():
+    import numpy as np
+
     from fixability_dag.storage.bulk import frame_records
     from fixability_dag.storage.store import _clean
-
-    import numpy as np
 
     frame = pd.DataFrame({
         "f": [1.5, float("nan"), -0.0, 3.0], "f32": np.array([0.1, np.nan, 2, 3], dtype=np.float32),

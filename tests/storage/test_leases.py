@@ -14,8 +14,7 @@ from fixability_dag.storage import leases
 from fixability_dag.storage.store import AuditStore
 from resources import AuditSettings, CheckpointDirectory, ResultsDatabase
 
-from tests.support import FakeEngine
-from tests.support import FAKE_CFG, behaviour, run_audit
+from tests.support import FAKE_CFG, FakeEngine, behaviour, run_audit
 
 pytestmark = pytest.mark.postgres
 SPAWN = multiprocessing.get_context("spawn")

@@ -3,8 +3,8 @@ import pytest
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError
 
-from fixability_dag.storage.migrations import alembic_config, current_revision
 from fixability_dag.core.problems import ArithmeticSuiteSpec, arithmetic_suite
+from fixability_dag.storage.migrations import alembic_config, current_revision
 from fixability_dag.storage.schema import TABLES
 from fixability_dag.storage.store import AuditStore, DatabaseUnavailable, redact
 

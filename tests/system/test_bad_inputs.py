@@ -16,18 +16,38 @@ import pandas as pd
 import pytest
 
 from fixability_dag.core.answers import answers_match, canonical_answer, grade
-from fixability_dag.pipeline.audit import snapshot_problems
-from fixability_dag.inputs.checkpoints import CheckpointError, FULL_PARSE_BYTES, incompleteness, inspect_checkpoint, partition_key, scan
-from fixability_dag.pipeline.config import AuditConfig
 from fixability_dag.core.problems import ArithmeticSuiteSpec, arithmetic_suite
-from fixability_dag.inputs.problem_files import ColumnMapping, ProblemFileError, load_generic, load_gsm8k_jsonl, load_math_jsonl, load_problems
 from fixability_dag.core.sampling import MAX_TEXT_CHARS, Completion, Decoding, GenerationRequest, grade_completions
+from fixability_dag.inputs.checkpoints import (
+    FULL_PARSE_BYTES,
+    CheckpointError,
+    incompleteness,
+    inspect_checkpoint,
+    partition_key,
+    scan,
+)
+from fixability_dag.inputs.problem_files import (
+    ColumnMapping,
+    ProblemFileError,
+    load_generic,
+    load_gsm8k_jsonl,
+    load_math_jsonl,
+    load_problems,
+)
+from fixability_dag.pipeline.audit import snapshot_problems
+from fixability_dag.pipeline.config import AuditConfig
 from fixability_dag.storage.store import AuditStore, DatabaseUnavailable
-from fixability_dag.testing.reliability.bad_inputs import CASES, ENGINE_CASE, rewrite_header, run_bad_inputs, run_cases, tensors
+from fixability_dag.testing.reliability.bad_inputs import (
+    CASES,
+    ENGINE_CASE,
+    rewrite_header,
+    run_bad_inputs,
+    run_cases,
+    tensors,
+)
 from fixability_dag.testing.scratch import reset_schema
 
-from tests.support import REPO, demo_checkpoint
-from tests.support import age, evaluate
+from tests.support import REPO, age, demo_checkpoint, evaluate
 
 
 def write_lines(path, *rows):

@@ -22,12 +22,11 @@ from sqlalchemy import create_engine, inspect, select, table, text
 from assets import CHECKPOINT_ASSETS
 from assets.shape import GPU_STEP_TAGS
 from fixability_dag.orchestration.jobs import EXECUTOR_ENV, build_audit_job
-from fixability_dag.testing.scratch import ScratchDatabases
 from fixability_dag.storage.store import DB_URL_ENV
+from fixability_dag.testing.scratch import ScratchDatabases
 from resources import AuditSettings, CheckpointDirectory, ResultsDatabase, VLLMResource
 
-from tests.support import DEMO_CHECKPOINTS, PG_ADMIN_URL, REPO, demo_checkpoint
-from tests.support import TINY
+from tests.support import DEMO_CHECKPOINTS, PG_ADMIN_URL, REPO, TINY, demo_checkpoint
 
 DEPLOY = REPO / "deploy"
 PASSWORD = "S3cret-XYZ"  # trust auth on the test server ignores it; it must never be stored or logged anywhere
@@ -127,8 +126,8 @@ def password_in_run_records(instance: DagsterInstance, run_id: str) -> list[str]
 
 @pytest.mark.postgres
 def test_postgres_profile_loads_into_a_postgres_instance(pg_instance):
-    from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
     from dagster import QueuedRunCoordinator
+    from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
     text_of_profile = (DEPLOY / "dagster.postgres.yaml").read_text()
     assert "password" not in yaml.safe_load(text_of_profile)["storage"]["postgres"]  # only `postgres_url: {env: ...}`

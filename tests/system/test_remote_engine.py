@@ -19,15 +19,14 @@ import pytest
 from dagster import DagsterInstance, materialize
 
 from assets import CHECKPOINT_ASSETS
-from fixability_dag.engines.inprocess import EngineOptions, VLLMEngine
 from fixability_dag.core.interventions import build_requests
 from fixability_dag.core.problems import ArithmeticSuiteSpec, arithmetic_suite
-from fixability_dag.engines.remote import RemoteEngine, RemoteEngineError, RemoteOptions
 from fixability_dag.core.sampling import Decoding
+from fixability_dag.engines.inprocess import EngineOptions, VLLMEngine
+from fixability_dag.engines.remote import RemoteEngine, RemoteEngineError, RemoteOptions
 from resources import CheckpointDirectory, RemoteVLLMResource, ResultsDatabase
 
-from tests.support import DEMO_CHECKPOINTS, demo_checkpoint, free_port
-from tests.support import SETTINGS, check_invariants
+from tests.support import DEMO_CHECKPOINTS, SETTINGS, check_invariants, demo_checkpoint, free_port
 
 pytestmark = pytest.mark.vllm
 

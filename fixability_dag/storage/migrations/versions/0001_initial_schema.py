@@ -9,7 +9,6 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-
 revision = '0001'
 down_revision = None
 branch_labels = None
@@ -176,7 +175,6 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('routing_plans', schema=None) as batch_op:
         batch_op.create_index('ix_routing_plans_intervention', ['intervention', 'checkpoint_id'], unique=False)
-
 
 
 def downgrade() -> None:
