@@ -20,8 +20,8 @@ WHERE l.true_regime = 'steerable_hard' AND o.intervention <> 'retry'
 GROUP BY o.checkpoint_id, o.intervention
 ORDER BY o.checkpoint_id, rescued DESC, tokens;
 
--- 3. Routed plan vs. uniform retry vs. oracle on fresh seeds, all failed problems.
-SELECT checkpoint_id, policy, problems, rescued, ROUND(CAST(rescue_rate AS NUMERIC), 3) AS rescue_rate, tokens,
+-- 3. Routed plan vs. the other policies on fresh seeds, all failed problems; policy_tokens includes probes and label phase.
+SELECT checkpoint_id, policy, problems, rescued, ROUND(CAST(rescue_rate AS NUMERIC), 3) AS rescue_rate, policy_tokens,
        ROUND(CAST(compute_saved_vs_retry AS NUMERIC), 3) AS compute_saved
 FROM rescue_evaluations
 WHERE regime = 'all'

@@ -76,7 +76,8 @@ def results_markdown(store: AuditStore) -> str:
         rescue_rows.append({
             "checkpoint": ck, "policy": policy, "rescue (all failed)": _fmt(allr["rescue_rate"]),
             "rescue (steerable-hard)": _fmt(sh["rescue_rate"]) if sh is not None and sh["problems"] else "n/a",
-            "lift over retry on steerable-hard [95% CI]": lift, "tokens": int(allr["tokens"]),
+            "lift over retry on steerable-hard [95% CI]": lift, "eval tokens": int(allr["tokens"]),
+            "tokens before choosing": int(allr["upfront_tokens"]) if pd.notna(allr.get("upfront_tokens")) else "n/a",
             "compute saved vs retry": _fmt(allr["compute_saved_vs_retry"])})
     lines.append(markdown_table(rescue_rows))
     lines += ["", f"Preprint: {PREPRINT['steerable_hard_lift']} rescue on the steerable-hard subset from its routing rule.", "",
@@ -146,6 +147,11 @@ def discussion(reports: pd.DataFrame, evals: pd.DataFrame, ablations: pd.DataFra
         spans = int(((sh["lift_ci_low"] <= 0) & (sh["lift_ci_high"] >= 0)).sum())
         out.append(f"* Primary test 2: steerable-hard problems per checkpoint: {', '.join(str(int(n)) for n in sh['problems'])}; "
                    f"the routed lift over retry (Newcombe 95% interval) contains zero on {spans} of {len(sh)} checkpoints.")
+    routed = evals[(evals["policy"] == "routed") & (evals["regime"] == "all")] if len(evals) else evals
+    if len(routed) and "upfront_tokens" in routed and routed["upfront_tokens"].notna().all():
+        negative = int((routed["compute_saved_vs_retry"] < 0).sum())
+        out.append(f"* The routed plan's probes cost {', '.join(str(int(x)) for x in routed['upfront_tokens'])} tokens; "
+                   f"counting them, it spends more than uniform retry on {negative} of {len(routed)} checkpoints.")
     if len(by_difficulty):
         out.append("* Structural share of failed problems by difficulty (all checkpoints): "
                    + ", ".join(f"{k}: {100 * v:.0f}%" for k, v in by_difficulty.items()) + ".")
@@ -161,5 +167,9 @@ def discussion(reports: pd.DataFrame, evals: pd.DataFrame, ablations: pd.DataFra
             "which here largely *is* the regime. The preprint's larger models, natural-language problems and more "
             "balanced regime mix are the first suspects for the gap; the planted-regime tests "
             "(`tests/core/test_regimes.py`) show the pipeline recovers regimes that are there and finds none when they "
-            "are not.", ""]
+            "are not. The catalog router (`tests/core/test_catalog_routing.py` on planted data) needs probes that move "
+            "answers and failed problems with retry headroom; on this demo few probes move anything beyond noise and a "
+            "problem failed 16 of 16 times rarely has headroom, so the plan skips most problems, and probing every "
+            "catalog intervention costs more than it saves. A demo model whose regimes really exist (the issue \"A "
+            "model organism\") is what can tell the method from the model.", ""]
     return out
