@@ -31,7 +31,6 @@ from fixability_dag.core.stats import (
     hungarian_match,
     majority_share,
     matched_accuracy,
-    shuffled_null,
     single_threaded,
     stratified_bootstrap_indices,
 )
@@ -139,10 +138,20 @@ def balanced_accuracy(predicted, labels) -> float:
 
 def matched_balanced_accuracy(clusters, labels) -> float:
     """Balanced accuracy of clusters read as a classifier through the Hungarian cluster -> label map."""
-    if len(clusters) == 0:
-        return float("nan")
+    return _matched_scores(clusters, labels)[1] if len(clusters) else float("nan")
+
+
+def _matched_scores(clusters, labels) -> tuple[float, float]:
+    """(accuracy, balanced accuracy) of clusters through one Hungarian cluster -> label map."""
     mapping = hungarian_match(list(clusters), list(labels))
-    return balanced_accuracy([mapping[c] for c in clusters], labels)
+    predicted = np.array([mapping[c] for c in clusters], dtype=object)
+    return float(np.mean(predicted == np.asarray(labels, dtype=object))), balanced_accuracy(predicted, labels)
+
+
+def _permutations(y: np.ndarray, count: int, seed: int) -> list[np.ndarray]:
+    """The seeded label permutations a shuffled-label null reruns its procedure on."""
+    rng = np.random.default_rng(seed)
+    return [y[rng.permutation(len(y))] for _ in range(count)]
 
 
 def _cv_predictions(model_factory, inputs, labels: list[str]) -> np.ndarray | None:
@@ -159,9 +168,8 @@ def _scored(score: float, balanced: float, null: dict | None, balanced_null: dic
     for prefix, n in (("", null), ("balanced_", balanced_null)):
         out[f"{prefix}null_mean"] = n["mean"] if n else float("nan")
         out[f"{prefix}null_q95"] = n["q95"] if n else float("nan")
-    observed = balanced
-    out["null_p"] = (float((1 + np.sum(balanced_null["values"] >= observed - 1e-12)) / (1 + len(balanced_null["values"])))
-                     if balanced_null and np.isfinite(observed) else float("nan"))
+    out["null_p"] = (float((1 + np.sum(balanced_null["values"] >= balanced - 1e-12)) / (1 + len(balanced_null["values"])))
+                     if balanced_null and np.isfinite(balanced) else float("nan"))
     return out
 
 
@@ -178,9 +186,7 @@ def cross_validated(model_factory, inputs, labels: list[str], permutations: int 
     if predicted is None:
         return _unavailable("too few problems per regime for cross-validation (needs >= 2 in each of >= 2 regimes)")
     y = np.array(labels, dtype=object)
-    rng = np.random.default_rng(seed)
-    perms = [y[rng.permutation(len(y))] for _ in range(permutations)]
-    fitted = [(_cv_predictions(model_factory, inputs, list(perm)), perm) for perm in perms]
+    fitted = [(_cv_predictions(model_factory, inputs, list(perm)), perm) for perm in _permutations(y, permutations, seed)]
     plain = np.array([np.mean(p == perm) for p, perm in fitted])
     balanced = np.array([balanced_accuracy(p, perm) for p, perm in fitted])
     return _scored(float(np.mean(predicted == y)), balanced_accuracy(predicted, y), _summary(plain), _summary(balanced),
@@ -223,14 +229,9 @@ def clustering_accuracy(X: np.ndarray, labels: list[str], method: str = "gmm", s
     resampled = [matched_accuracy(cluster(X[idx], k, method, b), y[idx])
                  for b, idx in enumerate(stratified_bootstrap_indices(list(y), bootstraps, seed=0))]
     per_perm = max(1, permutations // len(clusterings))
-    null = [shuffled_null(lambda perm, c=c: matched_accuracy(c, perm), list(y), per_perm, seed=s)
-            for s, c in enumerate(clusterings)]
-    bnull = [shuffled_null(lambda perm, c=c: matched_balanced_accuracy(c, perm), list(y), per_perm, seed=s)
-             for s, c in enumerate(clusterings)]
-    def pooled(nulls: list[dict]) -> dict:
-        return _summary(np.concatenate([n["values"] for n in nulls]))
-
-    return _scored(float(np.mean(plain)), float(np.mean(balanced)), pooled(null), pooled(bnull),
+    null = np.array([_matched_scores(c, perm) for s, c in enumerate(clusterings)
+                     for perm in _permutations(y, per_perm, seed=s)]).reshape(-1, 2)
+    return _scored(float(np.mean(plain)), float(np.mean(balanced)), _summary(null[:, 0]), _summary(null[:, 1]),
                    seed_std=float(np.std(plain)), accuracy_std=float(np.std(resampled)) if resampled else float("nan"),
                    runs=len(clusterings) + len(resampled))
 
@@ -269,10 +270,9 @@ def regime_report(features: pd.DataFrame, truth: pd.DataFrame, texts: dict[str, 
     report = {"failed_problems": len(labels), "regime_counts": dict(Counter(labels))}
     for method in CLUSTER_METHODS:
         report[method] = clustering_accuracy(X, labels, method, seeds, bootstraps, permutations=permutations)
-    majority = majority_share(labels)
-    report["majority_baseline"] = {"accuracy": majority, "balanced_accuracy": 1 / len(set(labels)),
-                                   "null_mean": majority, "null_q95": majority,
-                                   "balanced_null_mean": 1 / len(set(labels)), "balanced_null_q95": 1 / len(set(labels)),
+    majority, constant = majority_share(labels), 1 / len(set(labels))  # a constant guess ignores the labels' order
+    report["majority_baseline"] = {"accuracy": majority, "balanced_accuracy": constant, "null_mean": majority,
+                                   "null_q95": majority, "balanced_null_mean": constant, "balanced_null_q95": constant,
                                    "null_p": 1.0}
     report["supervised_logreg"] = supervised_accuracy(X, labels, baseline_permutations)
     report["trace_reading_tfidf"] = trace_reading_accuracy([texts.get(p, "") for p in merged["problem_id"]], labels,

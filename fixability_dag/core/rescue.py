@@ -125,11 +125,11 @@ def evaluate_policies(
     if "replicate_regime" in truth and truth["replicate_regime"].notna().any():
         replicated = set(truth.loc[truth["true_regime"] == truth["replicate_regime"], "problem_id"])
     strata = ("all", *REGIMES, *([f"{REPLICATED}{r}" for r in REGIMES] if replicated else []))
+    retry = outcomes[outcomes["policy"] == "uniform_retry"]
     for policy in choices:
         mine = outcomes[outcomes["policy"] == policy]
         for stratum in strata:
-            sub, base = (_stratum(frame, stratum, replicated)
-                         for frame in (mine, outcomes[outcomes["policy"] == "uniform_retry"]))
+            sub, base = _stratum(mine, stratum, replicated), _stratum(retry, stratum, replicated)
             n, k = len(sub), int(sub["rescued"].sum())
             lo, hi = wilson_interval(k, n)
             lift = lift_lo = lift_hi = float("nan")

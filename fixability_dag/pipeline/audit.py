@@ -87,11 +87,15 @@ def _rollouts(store: AuditStore, checkpoint_id: str, phase: str) -> pd.DataFrame
     return frame
 
 
-def failed_ids(store: AuditStore, checkpoint_id: str, cfg: AuditConfig) -> list[str]:
+def _diagnostic(store: AuditStore, checkpoint_id: str) -> pd.DataFrame:
     diagnostic = _rollouts(store, checkpoint_id, "diagnostic")
     if diagnostic.empty:
         raise RuntimeError(f"no diagnostic rollouts for checkpoint {checkpoint_id}; materialize base_rollouts first")
-    return failed_problem_ids(diagnostic, cfg.fail_threshold)
+    return diagnostic
+
+
+def failed_ids(store: AuditStore, checkpoint_id: str, cfg: AuditConfig) -> list[str]:
+    return failed_problem_ids(_diagnostic(store, checkpoint_id), cfg.fail_threshold)
 
 
 def sample_phase(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, phase: str, requests, problems,
@@ -174,8 +178,8 @@ def probe(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: Aud
 def featurize(store: AuditStore, checkpoint_id: str, cfg: AuditConfig) -> StageResult:
     """The registered features (the legacy ``probe_shift`` reads the ``probe_intervention``'s batch), the
     noise-corrected shift under every probe intervention (``probe_shifts``) and the empirical-Bayes retry headroom."""
-    failed = failed_ids(store, checkpoint_id, cfg)
-    diagnostic = _rollouts(store, checkpoint_id, "diagnostic")
+    diagnostic = _diagnostic(store, checkpoint_id)  # read once: it gives the failed set and the features
+    failed = failed_problem_ids(diagnostic, cfg.fail_threshold)
     probe_frame = _rollouts(store, checkpoint_id, "probe")
     legacy_probe = probe_frame[probe_frame["intervention"] == cfg.probe_intervention] if len(probe_frame) else probe_frame
     features = compute_features(diagnostic, legacy_probe, failed)
@@ -328,7 +332,7 @@ def evaluate(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: 
     for name, pids in sorted(interventions_needed(choices).items()):
         requests += build_requests([problems[p] for p in sorted(pids)], name, "eval", cfg.eval_budget, cfg.decoding, cfg.seed, exemplars)
     frame = sample_phase(store, engine, checkpoint_id, "eval", requests, list(problems.values()), run_id, cfg.commit_every)
-    evaluations = evaluate_policies(choices, frame, truth, _upfront_tokens(store, checkpoint_id, failed))
+    evaluations = evaluate_policies(choices, frame, truth, _upfront_tokens(store, checkpoint_id, failed, outcomes))
     store.replace("rescue_evaluations", checkpoint_id, evaluations)
     summary = {"failed_problems": len(failed), "eval_rollouts": len(frame), **_resume_summary(frame), **summarize(evaluations)}
     shown_columns = ["policy", "regime", "problems", "rescued", "rescue_rate", "tokens", "lift_vs_retry"]
@@ -337,15 +341,16 @@ def evaluate(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: 
         "evaluation": evaluations[shown_columns]})
 
 
-def _upfront_tokens(store: AuditStore, checkpoint_id: str, failed: list[str]) -> dict[str, dict[str, int]]:
-    """Tokens each policy generated before it could choose, per failed problem (see ``evaluate_policies``)."""
-    def per_problem(phase: str) -> dict[str, int]:
-        rows = store.read("rollouts", checkpoint_id, phase=phase)
-        rows = rows[rows["problem_id"].isin(failed)]
-        return {str(k): int(v) for k, v in rows.groupby("problem_id")["num_tokens"].sum().items()}
-
-    label = per_problem("label")
-    return {"routed": per_problem("probe"), "best_single": label, "label_informed": label}
+def _upfront_tokens(store: AuditStore, checkpoint_id: str, failed: list[str],
+                    outcomes: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """Tokens each policy generated before it could choose, per failed problem (see ``evaluate_policies``): the
+    probe rollouts for ``routed``; for the label-phase policies, the label tokens ``intervention_outcomes`` sums."""
+    probe = store.read("rollouts", checkpoint_id, phase="probe")
+    probe = probe[probe["problem_id"].isin(failed)].groupby("problem_id")["num_tokens"].sum()
+    label = outcomes[outcomes["problem_id"].isin(failed)].groupby("problem_id")["tokens"].sum()
+    label_tokens = {str(k): int(v) for k, v in label.items()}
+    return {"routed": {str(k): int(v) for k, v in probe.items()}, "best_single": label_tokens,
+            "label_informed": label_tokens}
 
 
 def topography(store: AuditStore) -> pd.DataFrame:
