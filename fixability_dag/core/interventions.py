@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 from fixability_dag.core.problems import Problem
 from fixability_dag.core.sampling import Decoding, GenerationRequest, derive_seed
+from fixability_dag.core.stopping import blocks
 
 RETRY = "retry"
 
@@ -111,22 +112,21 @@ def build_requests(
     base: Decoding,
     seed: int,
     exemplar_pool: Sequence[Problem] = (),
+    block: int | None = None,
 ) -> list[GenerationRequest]:
-    """One request per problem for ``intervention`` at ``budget`` samples, each with its own derived seed."""
+    """One request per problem for ``intervention`` at ``budget`` samples, each with its own derived seed; with
+    ``block``, one request per block of ``block`` samples instead, each block with a seed of its own (so a run
+    that stops after some blocks draws exactly the first blocks of the full run)."""
     spec = get_intervention(intervention)
     requests = []
     for problem in problems:
         attempt = spec.build(problem, base, exemplar_pool)
         n = min(budget, attempt.max_useful_samples or budget)
-        requests.append(
-            GenerationRequest(
-                problem_id=problem.problem_id,
-                phase=phase,
-                intervention=intervention,
-                prompt=attempt.prompt,
-                n=n,
-                seed=derive_seed(seed, problem.problem_id, phase, intervention),
-                decoding=attempt.decoding,
-            )
-        )
+        parts = (problem.problem_id, phase, intervention)
+        drawn = [(0, n, derive_seed(seed, *parts))] if block is None else [
+            (b.first_sample, b.n, derive_seed(seed, *parts, f"block{b.index}")) for b in blocks(n, block)]
+        requests += [GenerationRequest(problem_id=problem.problem_id, phase=phase, intervention=intervention,
+                                       prompt=attempt.prompt, n=size, seed=block_seed, decoding=attempt.decoding,
+                                       first_index=first)
+                     for first, size, block_seed in drawn]
     return requests

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections import Counter
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -27,6 +28,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from fixability_dag.core.interventions import RETRY
+from fixability_dag.core.stopping import first_block
 from fixability_dag.core.stats import (
     hungarian_match,
     majority_share,
@@ -38,27 +40,44 @@ from fixability_dag.core.stats import (
 REGIMES = ("retry_recoverable", "steerable_hard", "structural")
 
 
-def intervention_outcomes(label_rollouts: pd.DataFrame) -> pd.DataFrame:
-    """Per (problem, intervention): samples, correct samples, rescued, majority-vote outcome and tokens spent."""
+OUTCOME_COLUMNS = ["problem_id", "intervention", "budget", "samples", "correct", "rescued", "majority_answer",
+                   "majority_correct", "tokens", "first_block_samples", "first_block_correct", "first_block_tokens"]
+
+
+def intervention_outcomes(label_rollouts: pd.DataFrame, block: int | None = None,
+                          budgets: Mapping[str, int] | None = None) -> pd.DataFrame:
+    """Per (problem, intervention): samples drawn of the budget, correct samples, rescued, tokens spent, and the
+    first block's samples, successes and tokens.
+
+    ``rescued`` (any success) reads every drawn sample: a stopped group stopped because it was decided
+    (:mod:`fixability_dag.core.stopping`). The majority vote and anything read as a rate come from the first
+    ``block`` samples, which every group draws whatever the stopping rule does (``block=None``: the whole group,
+    as in a fixed-budget phase). ``budgets`` maps an intervention to its fixed budget (default: what was drawn).
+    """
     rows = []
     for (pid, name), group in label_rollouts.groupby(["problem_id", "intervention"], sort=True):
-        answers = Counter(a for a in group["answer"] if a is not None and not (isinstance(a, float) and np.isnan(a)))
+        head = first_block(group, block) if block else group
+        answers = Counter(a for a in head["answer"] if a is not None and not (isinstance(a, float) and np.isnan(a)))
         majority = min(answers.items(), key=lambda kv: (-kv[1], kv[0]))[0] if answers else None
-        majority_correct = bool(majority is not None and group.loc[group["answer"] == majority, "is_correct"].any())
+        majority_correct = bool(majority is not None and head.loc[head["answer"] == majority, "is_correct"].any())
         correct = int(group["is_correct"].sum())
         rows.append(
             {
                 "problem_id": pid,
                 "intervention": name,
+                "budget": int((budgets or {}).get(name, len(group))),
                 "samples": len(group),
                 "correct": correct,
                 "rescued": correct > 0,
                 "majority_answer": majority,
                 "majority_correct": majority_correct,
                 "tokens": int(group["num_tokens"].sum()),
+                "first_block_samples": len(head),
+                "first_block_correct": int(head["is_correct"].sum()),
+                "first_block_tokens": int(head["num_tokens"].sum()),
             }
         )
-    return pd.DataFrame(rows, columns=["problem_id", "intervention", "samples", "correct", "rescued", "majority_answer", "majority_correct", "tokens"])
+    return pd.DataFrame(rows, columns=OUTCOME_COLUMNS)
 
 
 def ground_truth(outcomes: pd.DataFrame, problem_ids: list[str]) -> pd.DataFrame:

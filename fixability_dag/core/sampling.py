@@ -52,12 +52,17 @@ class GenerationRequest:
     n: int
     seed: int
     decoding: Decoding
+    first_index: int = 0
+    """Sample index of the first of the ``n`` samples: a group drawn in seeded blocks (:mod:`core.stopping`) is one
+    request per block, each numbering its samples where the previous block ended."""
 
     def __post_init__(self) -> None:
         if self.phase not in PHASES:
             raise ValueError(f"unknown phase '{self.phase}'")
         if self.n < 1:
             raise ValueError("a request needs n >= 1 samples")
+        if self.first_index < 0:
+            raise ValueError("first_index must be >= 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,7 +144,7 @@ def grade_completions(request: GenerationRequest, problem: Problem, completions:
                 "problem_id": request.problem_id,
                 "phase": request.phase,
                 "intervention": request.intervention,
-                "sample_index": index,
+                "sample_index": request.first_index + index,
                 "seed": request.seed,
                 "text": text,
                 "answer": answer,

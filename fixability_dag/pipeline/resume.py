@@ -31,6 +31,8 @@ def request_hash(request: GenerationRequest, weights_fingerprint: str | None) ->
         "intervention": request.intervention, "decoding": dataclasses.asdict(request.decoding),
         "weights": weights_fingerprint,
     }
+    if request.first_index:  # blocks after the first (kept out otherwise, so unblocked groups keep their hashes)
+        payload["first_index"] = request.first_index
     return hashlib.blake2b(json.dumps(payload, sort_keys=True).encode(), digest_size=16).hexdigest()
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Engine, create_engine, delete, event, func, select
+from sqlalchemy import Engine, case, create_engine, delete, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -196,6 +196,32 @@ class AuditStore:
             rows = conn.execute(query).all()
         # a group whose rows disagree on the hash cannot be kept: report it with no hash
         return {(p, i): (lo if lo == hi else None, int(n)) for p, i, lo, hi, n in rows}
+
+    def rollout_blocks(self, checkpoint_id: str, phase: str) -> dict[tuple[str, str], dict[str | None, tuple[int, int]]]:
+        """Committed blocks of a phase drawn in seeded blocks: (problem, intervention) -> request hash -> (samples,
+        correct samples). Each block has its own seed, hence its own hash."""
+        t = TABLES["rollouts"]
+        query = (select(t.c.problem_id, t.c.intervention, t.c.request_hash, func.count(),
+                        func.sum(case((t.c.is_correct, 1), else_=0)))
+                 .where(t.c.checkpoint_id == checkpoint_id, t.c.phase == phase)
+                 .group_by(t.c.problem_id, t.c.intervention, t.c.request_hash))
+        with _database_errors(self.url, f"read the committed rollout blocks of {checkpoint_id}"), self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        out: dict[tuple[str, str], dict[str | None, tuple[int, int]]] = {}
+        for p, i, h, n, correct in rows:
+            out.setdefault((p, i), {})[h] = (int(n), int(correct or 0))
+        return out
+
+    def delete_rollout_tails(self, checkpoint_id: str, phase: str, tails: Sequence[tuple[str, str, int]]) -> None:
+        """Delete, in one transaction, each (problem, intervention) group's samples from a sample index on: the
+        blocks a re-run of a blocked phase does not keep."""
+        table = TABLES["rollouts"]
+        with _database_errors(self.url, f"delete stale rollout blocks of {checkpoint_id}"), self.engine.begin() as conn:
+            self._fence(conn, checkpoint_id)
+            for problem_id, intervention, first in tails:
+                conn.execute(delete(table).where(
+                    table.c.checkpoint_id == checkpoint_id, table.c.phase == phase, table.c.problem_id == problem_id,
+                    table.c.intervention == intervention, table.c.sample_index >= first))
 
     def insert_rollouts(self, checkpoint_id: str, rows: pd.DataFrame | Sequence[Mapping]) -> int:
         """Insert one chunk of rollouts in one transaction, under the checkpoint's lease.

@@ -275,3 +275,25 @@ def planted_catalog_frames(
     diagnostic = pd.DataFrame(diag_rows, columns=ROLLOUT_COLUMNS)
     probe = pd.DataFrame(probe_rows, columns=ROLLOUT_COLUMNS)
     return CatalogPlant(diagnostic, probe, labels, [p for p in rates if p.startswith("solved-")], rates)
+
+
+def planted_label_rollouts(per_regime: int = 30, budget: int = 16, seed: int = 0,
+                           interventions: tuple[str, ...] = (RETRY, "few_shot", "solution_prefix")) -> pd.DataFrame:
+    """Label-phase rollouts (``budget`` per problem and intervention) of planted failed problems of each regime.
+
+    Retry-recoverable problems succeed under every intervention at a rate from Beta(2, 30) (rare successes, as at
+    the edge of detection); steerable-hard ones never under retry and at 0.3 under one non-retry intervention;
+    structural ones never. What a stopping rule can save depends on how early the successes come.
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    for regime in ("retry_recoverable", "steerable_hard", "structural"):
+        for i in range(per_regime):
+            pid, steered = f"planted-{regime}-{i}", interventions[1 + i % (len(interventions) - 1)]
+            rate = float(rng.beta(2, 30))
+            for name in interventions:
+                p = rate if regime == "retry_recoverable" else 0.3 if (regime == "steerable_hard" and name == steered) else 0.0
+                correct = rng.random(budget) < p
+                answers = ["gold" if c else f"w{rng.integers(5)}" for c in correct]
+                rows += _rollout_rows(pid, "label", name, answers, correct.tolist(), -0.8, rng, seed)
+    return pd.DataFrame(rows, columns=ROLLOUT_COLUMNS)

@@ -4,6 +4,8 @@ or duplicated. A crashing fake engine stands in for a dying one here; test_kill_
 import pytest
 
 from fixability_dag.core.interventions import RETRY, build_requests
+from fixability_dag.core.regimes import ground_truth
+from fixability_dag.core.stopping import replay
 from fixability_dag.pipeline import audit
 from fixability_dag.pipeline.config import AuditConfig
 from fixability_dag.pipeline.resume import group_key, plan_resume, request_hash
@@ -92,3 +94,76 @@ def test_plan_resume_keeps_only_complete_matching_groups():
     plan = plan_resume(requests, stored, hashes)
     assert [group_key(r) for r in plan.todo] == [k1, k2] and plan.kept == 1 and plan.stale == [("gone", RETRY)]
     assert request_hash(requests[0], "fp") != request_hash(requests[0], "other-weights")
+
+
+# --- the label phase drawn in seeded blocks, stopped once decided (core.stopping) ---
+
+LABEL_CFG = AuditConfig(chain_lengths=(1, 2, 3), templates_per_length=2, variants_per_template=2, n_samples=6,
+                        retry_budget=12, intervention_budget=8, label_block=4, commit_every=5)
+LABEL_KEYS = [*KEYS, "seed", "text", "answer", "is_correct", "request_hash"]
+
+
+def label_setup(store, checkpoint_id, cfg=LABEL_CFG):
+    store.register_checkpoint(checkpoint_id, "/nowhere", "fp")
+    audit.snapshot_problems(store, cfg)
+    audit.diagnose(store, FakeEngine(behaviour), checkpoint_id, cfg, "run")
+
+
+def test_a_stopped_label_phase_draws_the_replay_of_the_fixed_budget_one_and_the_same_labels(store):
+    """Same block seeds on two checkpoints (the checkpoint is not in the seed): the stopped run's rows are exactly
+    what replaying the stopping rule on the fixed-budget rows keeps, and every label agrees."""
+    fixed_cfg = AuditConfig(**{**LABEL_CFG.as_dict(), "label_early_stop": False})
+    for key in ("fixed", "stopped"):
+        label_setup(store, key)
+    fixed = audit.measure_rescues(store, FakeEngine(behaviour), "fixed", fixed_cfg, "run")
+    stopped = audit.measure_rescues(store, FakeEngine(behaviour), "stopped", LABEL_CFG, "run")
+    full, drawn = rows(store, "label", "fixed"), rows(store, "label", "stopped")
+    assert drawn[LABEL_KEYS].equals(replay(full, LABEL_CFG.label_block)[LABEL_KEYS].reset_index(drop=True))
+    failed = audit.failed_ids(store, "fixed", LABEL_CFG)
+    assert ground_truth(fixed.frame, failed).equals(ground_truth(stopped.frame, failed))
+    # the saving is real and exactly the undrawn samples; the first block (rates, majorities) is the same in both
+    assert stopped.summary["label_samples_saved"] == len(full) - len(drawn) > 0
+    assert fixed.summary["label_samples_saved"] == 0 and fixed.summary["label_samples_drawn"] == len(full)
+    columns = ["problem_id", "intervention", "budget", "first_block_samples", "first_block_correct", "majority_correct"]
+    assert fixed.frame[columns].equals(stopped.frame[columns])
+    # without a signal to stop on (nothing ever rescued) nothing is saved: the rule never guesses
+    assert (stopped.frame.loc[~stopped.frame["rescued"], "samples"] == stopped.frame.loc[~stopped.frame["rescued"], "budget"]).all()
+
+
+def test_a_killed_blocked_phase_resumes_block_by_block_to_the_uninterrupted_rows(store):
+    label_setup(store, "ck")
+    label_setup(store, "fresh")
+    with pytest.raises(Crash):
+        audit.measure_rescues(store, CrashingEngine(chunks=7), "ck", LABEL_CFG, "run-1")
+    partial = rows(store, "label")
+    assert 0 < len(partial) and (partial.groupby(["problem_id", "intervention", "seed"]).size() <= LABEL_CFG.label_block).all()
+    engine = FakeEngine(behaviour)
+    resumed = audit.measure_rescues(store, engine, "ck", LABEL_CFG, "run-2")
+    assert resumed.summary["kept_requests"] > 0 and sum(len(c) for c in engine.calls) == resumed.summary["generated_requests"]
+    audit.measure_rescues(store, FakeEngine(behaviour), "fresh", LABEL_CFG, "run-3")
+    assert rows(store, "label")[LABEL_KEYS].equals(rows(store, "label", "fresh")[LABEL_KEYS])
+    idle = FakeEngine(behaviour)
+    assert audit.measure_rescues(store, idle, "ck", LABEL_CFG, "run-4").summary["generated_requests"] == 0 and idle.calls == []
+
+
+def test_a_changed_block_size_or_stopping_setting_replaces_what_it_must(store):
+    label_setup(store, "ck")
+    audit.measure_rescues(store, FakeEngine(behaviour), "ck", LABEL_CFG, "run-1")
+    stopped = rows(store, "label")
+    # drawn to the full budget: the stopped blocks are kept (same seeds), only the rest is drawn
+    full_cfg = AuditConfig(**{**LABEL_CFG.as_dict(), "label_early_stop": False})
+    engine = FakeEngine(behaviour)
+    audit.measure_rescues(store, engine, "ck", full_cfg, "run-2")
+    full = rows(store, "label")
+    assert not full.duplicated(KEYS).any() and len(full) > len(stopped)
+    assert set(full.loc[full["run_id"] == "run-1", "request_hash"]) == set(stopped["request_hash"])
+    # back to stopping: the blocks after each group's first success are deleted, not left behind
+    audit.measure_rescues(store, FakeEngine(behaviour), "ck", LABEL_CFG, "run-3")
+    assert rows(store, "label")[LABEL_KEYS].equals(stopped[LABEL_KEYS])
+    # another block size: other requests, every group redrawn (greedy's one sample is the same request: kept)
+    other = AuditConfig(**{**LABEL_CFG.as_dict(), "label_block": 3})
+    audit.measure_rescues(store, FakeEngine(behaviour), "ck", other, "run-4")
+    redrawn = rows(store, "label")
+    stochastic = redrawn["intervention"] != "greedy"
+    assert set(redrawn.loc[stochastic, "run_id"]) == {"run-4"} and set(redrawn.loc[~stochastic, "run_id"]) == {"run-1"}
+    assert not redrawn.duplicated(KEYS).any() and (redrawn.loc[stochastic].groupby(["problem_id", "intervention", "seed"]).size() <= 3).all()
