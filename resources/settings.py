@@ -42,6 +42,9 @@ class AuditSettings(ConfigurableResource):
     null_permutations: int = _D.null_permutations
     baseline_null_permutations: int = _D.baseline_null_permutations
     label_replicate: bool = _D.label_replicate
+    label_block: int = _D.label_block
+    label_early_stop: bool = _D.label_early_stop
+    eval_retry_samples: int = _D.eval_retry_samples
     seed: int = _D.seed
     commit_every: int = _D.commit_every
 

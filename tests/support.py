@@ -26,7 +26,7 @@ from sqlalchemy.engine import make_url
 
 from assets import CHECKPOINT_ASSETS
 from fixability_dag.core.regimes import REGIMES
-from fixability_dag.core.rescue import POLICIES
+from fixability_dag.core.rescue import POLICIES, TOKEN_MATCHED
 from fixability_dag.core.sampling import Completion, Decoding, GenerationRequest
 from fixability_dag.orchestration.sensors import checkpoint_sensor
 from fixability_dag.pipeline import audit
@@ -193,14 +193,20 @@ def check_invariants(store, key, cfg):
     assert store.count("probe_shifts", key) == len(failed) * len(cfg.probe_interventions)
     assert features["retry_headroom"].between(0, 1).all()
     assert store.count("intervention_outcomes", key) == len(failed) * len(cfg.interventions)
+    outcomes = store.read("intervention_outcomes", key)
+    assert store.count("rollouts", key, phase="label") == outcomes["samples"].sum()
+    assert (outcomes["samples"] <= outcomes["budget"]).all()
+    short = outcomes[outcomes["samples"] < outcomes["budget"]]  # stopped early: only ever once decided
+    assert cfg.label_early_stop or short.empty
+    assert (short["correct"] > 0).all() and (outcomes.loc[~outcomes["rescued"], "samples"] == outcomes.loc[~outcomes["rescued"], "budget"]).all()
     labels = store.read("regime_labels", key)
     assert set(labels["problem_id"]) == failed and set(labels["true_regime"]) <= set(REGIMES)
     plan = store.read("routing_plans", key)
     assert set(plan["problem_id"]) == failed
     assert ((plan["action"] == "skip") == (plan["budget"] == 0)).all()
     evals = store.read("rescue_evaluations", key)
-    assert len(evals) == len(POLICIES) * (1 + len(REGIMES))
-    allrows = evals[evals["regime"] == "all"].set_index("policy")
+    assert len(evals) == (len(POLICIES) + len(TOKEN_MATCHED)) * (1 + len(REGIMES))
+    allrows = evals[(evals["regime"] == "all") & (evals["matching"] == "samples")].set_index("policy")
     assert (allrows["problems"] == len(failed)).all()
     assert allrows.loc["hindsight_oracle", "rescued"] >= allrows["rescued"].max() and allrows["rescue_rate"].between(0, 1).all()
     if len(labels) >= 6 and labels["true_regime"].nunique() >= 2:

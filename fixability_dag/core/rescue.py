@@ -1,9 +1,12 @@
-"""Rescue evaluation: routing policies scored on fresh-seed rollouts at matched per-problem budget.
+"""Rescue evaluation: routing policies scored on fresh-seed rollouts, against retry at equal samples and at equal
+generated tokens.
 
 Every policy picks, per failed problem, one intervention (or skip) and gets the same number of samples for it, drawn
 in the ``eval`` phase with seeds never used to decide the ground truth. A problem is rescued when at least one of
 those samples is correct. Compute is counted in generated tokens, so skipping is visible as compute saved, and a
-policy pays for what it needed to generate before choosing (the probe, or the label phase).
+policy pays for what it needed to generate before choosing (the probe, or the label phase). Retry, the baseline,
+is drawn deeper than the rest so that it can also be given each policy's whole cost in tokens
+(:func:`retry_at_tokens`): routing that only wins at equal samples because its probe is free does not win.
 
 Policies:
 
@@ -54,10 +57,13 @@ def best_single_intervention(outcomes: pd.DataFrame) -> str:
 
 def label_informed_choices(outcomes: pd.DataFrame, problem_ids: list[str]) -> dict[str, str | None]:
     """Per problem, the cheapest (fewest tokens per sample) stochastic intervention that rescued it in the label
-    phase."""
+    phase. Tokens per sample are read from the first block where the outcomes have one: a group stopped early
+    drew the blocks its success happened to be in (:mod:`fixability_dag.core.stopping`)."""
     outcomes = _stochastic(outcomes)
     rescued = outcomes[outcomes["rescued"]].copy()
-    rescued["tokens_per_sample"] = rescued["tokens"] / rescued["samples"].clip(lower=1)
+    tokens, samples = (("first_block_tokens", "first_block_samples") if "first_block_tokens" in rescued
+                       else ("tokens", "samples"))
+    rescued["tokens_per_sample"] = rescued[tokens] / rescued[samples].clip(lower=1)
     choice: dict[str, str | None] = {pid: None for pid in problem_ids}
     for pid, group in rescued.groupby("problem_id"):
         if pid in choice:
@@ -92,15 +98,27 @@ def evaluate_policies(
     eval_rollouts: pd.DataFrame,
     truth: pd.DataFrame,
     upfront_tokens: dict[str, dict[str, int]] | None = None,
+    eval_budget: int | None = None,
 ) -> pd.DataFrame:
-    """Rescue rate, tokens and intervals per policy and per ground-truth regime (``all`` for the whole set).
+    """Rescue rate, tokens and intervals per policy and per ground-truth regime (``all`` for the whole set), at
+    two matchings of compute (column ``matching``):
+
+    * ``samples`` - every chosen (problem, intervention) is scored on its first ``eval_budget`` eval samples
+      (all of them when ``None``), and compared with uniform retry at the same ``eval_budget`` samples a problem;
+    * ``tokens`` - the same policy outcomes, compared with uniform retry given the policy's *total* generated
+      tokens (eval plus what it generated before choosing): retry gets the number of samples per problem ``m``
+      whose tokens come nearest that total, read from the first ``m`` of its eval draws (``retry_samples``;
+      ``token_match_capped`` when retry's draws ran out before the total was reached, which favours the policy).
 
     ``tokens`` counts the eval samples a policy spends; ``upfront_tokens`` (policy -> problem -> tokens) what it had
     to generate before it could choose: the probe batches for ``routed``, the label phase for ``best_single`` and
-    ``label_informed``. ``policy_tokens`` is their sum and ``compute_saved_vs_retry`` compares it with retry's.
+    ``label_informed``. ``policy_tokens`` is their sum. ``baseline_rescued`` / ``baseline_tokens`` are retry's at
+    that matching, ``compute_saved_vs_retry`` compares ``policy_tokens`` with ``baseline_tokens``.
     """
     upfront_tokens = upfront_tokens or {}
-    groups = {key: g for key, g in eval_rollouts.groupby(["problem_id", "intervention"])}
+    ordered = eval_rollouts.sort_values(["problem_id", "intervention", "sample_index"], kind="stable")
+    scored = ordered if eval_budget is None else ordered[ordered["sample_index"] < eval_budget]
+    groups = {key: g for key, g in scored.groupby(["problem_id", "intervention"])}
     regime_of = dict(zip(truth["problem_id"], truth["true_regime"]))
     per_problem = []
     for policy, per in choices.items():
@@ -120,33 +138,81 @@ def evaluate_policies(
         outcomes = pd.concat([outcomes, _hindsight(outcomes, regime_of)], ignore_index=True)
         choices = {**choices, HINDSIGHT: {}}
     outcomes["policy_tokens"] = outcomes["tokens"] + outcomes["upfront_tokens"]
-    rows = []
     replicated = set()
     if "replicate_regime" in truth and truth["replicate_regime"].notna().any():
         replicated = set(truth.loc[truth["true_regime"] == truth["replicate_regime"], "problem_id"])
     strata = ("all", *REGIMES, *([f"{REPLICATED}{r}" for r in REGIMES] if replicated else []))
     retry = outcomes[outcomes["policy"] == "uniform_retry"]
+    retry_samples = int(retry["samples"].max()) if len(retry) else 0
+    rows = []
     for policy in choices:
         mine = outcomes[outcomes["policy"] == policy]
-        for stratum in strata:
-            sub, base = _stratum(mine, stratum, replicated), _stratum(retry, stratum, replicated)
-            n, k = len(sub), int(sub["rescued"].sum())
-            lo, hi = wilson_interval(k, n)
-            lift = lift_lo = lift_hi = float("nan")
-            if n and policy != "uniform_retry":
-                lift, lift_lo, lift_hi = paired_lift(sub.set_index("problem_id")["rescued"],
-                                                     base.set_index("problem_id")["rescued"])
-            retry_cost = float(base["policy_tokens"].sum())
-            rows.append({
-                "policy": policy, "regime": stratum, "problems": n, "rescued": k,
-                "rescue_rate": k / n if n else float("nan"), "rate_ci_low": lo, "rate_ci_high": hi,
-                "tokens": int(sub["tokens"].sum()), "samples": int(sub["samples"].sum()),
-                "upfront_tokens": int(sub["upfront_tokens"].sum()), "policy_tokens": int(sub["policy_tokens"].sum()),
-                "skipped": int((sub["samples"] == 0).sum()),
-                "compute_saved_vs_retry": (1 - sub["policy_tokens"].sum() / retry_cost) if retry_cost else float("nan"),
-                "lift_vs_retry": lift, "lift_ci_low": lift_lo, "lift_ci_high": lift_hi,
-            })
+        rows += _stratum_rows(policy, mine, retry, strata, replicated, "samples", retry_samples, False)
+    draws = ordered[ordered["intervention"] == RETRY]
+    for policy in TOKEN_MATCHED:
+        mine = outcomes[outcomes["policy"] == policy]
+        if policy not in choices or mine.empty or draws.empty:
+            continue
+        m, capped, baseline = retry_at_tokens(draws, list(mine["problem_id"]), int(mine["policy_tokens"].sum()))
+        baseline["regime"] = baseline["problem_id"].map(regime_of)
+        rows += _stratum_rows(policy, mine, baseline, strata, replicated, "tokens", m, capped)
     return pd.DataFrame(rows)
+
+
+TOKEN_MATCHED = ("routed", "best_single", "label_informed")
+"""Policies also compared with retry at their own total tokens (the hindsight oracle is a bound, not a cost)."""
+
+
+def _stratum_rows(policy: str, mine: pd.DataFrame, baseline: pd.DataFrame, strata, replicated: set[str],
+                  matching: str, retry_samples: int, capped: bool) -> list[dict]:
+    """One row per stratum: the policy's rescues and cost beside the retry baseline of one matching."""
+    rows = []
+    for stratum in strata:
+        sub, base = _stratum(mine, stratum, replicated), _stratum(baseline, stratum, replicated)
+        n, k = len(sub), int(sub["rescued"].sum())
+        lo, hi = wilson_interval(k, n)
+        lift = lift_lo = lift_hi = float("nan")
+        cells = (None, None, None)
+        if n and policy != "uniform_retry":
+            pairs = (sub.set_index("problem_id")["rescued"], base.set_index("problem_id")["rescued"])
+            lift, lift_lo, lift_hi = paired_lift(*pairs)
+            cells = paired_cells(*pairs)[:3]
+        retry_cost = float(base["policy_tokens"].sum())
+        rows.append({
+            "policy": policy, "regime": stratum, "matching": matching, "problems": n, "rescued": k,
+            "rescue_rate": k / n if n else float("nan"), "rate_ci_low": lo, "rate_ci_high": hi,
+            "tokens": int(sub["tokens"].sum()), "samples": int(sub["samples"].sum()),
+            "upfront_tokens": int(sub["upfront_tokens"].sum()), "policy_tokens": int(sub["policy_tokens"].sum()),
+            "skipped": int((sub["samples"] == 0).sum()),
+            "compute_saved_vs_retry": (1 - sub["policy_tokens"].sum() / retry_cost) if retry_cost else float("nan"),
+            "lift_vs_retry": lift, "lift_ci_low": lift_lo, "lift_ci_high": lift_hi,
+            "retry_samples": retry_samples, "baseline_rescued": int(base["rescued"].sum()),
+            "baseline_tokens": int(retry_cost), "token_match_capped": bool(capped),
+            "pairs_both": cells[0], "pairs_policy_only": cells[1], "pairs_retry_only": cells[2],
+        })
+    return rows
+
+
+def retry_at_tokens(retry_rollouts: pd.DataFrame, problem_ids: list[str], total_tokens: int) -> tuple[int, bool, pd.DataFrame]:
+    """Uniform retry given ``total_tokens`` over ``problem_ids``: the samples per problem ``m`` whose summed tokens
+    (first ``m`` draws of every problem) come nearest the total, whether the draws ran out before reaching it, and
+    per problem the outcome of those ``m`` draws (``rescued``, ``tokens``, ``samples``, ``policy_tokens``)."""
+    draws = retry_rollouts[retry_rollouts["problem_id"].isin(problem_ids)].sort_values(["problem_id", "sample_index"], kind="stable")
+    per = {pid: g for pid, g in draws.groupby("problem_id")}
+    missing = [pid for pid in problem_ids if pid not in per]
+    if missing:
+        raise ValueError(f"no retry eval rollouts for {missing[0]} (and {len(missing) - 1} more)")
+    available = min(len(g) for g in per.values())
+    tokens = np.zeros(available + 1)
+    for g in per.values():
+        tokens[1:] += np.cumsum(g["num_tokens"].to_numpy()[:available])
+    m = int(np.argmin(np.abs(tokens - total_tokens)))
+    capped = m == available and tokens[available] < total_tokens
+    rows = [{"problem_id": pid, "rescued": bool(g["is_correct"].iloc[:m].any()), "tokens": int(g["num_tokens"].iloc[:m].sum()),
+             "samples": m} for pid, g in per.items()]
+    frame = pd.DataFrame(rows, columns=["problem_id", "rescued", "tokens", "samples"])
+    frame["policy_tokens"] = frame["tokens"]
+    return m, bool(capped), frame
 
 
 REPLICATED = "replicated:"
@@ -183,20 +249,31 @@ def paired_lift(policy: pd.Series, retry: pd.Series, confidence: float = 0.95) -
     every difference is 0, claiming certainty it does not have. Newcombe's hybrid score interval (method 10) keeps
     a width that holds at small n.
     """
+    return newcombe_paired_diff(*paired_cells(policy, retry), confidence)
+
+
+def paired_cells(policy: pd.Series, retry: pd.Series) -> tuple[int, int, int, int]:
+    """The 2x2 table of paired outcomes on the problems both series hold: (both rescued, policy only, retry only,
+    neither). Stored per evaluation row, so pooled intervals over checkpoints can add the cells."""
     both = pd.concat([policy.astype(bool).rename("p"), retry.astype(bool).rename("r")], axis=1, join="inner")
     a = int((both["p"] & both["r"]).sum())
     b = int((both["p"] & ~both["r"]).sum())
     c = int((~both["p"] & both["r"]).sum())
-    return newcombe_paired_diff(a, b, c, len(both) - a - b - c, confidence)
+    return a, b, c, len(both) - a - b - c
 
 
 def summarize(evaluations: pd.DataFrame) -> dict:
-    """Headline figures: rescue per policy, and routed lift over retry on steerable-hard problems."""
-    allrows = evaluations[evaluations["regime"] == "all"].set_index("policy")
-    steer = evaluations[(evaluations["regime"] == "steerable_hard") & (evaluations["policy"] == "routed")]
+    """Headline figures: rescue per policy, and routed lift over retry on steerable-hard problems (at equal samples
+    and at equal tokens)."""
+    by_samples = evaluations[evaluations["matching"] == "samples"] if "matching" in evaluations else evaluations
+    allrows = by_samples[by_samples["regime"] == "all"].set_index("policy")
     out = {f"rescue_rate_{p}": float(allrows.loc[p, "rescue_rate"]) for p in allrows.index}
-    if not steer.empty:
-        r = steer.iloc[0]
-        out.update(steerable_hard_lift=float(r["lift_vs_retry"]), steerable_hard_lift_ci=[float(r["lift_ci_low"]), float(r["lift_ci_high"])])
+    for matching, suffix in (("samples", ""), ("tokens", "_equal_tokens")):
+        steer = evaluations[(evaluations["regime"] == "steerable_hard") & (evaluations["policy"] == "routed")
+                            & (evaluations.get("matching", "samples") == matching)]
+        if not steer.empty:
+            r = steer.iloc[0]
+            out[f"steerable_hard_lift{suffix}"] = float(r["lift_vs_retry"])
+            out[f"steerable_hard_lift{suffix}_ci"] = [float(r["lift_ci_low"]), float(r["lift_ci_high"])]
     out["compute_saved_routed_vs_retry"] = float(allrows.loc["routed", "compute_saved_vs_retry"]) if "routed" in allrows.index else float("nan")
     return {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in out.items()}

@@ -34,6 +34,7 @@ from fixability_dag.core.routing import CATALOG_RULE_VERSION, fit_thresholds, ro
 from fixability_dag.core.sampling import RolloutEngine, graded_chunks
 from fixability_dag.core.signals import retry_headroom, shift_features
 from fixability_dag.core.stats import cohen_kappa, majority_share, matched_accuracy
+from fixability_dag.core.stopping import decided, savings
 from fixability_dag.pipeline.config import AuditConfig
 from fixability_dag.pipeline.resume import group_key, plan_resume, request_hash
 from fixability_dag.storage.store import AuditStore
@@ -118,13 +119,80 @@ def sample_phase(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, p
     doomed = plan.stale + [key for key in map(group_key, plan.todo) if key in stored]
     if doomed:
         store.delete_rollout_groups(checkpoint_id, phase, doomed, whole_phase=len(doomed) == len(stored))
-    for _chunk, rows in graded_chunks(engine, plan.todo, problems_by_id(problems), commit_every):
-        for row in rows:
-            row["run_id"], row["request_hash"] = run_id, hashes[(row["problem_id"], row["intervention"])]
-        store.insert_rollouts(checkpoint_id, rows)
-    frame = _rollouts(store, checkpoint_id, phase)
-    frame = frame.sort_values(["problem_id", "intervention", "sample_index"], kind="stable").reset_index(drop=True)
+    _generate_and_commit(store, engine, checkpoint_id, plan.todo, problems_by_id(problems), lambda r: hashes[group_key(r)],
+                         run_id, commit_every)
+    frame = _sorted_phase(store, checkpoint_id, phase)
     frame.attrs.update(requests=len(requests), kept_requests=plan.kept, generated_requests=len(plan.todo))
+    return frame
+
+
+def _generate_and_commit(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, todo, problems: dict,
+                         hash_of, run_id: str | None, commit_every: int) -> list[dict]:
+    """Generate and grade ``todo`` ``commit_every`` requests at a time, each chunk committed in one transaction,
+    every row stamped with its run and the hash of the request that drew it. Returns the rows committed."""
+    committed: list[dict] = []
+    for chunk, rows in graded_chunks(engine, todo, problems, commit_every):
+        stamps = iter([hash_of(r) for r in chunk for _ in range(r.n)])  # rows come in request order, n per request
+        for row in rows:
+            row["run_id"], row["request_hash"] = run_id, next(stamps)
+        store.insert_rollouts(checkpoint_id, rows)
+        committed += rows
+    return committed
+
+
+def _sorted_phase(store: AuditStore, checkpoint_id: str, phase: str) -> pd.DataFrame:
+    frame = _rollouts(store, checkpoint_id, phase)
+    return frame.sort_values(["problem_id", "intervention", "sample_index"], kind="stable").reset_index(drop=True)
+
+
+def sample_blocks(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, phase: str, requests, problems,
+                  run_id: str | None = None, commit_every: int = 32, stop: bool = True) -> pd.DataFrame:
+    """A phase drawn in seeded blocks (``requests`` holds every block of every group), round by round: each
+    round draws the next block of every group not yet decided (:func:`fixability_dag.core.stopping.decided`),
+    so a group stops after its first block with a success; ``stop=False`` draws every block.
+
+    Resume works per block: stored blocks are kept from each group's first block on while their hash matches and
+    they are whole (and, with ``stop``, until the group is decided); everything after the first block not kept
+    is deleted up front, as are groups no request asks for. A kill at any point therefore resumes to the rows an
+    uninterrupted run draws. ``frame.attrs`` says how many block requests were planned / kept / generated.
+    """
+    registered = store.checkpoint(checkpoint_id)
+    fingerprint = registered["fingerprint"] if registered else None
+    hashes = {r: request_hash(r, fingerprint) for r in requests}
+    groups: dict[tuple[str, str], list] = {}
+    for r in sorted(requests, key=lambda r: r.first_index):
+        groups.setdefault(group_key(r), []).append(r)
+    stored = store.rollout_blocks(checkpoint_id, phase)
+    progress: dict[tuple[str, str], list[int]] = {}  # group -> [blocks kept or drawn, correct samples so far]
+    tails, stale = [], [key for key in stored if key not in groups]
+    for key, chain in groups.items():
+        have, kept, correct = stored.get(key, {}), 0, 0
+        while kept < len(chain) and not (stop and decided(correct)):
+            count, successes = have.get(hashes[chain[kept]], (0, 0))
+            if count != chain[kept].n:
+                break
+            kept, correct = kept + 1, correct + successes
+        progress[key] = [kept, correct]
+        if sum(n for n, _ in have.values()) > sum(r.n for r in chain[:kept]):  # anything stored beyond the kept blocks
+            tails.append((*key, chain[kept].first_index if kept < len(chain) else chain[-1].first_index + chain[-1].n))
+    if stale:
+        store.delete_rollout_groups(checkpoint_id, phase, stale, whole_phase=len(stale) == len(stored))
+    if tails:
+        store.delete_rollout_tails(checkpoint_id, phase, tails)
+    kept_blocks, generated = sum(k for k, _ in progress.values()), 0
+    by_problem = problems_by_id(problems)
+    while True:
+        todo = [chain[progress[key][0]] for key, chain in groups.items()
+                if progress[key][0] < len(chain) and not (stop and decided(progress[key][1]))]
+        if not todo:
+            break
+        for row in _generate_and_commit(store, engine, checkpoint_id, todo, by_problem, hashes.__getitem__, run_id, commit_every):
+            progress[(row["problem_id"], row["intervention"])][1] += int(row["is_correct"])
+        for r in todo:
+            progress[group_key(r)][0] += 1
+        generated += len(todo)
+    frame = _sorted_phase(store, checkpoint_id, phase)
+    frame.attrs.update(requests=len(requests), kept_requests=kept_blocks, generated_requests=generated)
     return frame
 
 
@@ -215,26 +283,45 @@ LABEL_PHASE, REPLICATE_PHASE = "label", "label_replicate"
 
 
 def measure_rescues(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: AuditConfig, run_id: str | None = None) -> StageResult:
-    """Every catalog intervention on every failed problem, fresh seeds: the evidence for the ground truth."""
+    """Every catalog intervention on every failed problem, fresh seeds: the evidence for the ground truth.
+
+    Each group is drawn in seeded blocks of ``label_block`` samples and, with ``label_early_stop``, stops after
+    its first block with a success: the labels only need to know whether the budget rescues the problem
+    (:mod:`fixability_dag.core.stopping`). The summary says what that saved.
+    """
     failed = failed_ids(store, checkpoint_id, cfg)
     problems = store.problems(failed)
     exemplars = audit_problems(store, cfg)
-    frames = {}
+    frames, saved = {}, {}
     for phase in (LABEL_PHASE, REPLICATE_PHASE) if cfg.label_replicate else (LABEL_PHASE,):
         requests = []
         for name in cfg.interventions:  # the phase name enters every seed: the replicate's draws are independent
-            requests += build_requests(problems, name, phase, cfg.budget_for(name), cfg.decoding, cfg.seed, exemplars)
-        frames[phase] = sample_phase(store, engine, checkpoint_id, phase, requests, problems, run_id, cfg.commit_every)
-    frame = frames[LABEL_PHASE]
-    outcomes = intervention_outcomes(frame)
+            requests += build_requests(problems, name, phase, cfg.budget_for(name), cfg.decoding, cfg.seed, exemplars,
+                                       block=cfg.label_block)
+        frames[phase] = sample_blocks(store, engine, checkpoint_id, phase, requests, problems, run_id, cfg.commit_every,
+                                      stop=cfg.label_early_stop)
+        budgets = {}
+        for r in requests:  # a group's budget: every block it could draw (one sample for a deterministic one)
+            budgets[r.intervention] = max(budgets.get(r.intervention, 0), r.first_index + r.n)
+        outcomes = intervention_outcomes(frames[phase], cfg.label_block, budgets)
+        saved[phase] = savings(outcomes)
+        if phase == LABEL_PHASE:
+            label_outcomes = outcomes
+    outcomes = label_outcomes
     store.replace("intervention_outcomes", checkpoint_id, outcomes)
     table = (outcomes.groupby("intervention")
              .agg(problems=("problem_id", "size"), rescued=("rescued", "sum"), majority_correct=("majority_correct", "sum"),
-                  samples=("samples", "sum"), tokens=("tokens", "sum")).reset_index())
+                  samples=("samples", "sum"), budget=("budget", "sum"), tokens=("tokens", "sum")).reset_index())
     rows = int(outcomes["samples"].sum()) if len(outcomes) else 0
-    resume = _resume_summary(frame)
-    return StageResult(rows, {"by_intervention": table.to_dict("records"), **resume}, outcomes,
-                       {"rollouts": rows, "rescues_by_intervention": table, **resume})
+    resume = _resume_summary(frames[LABEL_PHASE])
+    summary = {"by_intervention": table.to_dict("records"), "early_stop": cfg.label_early_stop,
+               "block": cfg.label_block, **{f"{phase}_{k}": v for phase, d in saved.items() for k, v in d.items()},
+               **resume}
+    label_saved = saved[LABEL_PHASE]
+    return StageResult(rows, summary, outcomes, {
+        "rollouts": rows, "rescues_by_intervention": table, **resume,
+        "label_samples_budget": label_saved["samples_budget"], "label_samples_saved": label_saved["samples_saved"],
+        "label_tokens": label_saved["tokens_drawn"], "label_tokens_saved_estimate": label_saved["tokens_saved_estimate"]})
 
 
 def label(store: AuditStore, checkpoint_id: str, cfg: AuditConfig) -> StageResult:
@@ -330,14 +417,19 @@ def evaluate(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: 
     exemplars = audit_problems(store, cfg)
     requests = []
     for name, pids in sorted(interventions_needed(choices).items()):
-        requests += build_requests([problems[p] for p in sorted(pids)], name, "eval", cfg.eval_budget, cfg.decoding, cfg.seed, exemplars)
+        # retry draws more: its first eval_budget samples score it at equal samples, its first m at equal tokens
+        budget = cfg.eval_retry_samples if name == RETRY else cfg.eval_budget
+        requests += build_requests([problems[p] for p in sorted(pids)], name, "eval", budget, cfg.decoding, cfg.seed, exemplars)
     frame = sample_phase(store, engine, checkpoint_id, "eval", requests, list(problems.values()), run_id, cfg.commit_every)
-    evaluations = evaluate_policies(choices, frame, truth, _upfront_tokens(store, checkpoint_id, failed, outcomes))
+    evaluations = evaluate_policies(choices, frame, truth, _upfront_tokens(store, checkpoint_id, failed, outcomes),
+                                    cfg.eval_budget)
     store.replace("rescue_evaluations", checkpoint_id, evaluations)
     summary = {"failed_problems": len(failed), "eval_rollouts": len(frame), **_resume_summary(frame), **summarize(evaluations)}
-    shown_columns = ["policy", "regime", "problems", "rescued", "rescue_rate", "tokens", "lift_vs_retry"]
+    shown_columns = ["policy", "regime", "matching", "problems", "rescued", "rescue_rate", "policy_tokens",
+                     "retry_samples", "baseline_rescued", "lift_vs_retry"]
     return StageResult(len(evaluations), summary, evaluations, {
-        **{k: summary.get(k) for k in ("failed_problems", "steerable_hard_lift", "compute_saved_routed_vs_retry")},
+        **{k: summary.get(k) for k in ("failed_problems", "steerable_hard_lift", "steerable_hard_lift_equal_tokens",
+                                       "compute_saved_routed_vs_retry")},
         "evaluation": evaluations[shown_columns]})
 
 
@@ -372,7 +464,8 @@ def topography(store: AuditStore) -> pd.DataFrame:
                "pass_rate": diag_ok / diag_n, "failed": len(mine)}
         for regime in REGIMES:
             row[f"share_{regime}"] = float((mine["true_regime"] == regime).mean()) if len(mine) else float("nan")
-        ev = evals[(evals["checkpoint_id"] == ck.checkpoint_id) & (evals["regime"] == "all")] if len(evals) else evals
+        ev = evals[(evals["checkpoint_id"] == ck.checkpoint_id) & (evals["regime"] == "all")
+                   & (evals["matching"] == "samples")] if len(evals) else evals
         for r in ev.itertuples(index=False):
             row[f"rescue_{r.policy}"] = r.rescue_rate
         f = features[features["checkpoint_id"] == ck.checkpoint_id]

@@ -12,7 +12,7 @@ from fixability_dag.core.routing import CatalogRule
 from fixability_dag.core.sampling import Decoding
 from fixability_dag.inputs.problem_files import PROBLEM_FORMATS, ColumnMapping, load_problems
 
-CODE_VERSION = "0.3.0"
+CODE_VERSION = "0.4.0"
 """Bump when a change alters what an audit computes; the nightly schedule re-audits checkpoints stamped older."""
 
 
@@ -55,6 +55,10 @@ class AuditConfig:
     null_permutations: int = 200  # shuffled-label null of the clusters' matching (cheap: no refit)
     baseline_null_permutations: int = 20  # shuffled-label refits of each cross-validated baseline
     label_replicate: bool = False  # a second label phase on independent seeds: label agreement (kappa)
+    label_block: int = 4  # label phases draw each group in seeded blocks of this many samples ...
+    label_early_stop: bool = True  # ... and stop a group after its first block with a success (core.stopping)
+    eval_retry_samples: int = 32  # retry's eval draws: the first eval_budget score it at equal samples, the
+    # first m (m: the policy's total generated tokens) at equal tokens; must be >= eval_budget
     seed: int = 0
     # operation (not part of the config hash: it changes how an audit is written, not what it computes)
     commit_every: int = 32
@@ -78,9 +82,12 @@ class AuditConfig:
                              f"probe_intervention {self.probe_intervention!r}; refused: {bad_probes}")
         for name in ("n_samples", "probe_samples", "retry_budget", "intervention_budget", "eval_budget", "max_tokens",
                      "cluster_seeds", "ablation_seeds", "commit_every", "null_permutations",
-                     "baseline_null_permutations"):
+                     "baseline_null_permutations", "label_block", "eval_retry_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        if self.eval_retry_samples < self.eval_budget:
+            raise ValueError(f"eval_retry_samples ({self.eval_retry_samples}) must be >= eval_budget ({self.eval_budget}): "
+                             "the equal-samples comparison scores retry on its first eval_budget eval draws")
         if self.cluster_bootstraps < 0:
             raise ValueError("cluster_bootstraps must be >= 0")
         if not 0.0 <= self.fail_threshold < 1.0:

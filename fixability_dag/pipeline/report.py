@@ -12,6 +12,8 @@ import pandas as pd
 
 from fixability_dag.core.features import FEATURES
 from fixability_dag.core.regimes import REGIMES, REPORT_METHODS
+from fixability_dag.core.stats import newcombe_paired_diff
+from fixability_dag.core.stopping import savings
 from fixability_dag.pipeline.audit import label_agreement, topography
 from fixability_dag.pipeline.tables import markdown_table
 from fixability_dag.storage.store import AuditStore
@@ -63,23 +65,46 @@ def results_markdown(store: AuditStore) -> str:
                 "p": _fmt(m["null_p"], pct=False), "note": m["note"] if isinstance(m["note"], str) else ""})
     lines.append(markdown_table(accuracy_rows))
     lines += ["", f"Preprint: {PREPRINT['clustering_accuracy']} clustering accuracy, {PREPRINT['over_majority']} over the "
-              "majority-class baseline.", "", "## Rescue: routed plan vs. uniform retry at matched per-problem budget", "",
-              ]
+              "majority-class baseline.", "", "## Rescue at equal samples: every policy's choice gets `eval_budget` samples", "",
+              "Each policy's chosen intervention gets the same number of fresh eval samples per problem as uniform retry "
+              "(skipped problems get none). Lift: rescue-rate difference over retry on the same problems with Newcombe's "
+              "paired 95% interval. Tokens before choosing: the probe (routed) or the label phase (label-phase policies).", ""]
+    by_samples = evals[evals["matching"] == "samples"] if len(evals) else evals
     rescue_rows = []
-    for (ck, policy), group in evals.groupby(["checkpoint_id", "policy"], sort=True):
+    for (ck, policy), group in by_samples.groupby(["checkpoint_id", "policy"], sort=True):
         g = group.set_index("regime")
         allr = g.loc["all"]
         sh = g.loc["steerable_hard"] if "steerable_hard" in g.index else None
-        lift = "n/a"
-        if sh is not None and sh["problems"] and pd.notna(sh["lift_vs_retry"]):
-            lift = f"{100 * sh['lift_vs_retry']:+.1f} pts [{100 * sh['lift_ci_low']:+.1f}, {100 * sh['lift_ci_high']:+.1f}] (n={int(sh['problems'])})"
         rescue_rows.append({
             "checkpoint": ck, "policy": policy, "rescue (all failed)": _fmt(allr["rescue_rate"]),
             "rescue (steerable-hard)": _fmt(sh["rescue_rate"]) if sh is not None and sh["problems"] else "n/a",
-            "lift over retry on steerable-hard [95% CI]": lift, "eval tokens": int(allr["tokens"]),
+            "lift over retry on steerable-hard [95% CI]": _lift(sh), "eval tokens": int(allr["tokens"]),
             "tokens before choosing": int(allr["upfront_tokens"]) if pd.notna(allr.get("upfront_tokens")) else "n/a",
             "compute saved vs retry": _fmt(allr["compute_saved_vs_retry"])})
     lines.append(markdown_table(rescue_rows))
+    lines += ["", "## Rescue at equal generated tokens: retry given each policy's whole cost", "",
+              "Uniform retry gets, per failed problem, the number of fresh samples `m` whose generated tokens come nearest "
+              "the policy's total (probe or label phase plus eval): the question a user asks is whether routing beats "
+              "spending the same compute on retry. *Capped*: retry's eval draws (`eval_retry_samples`) ran out first, "
+              "so retry had less than the policy and the comparison favours the policy.", ""]
+    by_tokens = evals[evals["matching"] == "tokens"] if len(evals) else evals
+    token_rows = []
+    for (ck, policy), group in by_tokens.groupby(["checkpoint_id", "policy"], sort=True):
+        g = group.set_index("regime")
+        allr = g.loc["all"]
+        sh = g.loc["steerable_hard"] if "steerable_hard" in g.index else None
+        token_rows.append({
+            "checkpoint": ck, "policy": policy, "policy tokens": int(allr["policy_tokens"]),
+            "retry samples (m)": int(allr["retry_samples"]) if pd.notna(allr["retry_samples"]) else "n/a",
+            "capped": "yes" if allr["token_match_capped"] else "no",
+            "rescue: policy / retry (all)": f"{int(allr['rescued'])} / {int(allr['baseline_rescued'])} of {int(allr['problems'])}",
+            "lift (all) [95% CI]": _lift(allr), "lift on steerable-hard [95% CI]": _lift(sh)})
+    lines.append(markdown_table(token_rows, empty="_(no token-matched evaluation stored: audited before code 0.4.0)_"))
+    lines += ["", "## Pooled over checkpoints", "",
+              "The paired cells of every checkpoint added up (one Newcombe interval over all pairs). Problems repeat across "
+              "checkpoints of one suite, so pairs are not independent and the pooled interval is narrower than it "
+              "should be: read it as a summary, not a test.", ""]
+    lines.append(markdown_table(pooled_lifts(evals), empty="_(no evaluation stored)_"))
     lines += ["", f"Preprint: {PREPRINT['steerable_hard_lift']} rescue on the steerable-hard subset from its routing rule.", "",
               "## Topography", ""]
     lines.append(markdown_table([{"checkpoint": r.checkpoint, "recipe": r.recipe, "step": r.step, "base pass rate": _fmt(r.pass_rate),
@@ -91,6 +116,11 @@ def results_markdown(store: AuditStore) -> str:
               "beside the target's own matched clusters and majority class; plan agreement = share of target problems the "
               "source's routing thresholds route as the target's own do.", ""]
     lines.append(markdown_table(transfers, empty="_(fewer than two evaluable checkpoints)_"))
+    lines += ["", "## Label phase cost: blocks of seeded samples, stopped once the label is decided", "",
+              "Each (problem, intervention) group is drawn in blocks and stops after its first block with a success "
+              "(the labels only need to know whether the budget rescues); undrawn samples are priced at the group's "
+              "first-block tokens per sample.", ""]
+    lines.append(label_cost_table(store))
     lines += ["", "## Label stability: the label phase again on independent seeds", ""]
     lines.append(label_stability_table(store))
     lines += ["", "## Feature ablation: which triple separates regimes best (GMM, matched accuracy, 3 seeds)", "",
@@ -107,6 +137,44 @@ def results_markdown(store: AuditStore) -> str:
     by_difficulty = (labels["true_regime"] == "structural").groupby(labels["difficulty"]).mean() if len(labels) else pd.Series(dtype=float)
     lines += discussion(reports, evals, ablations, by_difficulty)
     return "\n".join(lines) + "\n"
+
+
+def _lift(row) -> str:
+    if row is None or not row["problems"] or pd.isna(row["lift_vs_retry"]):
+        return "n/a"
+    return (f"{100 * row['lift_vs_retry']:+.1f} pts [{100 * row['lift_ci_low']:+.1f}, {100 * row['lift_ci_high']:+.1f}] "
+            f"(n={int(row['problems'])})")
+
+
+def pooled_lifts(evals: pd.DataFrame) -> list[dict]:
+    """Routed lift over retry per matching and stratum, pooled over checkpoints by adding the paired cells."""
+    if evals.empty or "pairs_both" not in evals:
+        return []
+    routed = evals[(evals["policy"] == "routed") & evals["regime"].isin(["all", *REGIMES]) & evals["pairs_both"].notna()]
+    rows = []
+    for (matching, regime), g in routed.groupby(["matching", "regime"], sort=True):
+        a, b, c = (int(g[k].sum()) for k in ("pairs_both", "pairs_policy_only", "pairs_retry_only"))
+        n = int(g["problems"].sum())
+        if not n:
+            continue
+        lift, lo, hi = newcombe_paired_diff(a, b, c, n - a - b - c)
+        rows.append({"matching": matching, "regime": regime, "checkpoints": int(g["checkpoint_id"].nunique()), "problems": n,
+                     "routed only / retry only": f"{b} / {c}", "routed lift [95% CI]": f"{100 * lift:+.1f} pts [{100 * lo:+.1f}, {100 * hi:+.1f}]"})
+    return rows
+
+
+def label_cost_table(store: AuditStore) -> str:
+    """Per checkpoint: what the label phase drew of its fixed budget, and what stopping once decided saved."""
+    outcomes = store.read("intervention_outcomes")
+    rows = []
+    if len(outcomes) and outcomes["budget"].notna().all():
+        for ck, group in outcomes.groupby("checkpoint_id", sort=True):
+            saved = savings(group)
+            rows.append({"checkpoint": ck, "groups": len(group), "stopped early": saved["groups_stopped_early"],
+                         "samples drawn / budget": f"{saved['samples_drawn']} / {saved['samples_budget']}",
+                         "tokens drawn": saved["tokens_drawn"], "tokens saved (est.)": saved["tokens_saved_estimate"],
+                         "share saved": _fmt(saved["tokens_saved_share"])})
+    return markdown_table(rows, empty="_(no label phase stored with its budget: audited before code 0.4.0)_")
 
 
 def label_stability_table(store: AuditStore) -> str:
@@ -143,10 +211,19 @@ def discussion(reports: pd.DataFrame, evals: pd.DataFrame, ablations: pd.DataFra
         out.append(f"* The trace-reading classifier beats the majority class on {int((both['trace_reading_tfidf'] > both['majority_baseline'] + 1e-9).sum())} "
                    f"of {len(both)} checkpoints and the GMM clusters on {int((both['trace_reading_tfidf'] > both['gmm'] + 1e-9).sum())}.")
     if len(evals):
+        by_tokens = evals[(evals["matching"] == "tokens") & (evals["policy"] == "routed") & (evals["regime"] == "all")]
+        evals = evals[evals["matching"] == "samples"]
         sh = evals[(evals["policy"] == "routed") & (evals["regime"] == "steerable_hard") & (evals["problems"] > 0)]
         spans = int(((sh["lift_ci_low"] <= 0) & (sh["lift_ci_high"] >= 0)).sum())
         out.append(f"* Primary test 2: steerable-hard problems per checkpoint: {', '.join(str(int(n)) for n in sh['problems'])}; "
                    f"the routed lift over retry (Newcombe 95% interval) contains zero on {spans} of {len(sh)} checkpoints.")
+        if len(by_tokens):
+            lifts = ", ".join(f"{100 * r.lift_vs_retry:+.1f}" for r in by_tokens.itertuples())
+            below = int((by_tokens["lift_ci_high"] < 0).sum())
+            out.append(f"* At equal generated tokens (retry given the routed plan's whole cost, probes included: "
+                       f"{', '.join(str(int(m)) for m in by_tokens['retry_samples'])} samples a problem), the routed lift "
+                       f"over retry on all failed problems is {lifts} points; its interval lies below zero on {below} of "
+                       f"{len(by_tokens)} checkpoints.")
     routed = evals[(evals["policy"] == "routed") & (evals["regime"] == "all")] if len(evals) else evals
     if len(routed) and "upfront_tokens" in routed and routed["upfront_tokens"].notna().all():
         negative = int((routed["compute_saved_vs_retry"] < 0).sum())

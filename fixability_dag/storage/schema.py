@@ -134,6 +134,10 @@ class InterventionOutcome(Base):
     majority_answer: Mapped[str | None] = mapped_column(String(200))
     majority_correct: Mapped[bool] = mapped_column(Boolean)
     tokens: Mapped[int] = mapped_column(Integer)
+    budget: Mapped[int | None] = mapped_column(Integer, comment="samples the group could draw; samples is what it drew")
+    first_block_samples: Mapped[int | None] = mapped_column(Integer, comment="the fixed first block: rates read from it")
+    first_block_correct: Mapped[int | None] = mapped_column(Integer)
+    first_block_tokens: Mapped[int | None] = mapped_column(Integer)
     __table_args__ = (Index("ix_intervention_outcomes_intervention", "intervention", "checkpoint_id"),)
 
 
@@ -169,6 +173,8 @@ class RescueEvaluation(Base):
     checkpoint_id: Mapped[str] = mapped_column(ForeignKey("checkpoints.checkpoint_id", ondelete="CASCADE"), primary_key=True)
     policy: Mapped[str] = mapped_column(String(32), primary_key=True)
     regime: Mapped[str] = mapped_column(String(32), primary_key=True, comment="'all' or a ground-truth regime")
+    matching: Mapped[str] = mapped_column(String(16), primary_key=True, server_default="samples",
+                                          comment="samples | tokens: how retry, the baseline, is given equal compute")
     problems: Mapped[int] = mapped_column(Integer)
     rescued: Mapped[int] = mapped_column(Integer)
     rescue_rate: Mapped[float | None] = mapped_column(Float)
@@ -183,6 +189,13 @@ class RescueEvaluation(Base):
     lift_vs_retry: Mapped[float | None] = mapped_column(Float)
     lift_ci_low: Mapped[float | None] = mapped_column(Float)
     lift_ci_high: Mapped[float | None] = mapped_column(Float)
+    retry_samples: Mapped[int | None] = mapped_column(Integer, comment="eval samples per problem the retry baseline got")
+    baseline_rescued: Mapped[int | None] = mapped_column(Integer, comment="problems the retry baseline rescued")
+    baseline_tokens: Mapped[int | None] = mapped_column(BigInteger, comment="tokens the retry baseline generated")
+    token_match_capped: Mapped[bool | None] = mapped_column(Boolean, comment="retry's draws ran out before the policy's tokens")
+    pairs_both: Mapped[int | None] = mapped_column(Integer, comment="paired outcomes: rescued by both")
+    pairs_policy_only: Mapped[int | None] = mapped_column(Integer, comment="rescued by the policy, not the baseline")
+    pairs_retry_only: Mapped[int | None] = mapped_column(Integer, comment="rescued by the baseline, not the policy")
 
 
 class AuditRun(Base):

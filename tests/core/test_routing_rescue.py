@@ -59,12 +59,13 @@ def test_evaluate_policies_counts_rescues_tokens_and_lift():
     eval_rows = []
     for pid, name, correct in (("a", "retry", True), ("b", "retry", False), ("c", "retry", False), ("b", "prefix", True), ("a", "prefix", False), ("c", "prefix", False)):
         for i in range(2):
-            eval_rows.append({"problem_id": pid, "intervention": name, "is_correct": correct and i == 0, "num_tokens": 10})
+            eval_rows.append({"problem_id": pid, "intervention": name, "sample_index": i, "is_correct": correct and i == 0,
+                              "num_tokens": 10})
     choices = {
         "routed": {"a": "retry", "b": "prefix", "c": None},
         "uniform_retry": {"a": "retry", "b": "retry", "c": "retry"},
     }
-    ev = evaluate_policies(choices, pd.DataFrame(eval_rows), truth).set_index(["policy", "regime"])
+    ev = by_samples(evaluate_policies(choices, pd.DataFrame(eval_rows), truth))
     assert ev.loc[("routed", "all"), "rescued"] == 2 and ev.loc[("uniform_retry", "all"), "rescued"] == 1
     assert ev.loc[("routed", "all"), "tokens"] == 40 and ev.loc[("uniform_retry", "all"), "tokens"] == 60
     assert ev.loc[("routed", "all"), "compute_saved_vs_retry"] == pytest.approx(1 / 3)
@@ -76,11 +77,51 @@ def test_evaluate_policies_counts_rescues_tokens_and_lift():
         assert ev.loc[("hindsight_oracle", "all"), "rescued"] >= ev.loc[(policy, "all"), "rescued"]
     # the probe the routed plan needed is part of its cost: here it eats the whole saving
     charged = evaluate_policies(choices, pd.DataFrame(eval_rows), truth, {"routed": {"a": 10, "b": 10, "c": 10}})
-    routed = charged.set_index(["policy", "regime"]).loc[("routed", "all")]
+    routed = by_samples(charged).loc[("routed", "all")]
     assert routed["upfront_tokens"] == 30 and routed["policy_tokens"] == 70
     assert routed["compute_saved_vs_retry"] == pytest.approx(1 - 70 / 60)
     with pytest.raises(ValueError, match="no eval rollouts"):
         evaluate_policies({"x": {"a": "greedy"}}, pd.DataFrame(eval_rows), truth)
+
+
+def by_samples(evaluations: pd.DataFrame) -> pd.DataFrame:
+    return evaluations[evaluations["matching"] == "samples"].set_index(["policy", "regime"])
+
+
+def eval_draws(per_group: dict, tokens: int = 10) -> pd.DataFrame:
+    """Eval rollouts from (problem, intervention) -> correctness of each draw in order."""
+    return pd.DataFrame([{"problem_id": pid, "intervention": name, "sample_index": i, "is_correct": ok, "num_tokens": tokens}
+                         for (pid, name), draws in per_group.items() for i, ok in enumerate(draws)])
+
+
+THREE = pd.DataFrame({"problem_id": ["a", "b", "c"], "true_regime": ["retry_recoverable", "steerable_hard", "structural"]})
+ROUTED = {"routed": {"a": "retry", "b": "prefix", "c": None}, "uniform_retry": {"a": "retry", "b": "retry", "c": "retry"}}
+
+
+def test_equal_samples_scores_retry_on_its_first_eval_budget_draws_only():
+    draws = eval_draws({("a", "retry"): [False, False, False, True], ("b", "retry"): [False] * 4, ("c", "retry"): [False] * 4,
+                        ("b", "prefix"): [True, False]})
+    ev = by_samples(evaluate_policies(ROUTED, draws, THREE, eval_budget=2))
+    assert ev.loc[("uniform_retry", "all"), "rescued"] == 0 and ev.loc[("uniform_retry", "all"), "samples"] == 6
+    assert ev.loc[("routed", "all"), "rescued"] == 1 and ev.loc[("routed", "all"), "retry_samples"] == 2
+    # scored on all four draws, retry's late success counts: the cut is what makes the samples equal
+    assert by_samples(evaluate_policies(ROUTED, draws, THREE)).loc[("uniform_retry", "all"), "rescued"] == 1
+
+
+def test_equal_tokens_gives_retry_the_policys_total_tokens_and_says_when_it_runs_out():
+    draws = eval_draws({("a", "retry"): [False] * 6, ("b", "retry"): [False, False, False, False, True, False],
+                        ("c", "retry"): [False] * 6, ("a", "prefix"): [False, False], ("b", "prefix"): [True, False]})
+    # routed: eval 2 + 2 samples (40 tokens) + probe 10 a problem (30) = 70; retry at m samples costs 30 m -> m = 2
+    cheap = evaluate_policies(ROUTED, draws, THREE, {"routed": dict.fromkeys("abc", 10)}, eval_budget=2)
+    row = cheap[cheap["matching"] == "tokens"].set_index(["policy", "regime"]).loc[("routed", "all")]
+    assert row["policy_tokens"] == 70 and row["retry_samples"] == 2 and row["baseline_tokens"] == 60
+    assert row["baseline_rescued"] == 0 and not row["token_match_capped"] and row["lift_vs_retry"] == pytest.approx(1 / 3)
+    # a probe of 50 a problem: total 190, retry's 6 draws (180 tokens) run out, and retry's 5th-draw rescue counts
+    dear = evaluate_policies(ROUTED, draws, THREE, {"routed": dict.fromkeys("abc", 50)}, eval_budget=2)
+    row = dear[dear["matching"] == "tokens"].set_index(["policy", "regime"]).loc[("routed", "all")]
+    assert row["retry_samples"] == 6 and row["token_match_capped"] and row["baseline_rescued"] == 1
+    assert row["lift_vs_retry"] == pytest.approx(0.0)
+    assert set(dear.loc[dear["matching"] == "tokens", "policy"]) == {"routed"}  # only policies with a cost to match
 
 
 def test_paired_lift_keeps_a_width_at_small_n_when_nothing_differs():

@@ -4,9 +4,11 @@ import pytest
 from dagster import DagsterInstance, materialize
 
 from assets import ALL_ASSETS, CHECKPOINT_ASSETS
-from resources import CheckpointDirectory, ResultsDatabase, VLLMResource
+from fixability_dag.core.regimes import ground_truth, intervention_outcomes
+from fixability_dag.core.stopping import replay
+from resources import AuditSettings, CheckpointDirectory, ResultsDatabase, VLLMResource
 
-from tests.support import DEMO_CHECKPOINTS, SETTINGS, check_invariants, demo_checkpoint
+from tests.support import DEMO_CHECKPOINTS, SETTINGS, TINY, check_invariants, demo_checkpoint
 
 pytestmark = [pytest.mark.vllm, pytest.mark.postgres]
 
@@ -51,3 +53,20 @@ def test_whole_graph_on_a_demo_checkpoint_is_idempotent(db_url):
     assert report.success
     [event] = report.get_asset_materialization_events()
     assert event.materialization.metadata["checkpoints"].value == 1
+
+    # The label phase stopped each group at its first block with a success. Drawn again to its full budget (same
+    # block seeds: the stored blocks are kept, only the rest is drawn), the stored rows are what replaying the rule
+    # on the full rows keeps, and every label comes out the same: on real vLLM output, not only on planted data.
+    stopped = store.read("rollouts", key, phase="label").sort_values(["problem_id", "intervention", "sample_index"])
+    full_settings = AuditSettings(**{**TINY, "label_early_stop": False})
+    drawn = materialize([*ALL_ASSETS], instance=instance, selection=["rescue_rollouts"],
+                        resources={**resources(db_url), "settings": full_settings})
+    assert drawn.success
+    full = store.read("rollouts", key, phase="label").sort_values(["problem_id", "intervention", "sample_index"])
+    assert len(full) > len(stopped)
+    columns = ["problem_id", "intervention", "sample_index", "seed", "text", "is_correct"]
+    block = SETTINGS.config().label_block
+    assert replay(full, block)[columns].reset_index(drop=True).equals(stopped[columns].reset_index(drop=True))
+    failed = sorted(full["problem_id"].unique())
+    assert ground_truth(intervention_outcomes(full, block), failed).equals(
+        ground_truth(intervention_outcomes(stopped, block), failed))
