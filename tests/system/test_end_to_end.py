@@ -59,7 +59,7 @@ def test_whole_graph_on_a_demo_checkpoint_is_idempotent(db_url):
     # on the full rows keeps, and every label comes out the same: on real vLLM output, not only on planted data.
     stopped = store.read("rollouts", key, phase="label").sort_values(["problem_id", "intervention", "sample_index"])
     full_settings = AuditSettings(**{**TINY, "label_early_stop": False})
-    drawn = materialize([*ALL_ASSETS], instance=instance, selection=["rescue_rollouts"],
+    drawn = materialize([*ALL_ASSETS], instance=instance, selection=["rescue_rollouts"], partition_key=key,
                         resources={**resources(db_url), "settings": full_settings})
     assert drawn.success
     full = store.read("rollouts", key, phase="label").sort_values(["problem_id", "intervention", "sample_index"])
