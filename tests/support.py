@@ -173,9 +173,10 @@ def run_audit(store, engine, cfg=FAKE_CFG, checkpoint_id="ck"):
 # --- the small real audit (vLLM on a demo checkpoint) and what every audited checkpoint must satisfy ---
 
 TINY = dict(chain_lengths=[1, 2, 4, 6], templates_per_length=2, variants_per_template=2, n_samples=8,
-            probe_samples=4, retry_budget=8, intervention_budget=4, eval_budget=4,
+            probe_samples=4, retry_budget=8, intervention_budget=4, eval_budget=4, label_block=2,
             cluster_seeds=2, cluster_bootstraps=3, ablation_seeds=1)
-"""A small audit that still has failures in every regime (as run config too: ``tests/system/test_deployment.py``)."""
+"""A small audit that still has failures in every regime (as run config too: ``tests/system/test_deployment.py``);
+label blocks of 2 so that its small budgets (4 and 8) leave the stopping rule blocks to save."""
 SETTINGS = AuditSettings(**TINY)
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 
 from fixability_dag.core.features import FEATURES
 from fixability_dag.core.regimes import REGIMES, REPORT_METHODS
-from fixability_dag.core.stats import newcombe_paired_diff
+from fixability_dag.core.stats import newcombe_paired_diff, wilson_interval
 from fixability_dag.core.stopping import savings
 from fixability_dag.pipeline.audit import label_agreement, topography
 from fixability_dag.pipeline.tables import markdown_table
@@ -59,9 +59,15 @@ def results_markdown(store: AuditStore) -> str:
                 continue
             m = r.loc[method]
             std = f" ± {_fmt(m['accuracy_std'])}" if pd.notna(m["accuracy_std"]) else ""
+            n = int(m["failed_problems"])
+            interval = "n/a"
+            if pd.notna(m["accuracy"]) and n:
+                lo, hi = wilson_interval(int(round(m["accuracy"] * n)), n)
+                interval = f"[{_fmt(lo)}, {_fmt(hi)}]"
             accuracy_rows.append({
-                "checkpoint": ck, "n": int(m["failed_problems"]), "method": label,
-                "accuracy": _fmt(m["accuracy"]) + std, "null (mean / q95)": f"{_fmt(m['null_mean'])} / {_fmt(m['null_q95'])}",
+                "checkpoint": ck, "n": n, "method": label,
+                "accuracy": _fmt(m["accuracy"]) + std, "95% CI (Wilson)": interval,
+                "null (mean / q95)": f"{_fmt(m['null_mean'])} / {_fmt(m['null_q95'])}",
                 "balanced": _fmt(m["balanced_accuracy"]),
                 "balanced null (mean / q95)": f"{_fmt(m['balanced_null_mean'])} / {_fmt(m['balanced_null_q95'])}",
                 "p": _fmt(m["null_p"], pct=False), "note": m["note"] if isinstance(m["note"], str) else ""})
@@ -209,6 +215,17 @@ def discussion(reports: pd.DataFrame, evals: pd.DataFrame, ablations: pd.DataFra
         out.append(f"* Primary test 1 (analysis plan): GMM balanced accuracy exceeds the 95% quantile of its "
                    f"shuffled-label null on {int(above.sum())} of {len(gmm)} checkpoints (margins over the null mean: "
                    f"{margins or 'n/a'} points; n = {', '.join(str(int(n)) for n in gmm['failed_problems'])} failed problems).")
+    if len(reports) and "balanced_null_mean" in reports:
+        scored = reports[(reports["method"] != "majority_baseline") & reports["balanced_accuracy"].notna()
+                         & reports["balanced_null_mean"].notna()].copy()
+        scored["margin"] = scored["balanced_accuracy"] - scored["balanced_null_mean"]
+        best = scored.sort_values("margin", ascending=False).groupby("checkpoint_id", sort=True).head(1)
+        if len(best):
+            out.append("* Which method wins, each against its own shuffled-label null (balanced accuracy minus the null "
+                       "mean; p from the null): " + "; ".join(
+                           f"{r.checkpoint_id}: {REPORT_METHODS.get(r.method, r.method)} {100 * r.margin:+.1f} points "
+                           f"(p = {r.null_p:.3f}, n = {int(r.failed_problems)})" for r in best.sort_values("checkpoint_id").itertuples())
+                       + ". The accuracy table gives each accuracy's Wilson interval at its n.")
     if {"gmm", "majority_baseline"} <= set(acc.columns):
         margin = (acc["gmm"] - acc["majority_baseline"]).dropna()
         out.append(f"* GMM clusters beat the majority class on {int((margin > 0).sum())} of {len(margin)} checkpoints "

@@ -58,12 +58,14 @@ def test_whole_graph_on_a_demo_checkpoint_is_idempotent(db_url):
     # block seeds: the stored blocks are kept, only the rest is drawn), the stored rows are what replaying the rule
     # on the full rows keeps, and every label comes out the same: on real vLLM output, not only on planted data.
     stopped = store.read("rollouts", key, phase="label").sort_values(["problem_id", "intervention", "sample_index"])
+    outcomes = store.read("intervention_outcomes", key)
+    undrawn = int((outcomes["budget"] - outcomes["samples"]).sum())
     full_settings = AuditSettings(**{**TINY, "label_early_stop": False})
     drawn = materialize([*ALL_ASSETS], instance=instance, selection=["rescue_rollouts"], partition_key=key,
                         resources={**resources(db_url), "settings": full_settings})
     assert drawn.success
     full = store.read("rollouts", key, phase="label").sort_values(["problem_id", "intervention", "sample_index"])
-    assert len(full) > len(stopped)
+    assert undrawn > 0 and len(full) - len(stopped) == undrawn  # exactly what stopping saved, drawn now
     columns = ["problem_id", "intervention", "sample_index", "seed", "text", "is_correct"]
     block = SETTINGS.config().label_block
     assert replay(full, block)[columns].reset_index(drop=True).equals(stopped[columns].reset_index(drop=True))
