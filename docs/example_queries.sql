@@ -20,9 +20,18 @@ WHERE l.true_regime = 'steerable_hard' AND o.intervention <> 'retry'
 GROUP BY o.checkpoint_id, o.intervention
 ORDER BY o.checkpoint_id, rescued DESC, tokens;
 
--- 3. Routed plan vs. the other policies on fresh seeds, all failed problems; policy_tokens includes probes and label phase.
+-- 3. Routed plan vs. the other policies on fresh seeds, all failed problems, at equal samples; policy_tokens includes
+--    probes and label phase.
 SELECT checkpoint_id, policy, problems, rescued, ROUND(CAST(rescue_rate AS NUMERIC), 3) AS rescue_rate, policy_tokens,
        ROUND(CAST(compute_saved_vs_retry AS NUMERIC), 3) AS compute_saved
 FROM rescue_evaluations
-WHERE regime = 'all'
+WHERE regime = 'all' AND matching = 'samples'
+ORDER BY checkpoint_id, policy;
+
+-- 4. The same policies against uniform retry given their whole cost in generated tokens (retry_samples a problem).
+SELECT checkpoint_id, policy, policy_tokens, retry_samples, token_match_capped AS capped, rescued, baseline_rescued,
+       ROUND(CAST(lift_vs_retry AS NUMERIC), 3) AS lift, ROUND(CAST(lift_ci_low AS NUMERIC), 3) AS lift_low,
+       ROUND(CAST(lift_ci_high AS NUMERIC), 3) AS lift_high
+FROM rescue_evaluations
+WHERE regime = 'all' AND matching = 'tokens'
 ORDER BY checkpoint_id, policy;

@@ -143,7 +143,7 @@ def results_markdown(store: AuditStore) -> str:
                   markdown_table(ab.head(5), ["rank", "features", "selection_accuracy", "accuracy", "accuracy_std"]), ""]
     labels = store.read("regime_labels").merge(store.read("problems")[["problem_id", "difficulty"]], on="problem_id")
     by_difficulty = (labels["true_regime"] == "structural").groupby(labels["difficulty"]).mean() if len(labels) else pd.Series(dtype=float)
-    lines += discussion(reports, evals, ablations, by_difficulty)
+    lines += discussion(reports, evals, ablations, by_difficulty, store.read("intervention_outcomes"))
     return "\n".join(lines) + "\n"
 
 
@@ -203,7 +203,8 @@ def label_stability_table(store: AuditStore) -> str:
     return markdown_table(rows, empty="_(no checkpoint was audited with `label_replicate`; the science run turns it on)_")
 
 
-def discussion(reports: pd.DataFrame, evals: pd.DataFrame, ablations: pd.DataFrame, by_difficulty: pd.Series) -> list[str]:
+def discussion(reports: pd.DataFrame, evals: pd.DataFrame, ablations: pd.DataFrame, by_difficulty: pd.Series,
+               outcomes: pd.DataFrame) -> list[str]:
     """What the numbers above say against the preprint's claims, computed; then our reading of why."""
     out = ["## Against the preprint", ""]
     acc = reports.pivot_table(index="checkpoint_id", columns="method", values="accuracy") if len(reports) else pd.DataFrame()
@@ -254,6 +255,12 @@ def discussion(reports: pd.DataFrame, evals: pd.DataFrame, ablations: pd.DataFra
         negative = int((routed["compute_saved_vs_retry"] < 0).sum())
         out.append(f"* The routed plan's probes cost {', '.join(str(int(x)) for x in routed['upfront_tokens'])} tokens; "
                    f"counting them, it spends more than uniform retry on {negative} of {len(routed)} checkpoints.")
+    if len(outcomes) and "budget" in outcomes and outcomes["budget"].notna().all():
+        shares = [savings(g)["tokens_saved_share"] or 0.0 for _, g in outcomes.groupby("checkpoint_id", sort=True)]
+        never = float((~outcomes["rescued"]).mean())
+        out.append(f"* Stopping the label phase once decided saved {', '.join(f'{100 * x:.1f}' for x in shares)}% of "
+                   f"its tokens: {100 * never:.0f}% of (problem, intervention) groups never succeed, and a group must be "
+                   "drawn to its full budget to be called unrescued, so the rule saves little where rescues are rare.")
     if len(by_difficulty):
         out.append("* Structural share of failed problems by difficulty (all checkpoints): "
                    + ", ".join(f"{k}: {100 * v:.0f}%" for k, v in by_difficulty.items()) + ".")
