@@ -28,6 +28,7 @@ from assets import CHECKPOINT_ASSETS
 from fixability_dag.core.regimes import REGIMES
 from fixability_dag.core.rescue import POLICIES
 from fixability_dag.core.sampling import Completion, Decoding, GenerationRequest
+from fixability_dag.inputs.problem_files import load_gsm8k_jsonl, load_math_jsonl
 from fixability_dag.orchestration.sensors import checkpoint_sensor
 from fixability_dag.pipeline import audit
 from fixability_dag.pipeline.config import AuditConfig
@@ -38,6 +39,10 @@ from resources import AuditSettings, CheckpointDirectory, ResultsDatabase
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CHECKPOINTS = REPO / "demo" / "checkpoints"
 PG_ADMIN_URL = server_url()
+TEST_DATA = REPO / "tests" / "data"
+GSM8K_ROWS = load_gsm8k_jsonl(TEST_DATA / "gsm8k_train_first40.jsonl")
+MATH_ROWS = load_math_jsonl(TEST_DATA / "math500_first60.jsonl")
+"""Real GSM8K and MATH-500 rows (MIT; attribution in tests/data/README.md), through the real loaders."""
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
 
