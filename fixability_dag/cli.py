@@ -1,6 +1,7 @@
 """Command line: validate problem files, run the demo audit, print what the database holds.
 
     fixability validate gsm8k data/test.jsonl      # check a file, run nothing
+    fixability grade pairs.jsonl                   # grade {"gold", "completion"} rows with the audit's grader
     fixability demo                                # audit every complete checkpoint under demo/checkpoints
     fixability summary                             # per-checkpoint pass rate and regime shares from the database
 """
@@ -8,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -15,8 +17,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from fixability_dag.core.answers import grade
 from fixability_dag.core.regimes import REGIMES
-from fixability_dag.inputs.problem_files import PROBLEM_FORMATS, ColumnMapping, ProblemFileError, load_problems
+from fixability_dag.inputs.problem_files import (
+    PROBLEM_FORMATS,
+    ColumnMapping,
+    ProblemFileError,
+    load_grading_pairs,
+    load_problems,
+)
 from fixability_dag.storage.store import AuditStore, default_url, redact
 
 
@@ -29,6 +38,22 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return 2
     with_steps = sum(1 for p in problems if p.reference_steps)
     print(f"ok: {args.path}: {len(problems)} problems ({with_steps} with reference steps)")
+    return 0
+
+
+def cmd_grade(args: argparse.Namespace) -> int:
+    """One JSON line per row (line, gold, extracted answer, correct) on stdout, the tally on stderr."""
+    try:
+        pairs = load_grading_pairs(args.path, args.gold_field, args.completion_field)
+    except ProblemFileError as exc:
+        print(f"invalid: {exc}", file=sys.stderr)
+        return 2
+    correct = 0
+    for pair in pairs:
+        answer, ok = grade(pair.gold, pair.completion)
+        correct += ok
+        print(json.dumps({"line": pair.line, "gold": pair.gold, "answer": answer, "correct": ok}, ensure_ascii=False))
+    print(f"graded {len(pairs)} rows of {args.path}: {correct} correct ({correct / len(pairs):.1%})", file=sys.stderr)
     return 0
 
 
@@ -126,6 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--answer-field", default="answer")
     p.add_argument("--id-field", default=None)
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("grade", help="grade (gold, completion) pairs of a JSONL file with the audit's grader")
+    p.add_argument("path", type=Path)
+    p.add_argument("--gold-field", default="gold")
+    p.add_argument("--completion-field", default="completion")
+    p.set_defaults(func=cmd_grade)
 
     p = sub.add_parser("demo", help="audit every complete checkpoint (default: the committed demo checkpoints)")
     p.add_argument("--checkpoints", help="checkpoint directory (default: $FIXABILITY_CHECKPOINT_DIR or demo/checkpoints)")

@@ -62,6 +62,12 @@ def demo_checkpoint(name: str | None = None) -> Path:
     return next(p for p in candidates if "sft" in p.name)
 
 
+def write_jsonl(path: Path, rows) -> Path:
+    """A JSONL file of ``rows``: dicts as JSON, strings written as they are (to plant broken lines)."""
+    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    return path
+
+
 @pytest.fixture(scope="session")
 def pg_server_url() -> str:
     """A fresh PostgreSQL database for this session (dropped at the end)."""
