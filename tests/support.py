@@ -168,6 +168,23 @@ def behaviour(request, rng: random.Random):
     return "-1" if rng.random() < 0.9 else None  # stuck
 
 
+def planted(regimes: dict[str, str]) -> AnswerSampler:
+    """A checkpoint that solves every problem except those in ``regimes``, each failed in the regime named there:
+    never solved at base; ``retry_recoverable`` solved by retry, ``steerable_hard`` only by the solution prefix and
+    ``structural`` by nothing, once rescues are measured (label and eval phases)."""
+    rescuer = {"retry_recoverable": "retry", "steerable_hard": "solution_prefix", "structural": None}
+
+    def sampler(request, rng: random.Random):
+        gold = GOLD[request.problem_id]
+        regime = regimes.get(request.problem_id)
+        if regime is None:
+            return gold
+        rescued = request.phase not in ("diagnostic", "probe") and request.intervention == rescuer[regime]
+        return gold if rescued and rng.random() < 0.9 else "-1"
+
+    return sampler
+
+
 def run_audit(store, engine, cfg=FAKE_CFG, checkpoint_id="ck"):
     store.register_checkpoint(checkpoint_id, "/nowhere", "fp")
     audit.snapshot_problems(store, cfg)
