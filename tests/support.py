@@ -106,6 +106,13 @@ def sqlite_store(tmp_path) -> AuditStore:
     s.dispose()
 
 
+def trained_copy(dst: Path, with_metadata: bool = False) -> Path:
+    """A real demo checkpoint copied to ``dst`` as a training framework leaves one: the files vLLM loads, without
+    our ``fixability_checkpoint.json`` unless asked (so the step must come from the directory name)."""
+    shutil.copytree(demo_checkpoint(), dst, ignore=None if with_metadata else shutil.ignore_patterns("fixability_checkpoint.json"))
+    return dst
+
+
 @pytest.fixture
 def checkpoint_copy(tmp_path) -> Path:
     """A writable copy of a real demo checkpoint inside a fresh checkpoint root."""
