@@ -19,6 +19,7 @@ import pandas as pd
 
 from fixability_dag.core.answers import grade
 from fixability_dag.core.regimes import REGIMES
+from fixability_dag.engines.quiet import quiet_engine
 from fixability_dag.inputs.problem_files import (
     PROBLEM_FORMATS,
     ColumnMapping,
@@ -103,7 +104,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     if args.checkpoints:
         os.environ["FIXABILITY_CHECKPOINT_DIR"] = str(Path(args.checkpoints).resolve())
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # the engine's INFO lines would bury the summary
+    quiet_engine()  # the engine's INFO lines would bury the summary (FIXABILITY_LOG_LEVEL=INFO brings them back)
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     root = CheckpointDirectory().root
     complete, skipped = scan(root)
