@@ -2,6 +2,7 @@
 
     fixability validate gsm8k data/test.jsonl      # check a file, run nothing
     fixability grade pairs.jsonl                   # grade {"gold", "completion"} rows with the audit's grader
+    fixability regrade CHECKPOINT                  # re-grade a stored audit after a grader change, generating nothing
     fixability demo                                # audit every complete checkpoint under demo/checkpoints
     fixability summary                             # per-checkpoint pass rate and regime shares from the database
 """
@@ -56,6 +57,26 @@ def cmd_grade(args: argparse.Namespace) -> int:
         print(json.dumps({"line": pair.line, "gold": pair.gold, "answer": answer, "correct": ok}, ensure_ascii=False))
     print(f"graded {len(pairs)} rows of {args.path}: {correct} correct ({correct / len(pairs):.1%})", file=sys.stderr)
     return 0
+
+
+def cmd_regrade(args: argparse.Namespace) -> int:
+    """Exit 0 when everything was recomputed, 3 when a stage needs new samples (it says which), 2 when refused."""
+    from fixability_dag.pipeline.regrade import regrade
+
+    store = AuditStore(args.db)
+    store.migrate()
+    try:
+        result = regrade(store, args.checkpoint)
+    except ValueError as exc:
+        print(f"cannot regrade: {exc}", file=sys.stderr)
+        return 2
+    changes = ", ".join(f"{phase} {n}" for phase, n in result.changed.items())
+    print(f"{args.checkpoint}: rows re-graded differently per phase: {changes}; diagnostic pass rate "
+          f"{result.pass_rate[0]:.3f} -> {result.pass_rate[1]:.3f}")
+    print(f"recomputed without generating: {', '.join(result.recomputed) or 'nothing'}")
+    for stage, why in result.needs_generation.items():
+        print(f"not recomputed: {why}", file=sys.stderr)
+    return 3 if result.needs_generation else 0
 
 
 def summary_table(store: AuditStore) -> pd.DataFrame:
@@ -158,6 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gold-field", default="gold")
     p.add_argument("--completion-field", default="completion")
     p.set_defaults(func=cmd_grade)
+
+    p = sub.add_parser("regrade", help="re-grade a stored checkpoint's rollouts and recompute what depends on them")
+    p.add_argument("checkpoint")
+    p.add_argument("--db", default=default_url(), help="SQLAlchemy URL (default: $FIXABILITY_DB_URL or .fixability/audit.db)")
+    p.set_defaults(func=cmd_regrade)
 
     p = sub.add_parser("demo", help="audit every complete checkpoint (default: the committed demo checkpoints)")
     p.add_argument("--checkpoints", help="checkpoint directory (default: $FIXABILITY_CHECKPOINT_DIR or demo/checkpoints)")

@@ -31,7 +31,7 @@ from fixability_dag.core.sampling import Completion, Decoding, GenerationRequest
 from fixability_dag.inputs.problem_files import load_gsm8k_jsonl, load_math_jsonl
 from fixability_dag.orchestration.sensors import checkpoint_sensor
 from fixability_dag.pipeline import audit
-from fixability_dag.pipeline.config import AuditConfig
+from fixability_dag.pipeline.config import CODE_VERSION, AuditConfig
 from fixability_dag.storage.store import AuditStore
 from fixability_dag.testing.scratch import ScratchDatabases, reset_schema, server_url
 from resources import AuditSettings, CheckpointDirectory, ResultsDatabase
@@ -131,10 +131,12 @@ AnswerSampler = Callable[[GenerationRequest, random.Random], str | None]
 
 
 class FakeEngine:
-    """Draws each sample's final answer from ``sampler(request, rng)``; ``None`` means a rollout with no answer."""
+    """Draws each sample's final answer from ``sampler(request, rng)``; ``None`` means a rollout with no answer.
+    ``write(request, answer)`` is how the answer is stated (default ``#### answer``)."""
 
-    def __init__(self, sampler: AnswerSampler, logprob: Callable[[GenerationRequest], float] = lambda r: -0.5):
-        self.sampler, self.logprob = sampler, logprob
+    def __init__(self, sampler: AnswerSampler, logprob: Callable[[GenerationRequest], float] = lambda r: -0.5,
+                 write: Callable[[GenerationRequest, str], str] = lambda r, answer: f"#### {answer}"):
+        self.sampler, self.logprob, self.write = sampler, logprob, write
         self.calls: list[Sequence[GenerationRequest]] = []
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
@@ -145,7 +147,7 @@ class FakeEngine:
             samples = []
             for _ in range(r.n):
                 answer = self.sampler(r, rng)
-                body = "1+1=2\n" + (f"#### {answer}" if answer is not None else "and so on")
+                body = "1+1=2\n" + (self.write(r, answer) if answer is not None else "and so on")
                 tokens = len(body)
                 samples.append(Completion(body, tokens, self.logprob(r) * tokens, "stop"))
             out.append(samples)
@@ -203,6 +205,13 @@ def run_audit(store, engine, cfg=FAKE_CFG, checkpoint_id="ck"):
     plan = audit.plan(store, checkpoint_id, cfg).frame
     evaluated = audit.evaluate(store, engine, checkpoint_id, cfg, "run")
     return diag, labelled.frame, labelled.summary, plan, evaluated.frame, evaluated.summary
+
+
+def record_audit(store, checkpoint_id="ck", cfg=FAKE_CFG):
+    """Stamp a successful audit step of ``checkpoint_id`` under ``cfg`` in ``audit_runs`` (``run_audit`` calls the
+    stages directly, without the Dagster bookkeeping that records them)."""
+    store.finish_run(store.start_run("r", checkpoint_id, "rescue_evaluation", CODE_VERSION, cfg.config_hash(), cfg.as_dict()),
+                     "success")
 
 
 # --- the small real audit (vLLM on a demo checkpoint) and what every audited checkpoint must satisfy ---

@@ -4,7 +4,7 @@ import json
 
 from fixability_dag.cli import main as cli_main
 
-from tests.support import write_jsonl
+from tests.support import FakeEngine, behaviour, record_audit, run_audit, write_jsonl
 
 
 def test_validate_command_reports_without_running(tmp_path, capsys):
@@ -36,3 +36,13 @@ def test_grade_command_refuses_bad_rows_with_line_and_field(tmp_path, capsys):
     assert out == "" and f"{path}, line 2, field 'completion': missing" in err
     assert cli_main(["grade", str(path), "--completion-field", "text"]) == 2  # line 1 has no 'text'
     assert "line 1, field 'text'" in capsys.readouterr().err
+
+
+def test_regrade_command_recomputes_a_stored_audit(sqlite_store, capsys):
+    run_audit(sqlite_store, FakeEngine(behaviour))
+    record_audit(sqlite_store)
+    assert cli_main(["regrade", "ck", "--db", sqlite_store.url]) == 0
+    out = capsys.readouterr().out
+    assert "diagnostic 0" in out and "recomputed without generating: probe_rollouts, failure_features" in out
+    assert cli_main(["regrade", "nowhere", "--db", sqlite_store.url]) == 2
+    assert "no successful audit step" in capsys.readouterr().err
