@@ -392,9 +392,9 @@ def answers_match(gold: str, answer: str | None) -> bool:
         return False
     if canonical_answer(gold) == canonical_answer(answer):
         return True
-    gold_value, answer_value_ = answer_value(gold), answer_value(answer)
-    if gold_value is not None and answer_value_ is not None:
-        return gold_value == answer_value_  # two numbers (or lists): no need to ask sympy
+    values = answer_value(gold), answer_value(answer)
+    if None not in values:
+        return values[0] == values[1]  # two numbers (or lists of numbers): no need to ask sympy
     gold_form, answer_form = _normal_form(gold), _normal_form(answer)
     if re.sub(r"\s+", "", gold_form) == re.sub(r"\s+", "", answer_form):
         return True  # ``p-q`` is ``p - q``: spacing never changes a value

@@ -263,16 +263,17 @@ def discover(root: Path | str) -> tuple[dict[str, Path], dict[str, str]]:
     """Every checkpoint the supported layouts (module docstring) place under ``root``: partition key -> model
     directory, complete or not; and the keys refused because two directories map to them."""
     root = Path(root)
-    found: dict[str, Path] = {}
     clashes: dict[str, list[Path]] = {}
     for child in sorted(p for p in root.iterdir() if p.is_dir()):
-        steps = [] if (child / "config.json").exists() or _is_step_dir(child) else \
-            sorted(p for p in child.iterdir() if p.is_dir() and _is_step_dir(p))
-        for key, path in ([(f"{child.name}.{s.name}", s) for s in steps] or [(child.name, child)]):
+        runs = []  # a directory of Trainer runs or verl experiments: its checkpoints are one level down
+        try:
+            if not (child / "config.json").exists() and not _is_step_dir(child):
+                runs = [(f"{child.name}.{s.name}", s) for s in sorted(child.iterdir()) if s.is_dir() and _is_step_dir(s)]
+        except OSError:  # unreadable or gone mid-scan: inspected as itself, which says why
+            runs = []
+        for key, path in runs or [(child.name, child)]:
             clashes.setdefault(key, []).append(_model_dir(path))
-    for key, paths in clashes.items():
-        if len(paths) == 1:
-            found[key] = paths[0]
+    found = {key: paths[0] for key, paths in clashes.items() if len(paths) == 1}
     refused = {key: f"{len(paths)} directories map to partition key {key!r}: {', '.join(map(str, paths))}; rename one"
                for key, paths in clashes.items() if len(paths) > 1}
     return found, refused
