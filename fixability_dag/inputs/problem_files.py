@@ -353,7 +353,8 @@ def load_grading_pairs(path: Path | str, gold_field: str = "gold", completion_fi
             raise ProblemFileError(path, lineno, completion_field, "missing")
         completion = row[completion_field]
         if not isinstance(completion, str) or isinstance(completion, (_NumberText, _NonFinite)):
-            raise ProblemFileError(path, lineno, completion_field, f"expected text, got {type(completion).__name__}")
+            kind = "a JSON number" if isinstance(completion, (_NumberText, _NonFinite)) else type(completion).__name__
+            raise ProblemFileError(path, lineno, completion_field, f"expected text, got {kind}")
         pairs.append(GradingPair(lineno, gold, completion))
     if not pairs:
         raise ProblemFileError(path, None, None, "contains no rows")

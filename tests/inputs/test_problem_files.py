@@ -108,7 +108,7 @@ def test_grading_pairs_keep_lines_and_allow_empty_completions(tmp_path):
 @pytest.mark.parametrize(
     "row, field, reason",
     [({"completion": "x"}, "gold", "missing"), ({"gold": "", "completion": "x"}, "gold", "empty"),
-     ({"gold": "1"}, "completion", "missing"), ({"gold": "1", "completion": 18}, "completion", "expected text"),
+     ({"gold": "1"}, "completion", "missing"), ({"gold": "1", "completion": 18}, "completion", "expected text, got a JSON number"),
      ({"gold": "1", "completion": ["a"]}, "completion", "expected text"), ({"gold": "NaN", "completion": "x"}, "gold", "finite")],
 )
 def test_bad_grading_pairs_name_file_line_and_field(tmp_path, row, field, reason):
