@@ -1,6 +1,8 @@
 """Command line: validate problem files, run the demo audit, print what the database holds.
 
     fixability validate gsm8k data/test.jsonl      # check a file, run nothing
+    fixability grade pairs.jsonl                   # grade {"gold", "completion"} rows with the audit's grader
+    fixability regrade CHECKPOINT                  # re-grade a stored audit after a grader change, generating nothing
     fixability demo                                # audit every complete checkpoint under demo/checkpoints
     fixability summary                             # per-checkpoint pass rate and regime shares from the database
 """
@@ -8,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -15,8 +18,16 @@ from pathlib import Path
 
 import pandas as pd
 
+from fixability_dag.core.answers import grade
 from fixability_dag.core.regimes import REGIMES
-from fixability_dag.inputs.problem_files import PROBLEM_FORMATS, ColumnMapping, ProblemFileError, load_problems
+from fixability_dag.engines.quiet import quiet_engine
+from fixability_dag.inputs.problem_files import (
+    PROBLEM_FORMATS,
+    ColumnMapping,
+    ProblemFileError,
+    load_grading_pairs,
+    load_problems,
+)
 from fixability_dag.storage.store import AuditStore, default_url, redact
 
 
@@ -30,6 +41,42 @@ def cmd_validate(args: argparse.Namespace) -> int:
     with_steps = sum(1 for p in problems if p.reference_steps)
     print(f"ok: {args.path}: {len(problems)} problems ({with_steps} with reference steps)")
     return 0
+
+
+def cmd_grade(args: argparse.Namespace) -> int:
+    """One JSON line per row (line, gold, extracted answer, correct) on stdout, the tally on stderr."""
+    try:
+        pairs = load_grading_pairs(args.path, args.gold_field, args.completion_field)
+    except ProblemFileError as exc:
+        print(f"invalid: {exc}", file=sys.stderr)
+        return 2
+    correct = 0
+    for pair in pairs:
+        answer, ok = grade(pair.gold, pair.completion)
+        correct += ok
+        print(json.dumps({"line": pair.line, "gold": pair.gold, "answer": answer, "correct": ok}, ensure_ascii=False))
+    print(f"graded {len(pairs)} rows of {args.path}: {correct} correct ({correct / len(pairs):.1%})", file=sys.stderr)
+    return 0
+
+
+def cmd_regrade(args: argparse.Namespace) -> int:
+    """Exit 0 when everything was recomputed, 3 when a stage needs new samples (it says which), 2 when refused."""
+    from fixability_dag.pipeline.regrade import regrade
+
+    store = AuditStore(args.db)
+    store.migrate()
+    try:
+        result = regrade(store, args.checkpoint)
+    except ValueError as exc:
+        print(f"cannot regrade: {exc}", file=sys.stderr)
+        return 2
+    changes = ", ".join(f"{phase} {n}" for phase, n in result.changed.items())
+    print(f"{args.checkpoint}: rows re-graded differently per phase: {changes}; diagnostic pass rate "
+          f"{result.pass_rate[0]:.3f} -> {result.pass_rate[1]:.3f}")
+    print(f"recomputed without generating: {', '.join(result.recomputed) or 'nothing'}")
+    for stage, why in result.needs_generation.items():
+        print(f"not recomputed: {why}", file=sys.stderr)
+    return 3 if result.needs_generation else 0
 
 
 def summary_table(store: AuditStore) -> pd.DataFrame:
@@ -78,7 +125,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     if args.checkpoints:
         os.environ["FIXABILITY_CHECKPOINT_DIR"] = str(Path(args.checkpoints).resolve())
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # the engine's INFO lines would bury the summary
+    quiet_engine()  # the engine's INFO lines would bury the summary (FIXABILITY_LOG_LEVEL=INFO brings them back)
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     root = CheckpointDirectory().root
     complete, skipped = scan(root)
@@ -126,6 +173,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--answer-field", default="answer")
     p.add_argument("--id-field", default=None)
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("grade", help="grade (gold, completion) pairs of a JSONL file with the audit's grader")
+    p.add_argument("path", type=Path)
+    p.add_argument("--gold-field", default="gold")
+    p.add_argument("--completion-field", default="completion")
+    p.set_defaults(func=cmd_grade)
+
+    p = sub.add_parser("regrade", help="re-grade a stored checkpoint's rollouts and recompute what depends on them")
+    p.add_argument("checkpoint")
+    p.add_argument("--db", default=default_url(), help="SQLAlchemy URL (default: $FIXABILITY_DB_URL or .fixability/audit.db)")
+    p.set_defaults(func=cmd_regrade)
 
     p = sub.add_parser("demo", help="audit every complete checkpoint (default: the committed demo checkpoints)")
     p.add_argument("--checkpoints", help="checkpoint directory (default: $FIXABILITY_CHECKPOINT_DIR or demo/checkpoints)")

@@ -28,9 +28,10 @@ from assets import CHECKPOINT_ASSETS
 from fixability_dag.core.regimes import REGIMES
 from fixability_dag.core.rescue import POLICIES, TOKEN_MATCHED
 from fixability_dag.core.sampling import Completion, Decoding, GenerationRequest
+from fixability_dag.inputs.problem_files import load_gsm8k_jsonl, load_math_jsonl
 from fixability_dag.orchestration.sensors import checkpoint_sensor
 from fixability_dag.pipeline import audit
-from fixability_dag.pipeline.config import AuditConfig
+from fixability_dag.pipeline.config import CODE_VERSION, AuditConfig
 from fixability_dag.storage.store import AuditStore
 from fixability_dag.testing.scratch import ScratchDatabases, reset_schema, server_url
 from resources import AuditSettings, CheckpointDirectory, ResultsDatabase
@@ -38,6 +39,10 @@ from resources import AuditSettings, CheckpointDirectory, ResultsDatabase
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CHECKPOINTS = REPO / "demo" / "checkpoints"
 PG_ADMIN_URL = server_url()
+TEST_DATA = REPO / "tests" / "data"
+GSM8K_ROWS = load_gsm8k_jsonl(TEST_DATA / "gsm8k_train_first40.jsonl")
+MATH_ROWS = load_math_jsonl(TEST_DATA / "math500_first60.jsonl")
+"""Real GSM8K and MATH-500 rows (MIT; attribution in tests/data/README.md), through the real loaders."""
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
 
@@ -55,6 +60,12 @@ def demo_checkpoint(name: str | None = None) -> Path:
     if name:
         return DEMO_CHECKPOINTS / name
     return next(p for p in candidates if "sft" in p.name)
+
+
+def write_jsonl(path: Path, rows) -> Path:
+    """A JSONL file of ``rows``: dicts as JSON, strings written as they are (to plant broken lines)."""
+    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -95,6 +106,13 @@ def sqlite_store(tmp_path) -> AuditStore:
     s.dispose()
 
 
+def trained_copy(dst: Path, with_metadata: bool = False) -> Path:
+    """A real demo checkpoint copied to ``dst`` as a training framework leaves one: the files vLLM loads, without
+    our ``fixability_checkpoint.json`` unless asked (so the step must come from the directory name)."""
+    shutil.copytree(demo_checkpoint(), dst, ignore=None if with_metadata else shutil.ignore_patterns("fixability_checkpoint.json"))
+    return dst
+
+
 @pytest.fixture
 def checkpoint_copy(tmp_path) -> Path:
     """A writable copy of a real demo checkpoint inside a fresh checkpoint root."""
@@ -113,10 +131,12 @@ AnswerSampler = Callable[[GenerationRequest, random.Random], str | None]
 
 
 class FakeEngine:
-    """Draws each sample's final answer from ``sampler(request, rng)``; ``None`` means a rollout with no answer."""
+    """Draws each sample's final answer from ``sampler(request, rng)``; ``None`` means a rollout with no answer.
+    ``write(request, answer)`` is how the answer is stated (default ``#### answer``)."""
 
-    def __init__(self, sampler: AnswerSampler, logprob: Callable[[GenerationRequest], float] = lambda r: -0.5):
-        self.sampler, self.logprob = sampler, logprob
+    def __init__(self, sampler: AnswerSampler, logprob: Callable[[GenerationRequest], float] = lambda r: -0.5,
+                 write: Callable[[GenerationRequest, str], str] = lambda r, answer: f"#### {answer}"):
+        self.sampler, self.logprob, self.write = sampler, logprob, write
         self.calls: list[Sequence[GenerationRequest]] = []
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
@@ -127,7 +147,7 @@ class FakeEngine:
             samples = []
             for _ in range(r.n):
                 answer = self.sampler(r, rng)
-                body = "1+1=2\n" + (f"#### {answer}" if answer is not None else "and so on")
+                body = "1+1=2\n" + (self.write(r, answer) if answer is not None else "and so on")
                 tokens = len(body)
                 samples.append(Completion(body, tokens, self.logprob(r) * tokens, "stop"))
             out.append(samples)
@@ -157,6 +177,23 @@ def behaviour(request, rng: random.Random):
     return "-1" if rng.random() < 0.9 else None  # stuck
 
 
+def planted(regimes: dict[str, str]) -> AnswerSampler:
+    """A checkpoint that solves every problem except those in ``regimes``, each failed in the regime named there:
+    never solved at base; ``retry_recoverable`` solved by retry, ``steerable_hard`` only by the solution prefix and
+    ``structural`` by nothing, once rescues are measured (label and eval phases)."""
+    rescuer = {"retry_recoverable": "retry", "steerable_hard": "solution_prefix", "structural": None}
+
+    def sampler(request, rng: random.Random):
+        gold = GOLD[request.problem_id]
+        regime = regimes.get(request.problem_id)
+        if regime is None:
+            return gold
+        rescued = request.phase not in ("diagnostic", "probe") and request.intervention == rescuer[regime]
+        return gold if rescued and rng.random() < 0.9 else "-1"
+
+    return sampler
+
+
 def run_audit(store, engine, cfg=FAKE_CFG, checkpoint_id="ck"):
     store.register_checkpoint(checkpoint_id, "/nowhere", "fp")
     audit.snapshot_problems(store, cfg)
@@ -168,6 +205,13 @@ def run_audit(store, engine, cfg=FAKE_CFG, checkpoint_id="ck"):
     plan = audit.plan(store, checkpoint_id, cfg).frame
     evaluated = audit.evaluate(store, engine, checkpoint_id, cfg, "run")
     return diag, labelled.frame, labelled.summary, plan, evaluated.frame, evaluated.summary
+
+
+def record_audit(store, checkpoint_id="ck", cfg=FAKE_CFG):
+    """Stamp a successful audit step of ``checkpoint_id`` under ``cfg`` in ``audit_runs`` (``run_audit`` calls the
+    stages directly, without the Dagster bookkeeping that records them)."""
+    store.finish_run(store.start_run("r", checkpoint_id, "rescue_evaluation", CODE_VERSION, cfg.config_hash(), cfg.as_dict()),
+                     "success")
 
 
 # --- the small real audit (vLLM on a demo checkpoint) and what every audited checkpoint must satisfy ---

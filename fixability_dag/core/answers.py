@@ -1,4 +1,4 @@
-"""Final-answer extraction and checking. Model output is data: it is parsed, never executed.
+r"""Final-answer extraction and checking. Model output is data: it is parsed, never executed.
 
 Two design choices matter for the features downstream:
 
@@ -7,6 +7,21 @@ Two design choices matter for the features downstream:
   not fall back to "the last number in the text" unless the caller asks for it.
 * Answers are *canonicalized* before they are compared or counted, so ``1,000``, ``$1000`` and ``1000.0`` are one
   answer, both for correctness and for the entropy of the answer distribution.
+
+What counts as a stated final answer, in this order (the first that is present wins; within one kind, the last):
+``#### x`` (GSM8K), ``\boxed{x}`` (MATH), a label (``The answer is x``, ``Answer: x``, ``**Final Answer:** x``,
+Minerva's ``The final answer is x. I hope it is correct.``), and a bold number on the last line (``**18**``: chat
+models bold their result). Only the part of a completion that can hold its answer is read (:func:`answer_region`):
+the text after a reasoning model's ``</think>``, and before a new ``Q:``/``Question:`` a completion ran on into
+(a few-shot model that keeps writing exemplars would otherwise be graded on an answer to a question it invented).
+
+Comparison reads past the spelling of a value, symmetrically for the gold answer and the model's
+(:func:`answer_value`): markup (``**18**``, ``$18$``, ``\(18\)``, ``\text{18}``), an assignment to one variable
+(``x = 5`` is ``5``), units after a number (``18 dollars``, ``875 apples``, ``5 \text{ cm}^2``, ``90^\circ``), and
+plain or LaTeX fractions and decimals compared as exact rationals (``9/2`` = ``4.5``, ``0.75`` = ``\frac{3}{4}``).
+A comma-separated list of numbers is compared as a multiset whatever its spacing (``3,5,7`` = ``3, 5, 7``; MATH
+asks for "all solutions, separated by commas"); ``1,000`` with three-digit groups stays a thousands separator.
+Everything else that looks like LaTeX goes to math-verify.
 
 Model output is arbitrary text, so every function here accepts any string without raising:
 
@@ -17,7 +32,8 @@ Model output is arbitrary text, so every function here accepts any string withou
   a minus.
 * Control characters (NUL included) are dropped before extraction; tabs and newlines stay.
 * Length: an extracted answer is cut to :data:`MAX_ANSWER_CHARS`, the width of ``rollouts.answer``.
-* Numbers are compared as ``Decimal`` strings, never floats: a 200-digit answer neither overflows nor rounds.
+* Numbers are compared as exact rationals (``Fraction`` of the ``Decimal``), never floats: a 200-digit answer
+  neither overflows nor rounds.
 * LaTeX answers go to math-verify (sympy) in a separate worker process with a time limit
   (:data:`LATEX_TIMEOUT_SECONDS`): ``9^{9^{9}}`` would otherwise make sympy compute a 370-million-digit integer and
   hang the run (math-verify's own timeout relies on SIGALRM, which neither works outside the main thread nor
@@ -37,6 +53,7 @@ import sys
 import threading
 import unicodedata
 from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
 
@@ -46,10 +63,23 @@ MAX_ANSWER_CHARS = 200
 """Longer "answers" are not answers: they are kept truncated for inspection and never sent to the LaTeX checker."""
 
 _MARKER = re.compile(r"####\s*([^\n]*)")
-_ANSWER_IS = re.compile(r"answer is[:\s]*\$?([^\n$]+?)\$?\s*(?:\.|$)", re.I | re.M)
+_ANSWER_LABEL = re.compile(r"\banswer\b(?:[*_ \t]*(?:is\b|:))+", re.I)
+_SENTENCE_END = re.compile(r"\.(?=\s|$)")
+_BOLD = re.compile(r"\*\*([^*\n]{1,200}?)\*\*")
+_THINK_OPEN, _THINK_CLOSE = re.compile(r"<think>", re.I), re.compile(r"</think>", re.I)
+_NEW_QUESTION = re.compile(r"\n[ \t]*(?:Q|Question)[ \t]*:")
 _NUMBER = re.compile(r"[-+]?\$?\d[\d,]*(?:\.\d+)?|[-+]?\.\d+")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-_LATEX_HINT = re.compile(r"[\\^{}_]|\bfrac\b|sqrt|pi")
+_LATEX_HINT = re.compile(r"[\\^{}_]|\bfrac\b|sqrt|pi|[A-Za-z].*[-+*/]|[-+*/].*[A-Za-z]")
+"""Worth asking math-verify: LaTeX, or algebra (a letter and an operator: ``p - q`` vs ``-q + p``)."""
+_DECIMAL = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)")
+_THOUSANDS = re.compile(r"[-+]?\d{1,3}(,\d{3})+(\.\d+)?")
+_FRACTION = re.compile(r"([-+]?)(?:(\d+)/(\d+)|\\frac\{([-+]?\d+)\}\{(\d+)\})")
+_ASSIGNMENT = re.compile(r"\\?[A-Za-z]{1,20}(?:_\{?\w{1,8}\}?)?\s*=\s*(?=\S)")
+_UNIT = re.compile(r"\s*(?:\\(?:text|mbox|mathrm)\s*\{[^{}]*\}|[A-Za-z]{2,}(?![A-Za-z])\.?(?:/[A-Za-z]+)?|°|\^\s*\{?\\circ\}?"
+                   r"|\\circ)(?:\^\{?\d\}?)?\s*$")
+_WRAPPERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"), ("__", "__"))
+_WRAPPING_COMMANDS = ("\\boxed{", "\\fbox{", "\\text{", "\\textbf{", "\\mathbf{", "\\mbox{")
 
 
 _SUPERSCRIPT = re.compile("[\u2070\u00b9\u00b2\u00b3\u2074-\u2079]+")
@@ -81,52 +111,184 @@ def clean_text(text: str) -> str:
     return _CONTROL.sub("", unicodedata.normalize("NFKC", text).translate(_MINUS))
 
 
+def answer_region(text: str) -> str:
+    r"""The part of a (cleaned) completion that can state its final answer.
+
+    After the last ``</think>`` and before any later ``<think>``: a reasoning model's answer follows its thinking,
+    and one that stopped while still thinking (an open ``<think>``) has stated none yet. Before a new ``Q:`` or
+    ``Question:`` line: the model ran on into an exemplar of its own, whose answer is not this problem's.
+    """
+    closes = list(_THINK_CLOSE.finditer(text))
+    if closes:
+        text = text[closes[-1].end():]
+    if opened := _THINK_OPEN.search(text):
+        text = text[: opened.start()]
+    if new_question := _NEW_QUESTION.search(text):
+        text = text[: new_question.start()]
+    return text
+
+
+def _labelled_answer(text: str) -> str | None:
+    r"""The value after the last "answer is" / "answer:" label, to the end of its sentence (``7.5.`` keeps ``7.5``);
+    a label alone on its line (``**Final Answer:**``) takes the next line."""
+    labels = list(_ANSWER_LABEL.finditer(text))
+    if not labels:
+        return None
+    rest = text[labels[-1].end():].lstrip(" \t:*_")
+    line, _, after = rest.partition("\n")
+    if not _unwrap(line):
+        line = after.strip().partition("\n")[0]
+    value = _SENTENCE_END.split(line, maxsplit=1)[0]
+    return value if _unwrap(value) else None
+
+
+def _bold_answer(text: str) -> str | None:
+    r"""The last bold span on the last non-empty line, when it reads as a value (``**18**``, ``**$18.50**``):
+    a bold heading (``**Step 2:**``) is not an answer."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        return None
+    for match in reversed(list(_BOLD.finditer(lines[-1]))):
+        content = match.group(1)
+        if answer_value(content) is not None or (content.strip().startswith("$") and content.strip().endswith("$")):
+            return content
+    return None
+
+
 def extract_answer(text: str, last_number_fallback: bool = False) -> str | None:
-    r"""The final answer a completion states: ``#### x``, then ``\boxed{x}``, then "the answer is x"."""
-    text = clean_text(text)
+    r"""The final answer a completion states (see the module docstring for what counts), markup removed."""
+    text = answer_region(clean_text(text))
     answer: str | None = None
     markers = _MARKER.findall(text)
-    if markers and markers[-1].strip():
-        answer = markers[-1].strip()
+    if markers and _unwrap(markers[-1]):
+        answer = markers[-1]
     if answer is None:
         answer = last_boxed(text)
-    if answer is None and (found := _ANSWER_IS.findall(text)):
-        answer = found[-1].strip()
+    if answer is None:
+        answer = _labelled_answer(text)
+    if answer is None:
+        answer = _bold_answer(text)
     if answer is None and last_number_fallback and (numbers := _NUMBER.findall(text)):
         answer = numbers[-1]
-    if answer is None or not answer.strip():
-        return None
-    return answer.strip()[:MAX_ANSWER_CHARS]
+    answer = _unwrap(answer) if answer is not None else None
+    return answer[:MAX_ANSWER_CHARS] if answer else None
 
 
-def _as_decimal(text: str) -> Decimal | None:
-    s = text.strip().rstrip(".").replace(" ", "")
+def _unwrap(text: str) -> str:
+    r"""Markup around a value removed: bold asterisks, ``$...$``, ``\(...\)``, ``__...__``, ``\boxed{}``/``\text{}``
+    wrapping the whole value, and the sentence's closing period (``18.`` is ``18``; ``3.5`` keeps its point)."""
+    s = text.strip()
+    if len(s) > 4 * MAX_ANSWER_CHARS:  # not an answer anyway (kept truncated): no need to peel it
+        return s
+    while True:
+        before = s
+        s = s.strip().strip("*").strip()
+        if s.endswith(".") and not s.endswith(".."):
+            s = s[:-1].rstrip()
+        for left, right in _WRAPPERS:
+            if len(s) > len(left) + len(right) and s.startswith(left) and s.endswith(right) and left not in s[len(left):-len(right)]:
+                s = s[len(left): -len(right)].strip()
+        for command in _WRAPPING_COMMANDS:
+            if s.startswith(command) and s.endswith("}") and _closing_brace(s, len(command)) == len(s) - 1:
+                s = s[len(command): -1].strip()
+        if s == before:
+            return s
+
+
+def _closing_brace(text: str, start: int) -> int:
+    """Index of the brace closing the group that opens just before ``start``, or -1."""
+    depth = 1
+    for i in range(start, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[i], 0)
+        if depth == 0:
+            return i
+    return -1
+
+
+def _normal_form(answer: str) -> str:
+    r"""``answer`` with what does not change its value removed: markup, ``x =``, units after a number, ``\left``."""
+    s = _unwrap(clean_text(answer))
+    s = s.replace("\\left", "").replace("\\right", "").replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    if (assignment := _ASSIGNMENT.match(s)) and "=" not in s[assignment.end():]:
+        s = _unwrap(s[assignment.end():])
+    head = s
+    for _ in range(6):  # "5 \text{ cm}^2", "18 dollars per hour": a few unit tokens at most
+        unit = _UNIT.search(head)
+        if unit is None or unit.start() == 0:
+            break
+        head = head[: unit.start()]
+        if _as_number(head) is not None:
+            return head.strip()
+    return s
+
+
+def _as_number(text: str) -> Fraction | None:
+    r"""The exact value of a number spelled as a decimal (``1,000``, ``$18``, ``12%``), a plain fraction (``9/2``) or
+    a LaTeX one (``\frac{3}{4}``); None for anything else."""
+    s = text.strip().rstrip(".").replace(" ", "").replace("\\!", "").replace("{,}", ",")
     s = s.replace("\\$", "").replace("$", "").replace("\\%", "").replace("%", "")
     if s.startswith("\\text{") and s.endswith("}"):
         s = s[6:-1]
-    if re.fullmatch(r"[-+]?\d{1,3}(,\d{3})+(\.\d+)?", s):
+    if _THOUSANDS.fullmatch(s):
         s = s.replace(",", "")
-    if not re.fullmatch(r"[-+]?(\d+(\.\d*)?|\.\d+)", s):
+    if _DECIMAL.fullmatch(s):
+        try:
+            return Fraction(Decimal(s))
+        except (InvalidOperation, ValueError):
+            return None
+    if fraction := _FRACTION.fullmatch(s):
+        sign, numerator, denominator = fraction.group(1), fraction.group(2) or fraction.group(4), fraction.group(3) or fraction.group(5)
+        if int(denominator) != 0:
+            return Fraction(int(numerator), int(denominator)) * (-1 if sign == "-" else 1)
+    return None
+
+
+def _as_number_list(text: str) -> list[Fraction] | None:
+    """The values of a bare comma-separated list of at least two numbers (no brackets: ``(1,2)`` is a point)."""
+    if "," not in text or any(c in text.replace("\\frac", "") for c in "()[]"):
         return None
-    try:
-        return Decimal(s)
-    except InvalidOperation:
-        return None
+    values = [_as_number(part) for part in text.split(",")]
+    return values if len(values) >= 2 and all(v is not None for v in values) else None
+
+
+def answer_value(answer: str) -> Fraction | tuple[Fraction, ...] | None:
+    """The exact value ``answer`` spells (a number, or a sorted tuple for a list of numbers); None when it is not
+    numeric (an expression, a name, a point), which leaves the comparison to canonical text and math-verify."""
+    form = _normal_form(answer)
+    if (number := _as_number(form)) is not None:
+        return number
+    values = _as_number_list(form)
+    return tuple(sorted(values)) if values is not None else None
+
+
+def _number_text(value: Fraction) -> str:
+    """A rational's canonical spelling: an integer, else its exact decimal when it has one, else ``p/q``."""
+    if value.denominator == 1:
+        return str(value.numerator)
+    denominator, twos, fives = value.denominator, 0, 0
+    while denominator % 2 == 0:
+        denominator, twos = denominator // 2, twos + 1
+    while denominator % 5 == 0:
+        denominator, fives = denominator // 5, fives + 1
+    if denominator == 1:
+        places = max(twos, fives)
+        digits = str(abs(value.numerator) * 10**places // value.denominator).rjust(places + 1, "0")
+        text = ("-" if value < 0 else "") + digits[:-places] + "." + digits[-places:]
+        if len(text) <= MAX_ANSWER_CHARS:
+            return text.rstrip("0").rstrip(".")
+    return f"{value.numerator}/{value.denominator}"
 
 
 def canonical_answer(answer: str | None) -> str | None:
-    """A canonical spelling used as the category key of the answer distribution."""
+    """A canonical spelling used as the category key of the answer distribution: one key per value."""
     if answer is None:
         return None
-    answer = clean_text(answer).strip()
-    number = _as_decimal(answer)
-    if number is not None:
-        # exact: Decimal.normalize() would round to the context's 28 digits and make two long numbers one answer
-        if number == 0:
-            return "0"
-        text = format(number, "f")
-        return text.rstrip("0").rstrip(".") if "." in text else text
-    return re.sub(r"\s+", " ", answer)[:MAX_ANSWER_CHARS]
+    form = _normal_form(answer)
+    if (number := _as_number(form)) is not None:
+        return _number_text(number)[:MAX_ANSWER_CHARS]
+    if (values := _as_number_list(form)) is not None:
+        return ", ".join(map(_number_text, values))[:MAX_ANSWER_CHARS]
+    return re.sub(r"\s*,\s*", ", ", re.sub(r"\s+", " ", form))[:MAX_ANSWER_CHARS]
 
 
 def latex_equal_in_process(gold: str, answer: str) -> bool:
@@ -225,18 +387,21 @@ def _latex_equal(gold: str, answer: str) -> bool:
 
 
 def answers_match(gold: str, answer: str | None) -> bool:
-    """Is ``answer`` (already extracted) the gold answer? Numbers compare by value, LaTeX through math-verify."""
+    """Is ``answer`` (already extracted) the gold answer? Values compare exactly, LaTeX through math-verify."""
     if answer is None:
         return False
-    gold_c, answer_c = canonical_answer(gold), canonical_answer(answer)
-    if gold_c == answer_c:
+    if canonical_answer(gold) == canonical_answer(answer):
         return True
-    if _as_decimal(gold_c or "") is not None and _as_decimal(answer_c or "") is not None:
-        return False  # two different numbers: no need to ask sympy
-    if len(answer) > MAX_ANSWER_CHARS or not (_LATEX_HINT.search(gold) or _LATEX_HINT.search(answer)):
+    values = answer_value(gold), answer_value(answer)
+    if None not in values:
+        return values[0] == values[1]  # two numbers (or lists of numbers): no need to ask sympy
+    gold_form, answer_form = _normal_form(gold), _normal_form(answer)
+    if re.sub(r"\s+", "", gold_form) == re.sub(r"\s+", "", answer_form):
+        return True  # ``p-q`` is ``p - q``: spacing never changes a value
+    if len(answer) > MAX_ANSWER_CHARS or not (_LATEX_HINT.search(gold_form) or _LATEX_HINT.search(answer_form)):
         return False
     try:
-        return _latex_equal(gold.strip(), answer.strip())
+        return _latex_equal(gold_form.strip(), answer_form.strip())
     except Exception:  # noqa: BLE001 - a parser failure on model output means "not shown equal", never a crash
         return False
 

@@ -125,10 +125,13 @@ def feature_matrix(features: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarr
 
 
 def cluster(X: np.ndarray, k: int = 3, method: str = "gmm", seed: int = 0) -> np.ndarray:
-    """Unsupervised cluster ids; fewer points than clusters gives one cluster per point."""
+    """Unsupervised cluster ids; fewer points than clusters gives one cluster per point.
+
+    Fewer than two points is one cluster without a fit: sklearn refuses to fit a mixture to one sample, and a
+    checkpoint that fails a single problem must still be labelled (issue 13: small runs finish)."""
     k = max(1, min(k, len(X)))
-    if len(X) == 0:
-        return np.zeros(0, dtype=int)
+    if len(X) < 2:
+        return np.zeros(len(X), dtype=int)
     with warnings.catch_warnings(), single_threaded():
         warnings.simplefilter("ignore")
         if method == "gmm":

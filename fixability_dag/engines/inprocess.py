@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fixability_dag.core.sampling import Completion, GenerationRequest
+from fixability_dag.engines.quiet import engine_error, quiet_engine, verbose
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +183,7 @@ class VLLMEngine:
     def __init__(self, model_path: str | Path, options: EngineOptions = EngineOptions()):
         self.model_path = Path(model_path)
         self.options = options
+        quiet_engine()  # before the first vLLM import, so the engine processes it spawns inherit it
         cpu = is_cpu_build()
         max_num_seqs = options.max_num_seqs
         if cpu:
@@ -201,6 +203,7 @@ class VLLMEngine:
             tensor_parallel_size=options.tensor_parallel_size,
             enable_prefix_caching=options.enable_prefix_caching,
             enforce_eager=options.enforce_eager or cpu,
+            use_tqdm_on_load=verbose(),  # the weight-loading progress bar
         )
         if options.max_model_len:
             kwargs["max_model_len"] = options.max_model_len
@@ -218,7 +221,8 @@ class VLLMEngine:
         try:
             self.llm = LLM(**kwargs)
         except Exception as exc:
-            raise RolloutEngineError(f"vLLM could not load checkpoint {self.model_path}: {exc}") from exc
+            raise engine_error(RolloutEngineError(f"vLLM could not load checkpoint {self.model_path}: "
+                                                  f"{type(exc).__name__}: {exc}"), exc)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
         if not requests:
@@ -233,11 +237,12 @@ class VLLMEngine:
                 outputs = self.llm.generate([r.prompt for r in requests], params, use_tqdm=False)
         except Exception as exc:
             if watch.fired or engine_is_dead(self.llm) or type(exc).__name__ == "EngineDeadError":
-                raise EngineDied(self.model_path.name, batch, f"{type(exc).__name__}: {exc}") from exc
+                raise engine_error(EngineDied(self.model_path.name, batch, f"{type(exc).__name__}: {exc}"), exc)
             hint = ""
             if "Generator" in str(exc) or "died" in str(exc).lower():  # EngineDeadError itself is EngineDied above
                 hint = f" The engine process died. On the CPU build this happens when {PREEMPTION_HINT}"
-            raise RolloutEngineError(f"vLLM generation failed for {self.model_path.name}: {exc}.{hint}") from exc
+            raise engine_error(RolloutEngineError(f"vLLM generation failed for {self.model_path.name} on {batch}: "
+                                                  f"{type(exc).__name__}: {exc}.{hint}"), exc)
         results = []
         for request, output in zip(requests, outputs):
             results.append([

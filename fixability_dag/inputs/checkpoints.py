@@ -17,6 +17,22 @@ reads headers and sizes only, so such a checkpoint is audited as what it is, a b
 Checkpoint names are *refused*, not rewritten, when unsafe as a partition key (:func:`partition_key`): a mapped
 name would make the key in the database differ from the directory users look for, and two names could map to one
 key. The sensor logs each refusal with the rule, so renaming the directory is the fix.
+
+Where checkpoints are looked for (:func:`discover`), under the checkpoint root, for the layouts training
+frameworks write:
+
+* a flat directory of named checkpoints, ``root/<name>/`` (key ``<name>``);
+* Hugging Face Trainer / TRL, ``root/checkpoint-<N>/`` (the run's ``output_dir`` as root) or
+  ``root/<run>/checkpoint-<N>/`` (a directory of runs; key ``<run>.checkpoint-<N>``);
+* verl, ``root/global_step_<N>/actor/huggingface/`` (the experiment directory as root) or
+  ``root/<experiment>/global_step_<N>/actor/huggingface/`` (key ``<experiment>.global_step_<N>``). The
+  ``huggingface`` directory holds weights only when ``hf_model`` is among verl's saved checkpoint contents or after
+  ``python -m verl.model_merger merge --backend fsdp --local_dir .../actor --target_dir .../actor/huggingface``;
+  until then it is reported as having no weights.
+
+A directory one level down is searched only when the root's child is not itself a model (no ``config.json``). The
+training step is the ``step`` of ``fixability_checkpoint.json`` when there is one, else read from the name
+(:func:`step_from_name`: ``checkpoint-500``, ``global_step_40``, ``run7-step100``, ``arith-sft-s0300``).
 """
 
 from __future__ import annotations
@@ -221,10 +237,64 @@ def fingerprint(path: Path) -> str:
     return h.hexdigest()[:32]
 
 
-def inspect_checkpoint(path: Path | str, settle_seconds: float = 0.0) -> CheckpointInfo:
-    """A complete checkpoint's identity, or :class:`CheckpointError` listing what is missing."""
+_HF_CHECKPOINT = re.compile(r"checkpoint-\d+")
+_VERL_STEP = re.compile(r"global_step_\d+")
+VERL_MODEL_DIR = ("actor", "huggingface")
+"""Where verl keeps the Hugging Face copy of the actor inside ``global_step_<N>/``."""
+_NAMED_STEP = re.compile(r"(?:^|[-_.])(?:checkpoint|global_step|step|ckpt|iter|s)[-_]?(\d+)$", re.I)
+
+
+def step_from_name(key: str) -> int | None:
+    """The training step a checkpoint's name ends with (``checkpoint-500``, ``exp.global_step_40``, ``s0300``)."""
+    match = _NAMED_STEP.search(key)
+    return int(match.group(1)) if match else None
+
+
+def _model_dir(path: Path) -> Path:
+    """A checkpoint directory's model directory: verl's ``actor/huggingface`` inside ``global_step_<N>``."""
+    return path.joinpath(*VERL_MODEL_DIR) if _VERL_STEP.fullmatch(path.name) else path
+
+
+def _is_step_dir(path: Path) -> bool:
+    return bool(_HF_CHECKPOINT.fullmatch(path.name) or _VERL_STEP.fullmatch(path.name))
+
+
+def discover(root: Path | str) -> tuple[dict[str, Path], dict[str, str]]:
+    """Every checkpoint the supported layouts (module docstring) place under ``root``: partition key -> model
+    directory, complete or not; and the keys refused because two directories map to them."""
+    root = Path(root)
+    clashes: dict[str, list[Path]] = {}
+    for child in sorted(p for p in root.iterdir() if p.is_dir()):
+        runs = []  # a directory of Trainer runs or verl experiments: its checkpoints are one level down
+        try:
+            if not (child / "config.json").exists() and not _is_step_dir(child):
+                runs = [(f"{child.name}.{s.name}", s) for s in sorted(child.iterdir()) if s.is_dir() and _is_step_dir(s)]
+        except OSError:  # unreadable or gone mid-scan: inspected as itself, which says why
+            runs = []
+        for key, path in runs or [(child.name, child)]:
+            clashes.setdefault(key, []).append(_model_dir(path))
+    found = {key: paths[0] for key, paths in clashes.items() if len(paths) == 1}
+    refused = {key: f"{len(paths)} directories map to partition key {key!r}: {', '.join(map(str, paths))}; rename one"
+               for key, paths in clashes.items() if len(paths) > 1}
+    return found, refused
+
+
+def locate(root: Path | str, key: str) -> Path:
+    """The model directory behind a partition key, in any supported layout."""
+    found, refused = discover(root) if Path(root).is_dir() else ({}, {})
+    if key in refused:
+        raise CheckpointError(refused[key])
+    if key not in found:
+        raise CheckpointError(f"no checkpoint directory for partition key {partition_key(key)!r} under {root} "
+                              "(layouts: <name>/, checkpoint-<N>/, <run>/checkpoint-<N>/, global_step_<N>/actor/huggingface/)")
+    return found[key]
+
+
+def inspect_checkpoint(path: Path | str, settle_seconds: float = 0.0, key: str | None = None) -> CheckpointInfo:
+    """A complete checkpoint's identity, or :class:`CheckpointError` listing what is missing. ``key`` is the
+    partition key (default: the directory's name; :func:`discover` gives it for nested layouts)."""
     path = Path(path)
-    key = partition_key(path.name)
+    key = partition_key(path.name if key is None else key)
     reasons = incompleteness(path, settle_seconds)
     if reasons:
         raise CheckpointError(f"checkpoint {path} is not complete: {'; '.join(reasons)}")
@@ -240,22 +310,24 @@ def inspect_checkpoint(path: Path | str, settle_seconds: float = 0.0) -> Checkpo
         path=path.resolve(),
         fingerprint=fingerprint(path),
         recipe=info.get("recipe"),
-        training_step=int(step) if isinstance(step, int) else None,
+        training_step=int(step) if isinstance(step, int) and not isinstance(step, bool) else step_from_name(key),
         info=info,
     )
 
 
 def scan(root: Path | str, settle_seconds: float = 0.0) -> tuple[list[CheckpointInfo], dict[str, str]]:
-    """Complete checkpoints under ``root`` (one level deep), and why every other directory was passed over."""
+    """Complete checkpoints under ``root`` in every supported layout (:func:`discover`), and why every other
+    candidate directory was passed over, by key."""
     root = Path(root)
-    complete, skipped = [], {}
     if not root.is_dir():
         return [], {str(root): "checkpoint directory does not exist"}
-    for child in sorted(p for p in root.iterdir() if p.is_dir()):
+    found, skipped = discover(root)
+    complete = []
+    for key, path in found.items():
         try:
-            complete.append(inspect_checkpoint(child, settle_seconds))
+            complete.append(inspect_checkpoint(path, settle_seconds, key))
         except CheckpointError as exc:
-            skipped[child.name] = str(exc)
+            skipped[key] = str(exc)
         except OSError as exc:  # changed between the completeness check and the fingerprint: next tick decides
-            skipped[child.name] = f"checkpoint {child} changed while being inspected ({exc.strerror or exc})"
+            skipped[key] = f"checkpoint {path} changed while being inspected ({exc.strerror or exc})"
     return complete, skipped

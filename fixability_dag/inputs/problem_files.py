@@ -328,3 +328,34 @@ def load_problems(fmt: str, path: Path | str | None = None, mapping: ColumnMappi
     if not problems:
         raise ProblemFileError(path, None, None, "contains no problems")
     return problems
+
+
+@dataclasses.dataclass(frozen=True)
+class GradingPair:
+    """One (gold answer, model completion) row of a file to grade, with the line it came from."""
+
+    line: int
+    gold: str
+    completion: str
+
+
+def load_grading_pairs(path: Path | str, gold_field: str = "gold", completion_field: str = "completion") -> list[GradingPair]:
+    """A JSONL file of ``{"gold": ..., "completion": ...}`` rows (``fixability grade``), checked whole first.
+
+    The gold answer obeys the problem files' rules (non-empty, short, not ``NaN``); the completion may be empty (a
+    model can write nothing) but must be text: a number or a list there is an export bug, not model output.
+    """
+    path = Path(path)
+    pairs = []
+    for lineno, row in _read_jsonl(path):
+        gold = _gold(path, lineno, gold_field, _required_text(path, lineno, row, gold_field))
+        if completion_field not in row or row[completion_field] is None:
+            raise ProblemFileError(path, lineno, completion_field, "missing")
+        completion = row[completion_field]
+        if not isinstance(completion, str) or isinstance(completion, (_NumberText, _NonFinite)):
+            kind = "a JSON number" if isinstance(completion, (_NumberText, _NonFinite)) else type(completion).__name__
+            raise ProblemFileError(path, lineno, completion_field, f"expected text, got {kind}")
+        pairs.append(GradingPair(lineno, gold, completion))
+    if not pairs:
+        raise ProblemFileError(path, None, None, "contains no rows")
+    return pairs

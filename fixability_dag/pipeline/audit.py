@@ -17,6 +17,7 @@ from fixability_dag.core.interventions import RETRY, build_requests
 from fixability_dag.core.problems import Problem, problems_by_id
 from fixability_dag.core.regimes import (
     REGIMES,
+    REPORT_METHODS,
     accuracy_rows,
     cluster,
     clustering_accuracy,
@@ -336,7 +337,10 @@ def label(store: AuditStore, checkpoint_id: str, cfg: AuditConfig) -> StageResul
     store.replace("regime_labels", checkpoint_id, labels)
     report: dict = {"failed_problems": len(failed)}
     ablation = pd.DataFrame(columns=["features", "accuracy", "std"])
-    if evaluable(truth):
+    if why := why_not_evaluable(truth):  # said in the summary and, as a note per method, in regime_reports
+        report["not_computed"] = {"regime_report": why, "feature_ablation": why}
+        report.update({method: {"note": why} for method in REPORT_METHODS if method != "gmm_replicated"})
+    else:
         diagnostic = _rollouts(store, checkpoint_id, "diagnostic")
         traces = diagnostic[diagnostic["problem_id"].isin(failed)].groupby("problem_id")["text"].apply("\n\n".join)
         questions = {p.problem_id: p.question for p in store.problems(failed)}
@@ -357,6 +361,7 @@ def label(store: AuditStore, checkpoint_id: str, cfg: AuditConfig) -> StageResul
     store.replace("feature_ablations", checkpoint_id, ablation.rename(columns={"std": "accuracy_std"}).assign(rank=range(1, len(ablation) + 1)))
     return StageResult(len(labels), report, labels, {
         "failed_problems": len(failed),
+        **({"not_computed": _two_columns(report["not_computed"], "what", "why")} if "not_computed" in report else {}),
         "regime_shares": _two_columns(report["regime_shares"], "regime", "share"),
         "cluster_accuracy": pd.DataFrame(accuracies, columns=["method", "accuracy", "balanced_accuracy", "null_mean",
                                                               "balanced_null_mean", "balanced_null_q95", "null_p"])})
@@ -377,9 +382,24 @@ def label_agreement(labels: pd.DataFrame) -> dict:
             "kappa": None if np.isnan(kappa) else float(kappa)}
 
 
+MIN_EVALUABLE_PROBLEMS = 6
+
+
+def why_not_evaluable(truth: pd.DataFrame) -> str | None:
+    """Why the regime accuracies cannot be computed on these failed problems, or None when they can."""
+    regimes = sorted(set(truth["true_regime"]))
+    if len(truth) < MIN_EVALUABLE_PROBLEMS:
+        return (f"{len(truth)} failed problem{'s' if len(truth) != 1 else ''}; cluster and baseline accuracies need at "
+                f"least {MIN_EVALUABLE_PROBLEMS} in at least 2 regimes")
+    if len(regimes) < 2:
+        return (f"all {len(truth)} failed problems are {regimes[0]}; cluster and baseline accuracies need failures in "
+                "at least 2 regimes")
+    return None
+
+
 def evaluable(truth: pd.DataFrame) -> bool:
     """Enough failed problems, in at least two regimes, for accuracies to mean anything."""
-    return len(truth) >= 6 and truth["true_regime"].nunique() >= 2
+    return why_not_evaluable(truth) is None
 
 
 def plan(store: AuditStore, checkpoint_id: str, cfg: AuditConfig) -> StageResult:

@@ -5,11 +5,16 @@ from hypothesis import strategies as st
 
 from fixability_dag.core.answers import (
     MAX_ANSWER_CHARS,
+    answer_region,
     answers_match,
     canonical_answer,
     extract_answer,
     grade,
 )
+from fixability_dag.testing.completion_styles import STYLES as COMPLETION_STYLES
+from fixability_dag.testing.completion_styles import render, styles_for, wrong_answer
+
+from tests.support import GSM8K_ROWS, MATH_ROWS
 
 ANY_CHAR = st.characters(min_codepoint=0, max_codepoint=0x10FFFF, exclude_categories=())  # surrogates and controls too
 SLOW = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -30,6 +35,104 @@ SLOW = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 )
 def test_extract_answer(text, expected):
     assert extract_answer(text) == expected
+
+
+# -- the styles real post-trained models write (issue 13), one by one ----------------------------------------------
+@pytest.mark.parametrize(
+    "gold, completion, answer",
+    [
+        ("7.5", "So each costs 7.5 dollars. The answer is 7.5.", "7.5"),  # a lazy match once stopped at the first '.'
+        ("18", "She earns 9 * 2 = 18 dollars.\nAnswer: 18", "18"),
+        ("18", "She earns 9 * 2 = 18.\n\n**Final Answer:** 18", "18"),
+        ("18", "She earns 9 * 2 dollars:\n\n**18**", "18"),
+        ("18", "She earns 9 * 2 = 18. The answer is 18 dollars.", "18"),
+        ("875", "500 + 375 = 875\n#### 875 apples", "875"),
+        ("5", "Solving 2x = 10 gives x = 5.\nThe answer is x = 5.", "5"),
+        ("4.5", "#### 9/2", "4.5"),
+        (r"\frac{3}{4}", "The answer is 0.75.", "0.75"),
+        ("3, 5, 7", "The primes are 3,5,7.\n#### 3,5,7", "3, 5, 7"),
+        ("18", "9 * 2 = 18\n#### 18\n\nQ: Tom has 3 apples and buys 4 more. How many?\nA: 3 + 4 = 7\n#### 7", "18"),
+        ("18", "<think>\nIs it 20? No, 9 * 2 = 18.\n</think>\n\nThe answer is 18.", "18"),
+        ("18", "Final Answer: The final answer is $18$. I hope it is correct.", "18"),
+        ("18", "So Janet makes **$18** every day at the farmers' market.", "18"),
+        ("90^\\circ", "The angle is 90 degrees.\nThe answer is 90 degrees.", "90"),
+        ("1,000", "#### $1,000.00", "1000"),
+    ],
+)
+def test_real_completion_styles_grade_right(gold, completion, answer):
+    assert grade(gold, completion) == (answer, True)
+
+
+@pytest.mark.parametrize(
+    "gold, completion",
+    [
+        ("18", "9 * 2 = 20\n#### 20\n\nQ: Tom has 3 apples and buys 4 more. How many?\nA: #### 18"),
+        ("18", "<think>\nThe answer is 18.\n</think>\n\nThe answer is 20."),
+        ("4.5", "#### 9/4"),
+        ("3, 5, 7", "#### 3, 5"),
+        ("5", "The answer is x = 6."),
+        ("18", "The answer is 18.5 dollars."),
+        ("1000", "#### 1, 000, 1"),
+    ],
+)
+def test_near_misses_grade_wrong(gold, completion):
+    assert grade(gold, completion)[1] is False
+
+
+def test_answer_region_skips_thinking_and_invented_questions():
+    assert answer_region("<think>x</think>A") == "A"
+    assert answer_region("<think>still thinking, maybe 5") == ""  # stopped before answering: no answer
+    assert extract_answer("<think>The answer is 5") is None
+    assert answer_region("#### 3\n\nQuestion: next?\n#### 9").strip() == "#### 3"
+    assert answer_region("Q: restated first\n#### 3") == "Q: restated first\n#### 3"  # only a *new* question cuts
+
+
+def test_bold_headings_are_not_answers():
+    assert extract_answer("**Step 1:** add them\nthen 18 in all") is None
+    assert extract_answer("The total is **18** apples, then we add **2** more.") == "2"
+
+
+# -- every real gold answer, in every style: GSM8K and MATH rows from tests/data ----------------------------------
+REAL_GOLDS = [pytest.param(p.gold_answer, id=p.problem_id) for p in (*GSM8K_ROWS, *MATH_ROWS)]
+
+
+@pytest.mark.parametrize("gold", REAL_GOLDS)
+def test_every_real_gold_grades_right_in_every_style_and_wrong_answers_wrong(gold):
+    assert answers_match(gold, gold) and answers_match(gold, f" {gold} ")
+    wrong = wrong_answer(gold)
+    assert not answers_match(gold, wrong), (gold, wrong)
+    for style in styles_for(gold):
+        right = render(style, gold, decoy=wrong)
+        assert grade(gold, right)[1], (style, right)
+        miss = render(style, wrong, decoy=gold)  # the gold sits where the grader must not look (think, run-on)
+        assert not grade(gold, miss)[1], (style, miss)
+
+
+def test_the_real_slices_cover_the_hard_shapes():
+    """The fixture rows carry the shapes the grader must hold on; a smaller slice would silently test less."""
+    golds = {p.gold_answer for p in MATH_ROWS}
+    assert {"x=5", "3, 5, 7", "1,-2", "1.25", "90^\\circ", "\\text{Evelyn}", "\\frac{14}{3}", "52_8"} <= golds
+    assert len(GSM8K_ROWS) == 40 and len(MATH_ROWS) == 60
+    assert all(len(styles_for(p.gold_answer)) == len(COMPLETION_STYLES) for p in GSM8K_ROWS)
+
+
+@pytest.mark.parametrize(
+    "a, b, equal",
+    [("9/2", "4.5", True), ("0.75", "3/4", True), (r"\frac{3}{4}", "0.75", True), (r"-\frac{1}{2}", "-0.5", True),
+     ("1/3", "0.333", False), ("3,5,7", "3, 5, 7", True), ("3, 5, 7", "7,5,3", True), ("3,5,7", "3,5", False),
+     ("x = 5", "5", True), ("x=5", "y = 6", False), ("**18**", "18", True), ("18 dollars", "$18", True),
+     ("5 \\text{ cm}^2", "5", True), ("1,000", "1000", True), ("1,000", "1,0000", False), ("Evelyn", r"\text{Evelyn}", True)],
+)
+def test_values_compare_by_value_not_spelling(a, b, equal):
+    assert answers_match(a, b) is equal and answers_match(b, a) is equal
+
+
+def test_one_value_one_category():
+    """The answer distribution's categories: every spelling of a value is one key."""
+    assert canonical_answer("9/2") == canonical_answer("4.5") == canonical_answer(r"\frac{9}{2}") == "4.5"
+    assert canonical_answer("1/3") == "1/3" and canonical_answer("2/6") == "1/3"
+    assert canonical_answer("3,5,7") == canonical_answer("3, 5, 7") == "3, 5, 7"
+    assert canonical_answer("x = 5") == canonical_answer("875 apples".replace("875", "5")) == "5"
 
 
 def test_last_number_fallback_is_opt_in():

@@ -6,6 +6,7 @@ from fixability_dag.core.features import FEATURES, compute_features
 from fixability_dag.core.regimes import (
     REGIMES,
     balanced_accuracy,
+    cluster,
     clustering_accuracy,
     feature_matrix,
     fit_regime_model,
@@ -131,3 +132,12 @@ def test_a_regime_model_transfers_between_checkpoints_with_the_same_regimes():
     flat, y_flat, _ = planted(signal=False, seed=2)
     flat_model = fit_regime_model(flat, pd.DataFrame({"problem_id": flat["problem_id"], "true_regime": y_flat}), FEATURES)
     assert np.mean([p == y for p, y in zip(predict_regimes(flat_model, target), y_tgt)]) < 0.7
+
+
+@pytest.mark.parametrize("method", ["gmm", "kmeans"])
+@pytest.mark.parametrize("points", [0, 1, 2])
+def test_clustering_fewer_points_than_regimes_never_raises(method, points):
+    """sklearn refuses to fit a mixture to one sample; a checkpoint failing one problem must still be labelled."""
+    X = np.arange(points * 3, dtype=float).reshape(points, 3)
+    clusters = cluster(X, 3, method)
+    assert len(clusters) == points and len(set(clusters)) == points  # one cluster per point, as documented

@@ -66,7 +66,15 @@ def test_greedy_is_one_deterministic_sample(engine):
     assert engine.generate([request])[0][0].text == engine.generate([request])[0][0].text
 
 
-def test_missing_checkpoint_is_a_clear_error(tmp_path):
+@pytest.mark.parametrize("verbosity", ["", "INFO"])
+def test_missing_checkpoint_is_a_clear_error_reported_once(tmp_path, monkeypatch, verbosity):
+    """The cause's type and text are in the message; its 100-line vLLM traceback is attached only when asked."""
+    monkeypatch.setenv("FIXABILITY_LOG_LEVEL", verbosity)
     (tmp_path / "config.json").write_text('{"model_type": "llama", "num_hidden_layers": 1, "num_attention_heads": 1, "hidden_size": 8, "max_position_embeddings": 64}')
-    with pytest.raises(RolloutEngineError, match="could not load checkpoint"):
+    with pytest.raises(RolloutEngineError, match="could not load checkpoint") as err:
         VLLMEngine(tmp_path, EngineOptions())
+    assert "Error: " in str(err.value)  # "...: OSError: ..." names the cause
+    if verbosity:
+        assert err.value.__cause__ is not None
+    else:
+        assert err.value.__cause__ is None and err.value.__suppress_context__

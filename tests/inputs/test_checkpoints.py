@@ -7,12 +7,18 @@ import pytest
 
 from fixability_dag.inputs.checkpoints import (
     CheckpointError,
+    discover,
     fingerprint,
     incompleteness,
     inspect_checkpoint,
+    locate,
     partition_key,
     scan,
+    step_from_name,
 )
+from resources import CheckpointDirectory
+
+from tests.support import trained_copy
 
 
 def test_demo_checkpoint_is_complete(checkpoint_copy):
@@ -78,3 +84,63 @@ def test_scan_reports_why_directories_are_skipped(checkpoint_copy):
     complete, skipped = scan(root)
     assert [c.checkpoint_id for c in complete] == [checkpoint_copy.name]
     assert "no weights" in skipped["half"] and "safe partition key" in skipped["bad name"]
+
+
+def rl_tree(root):
+    """One checkpoint root holding every supported layout, as the training frameworks write them."""
+    trained_copy(root / "checkpoint-500")  # HF Trainer / TRL, output_dir as root
+    trained_copy(root / "grpo-run" / "checkpoint-1000")  # a directory of Trainer runs
+    trained_copy(root / "grpo-run" / "checkpoint-1500")
+    (root / "grpo-run" / "checkpoint-1500" / "tokenizer.json").unlink()  # Trainer saves no tokenizer without one
+    (root / "grpo-run" / "runs").mkdir()  # TensorBoard logs beside the checkpoints: not a checkpoint
+    trained_copy(root / "global_step_40" / "actor" / "huggingface")  # verl, experiment directory as root
+    (root / "global_step_40" / "actor" / "model_world_size_1_rank_0.pt").write_bytes(b"fsdp shard")
+    (root / "global_step_80" / "actor").mkdir(parents=True)  # verl without hf_model saved: nothing to load yet
+    trained_copy(root / "ppo-exp" / "global_step_120" / "actor" / "huggingface")  # a directory of verl experiments
+    trained_copy(root / "qwen-math-step1200")  # a flat directory of named checkpoints
+    trained_copy(root / "baseline", with_metadata=True)  # our metadata file names the step
+    return root
+
+
+def test_every_supported_layout_is_found_with_its_step(tmp_path):
+    root = rl_tree(tmp_path / "ckpts")
+    complete, skipped = scan(root)
+    found = {c.checkpoint_id: (c.training_step, c.path) for c in complete}
+    assert found == {
+        "checkpoint-500": (500, root / "checkpoint-500"),
+        "grpo-run.checkpoint-1000": (1000, root / "grpo-run" / "checkpoint-1000"),
+        "global_step_40": (40, root / "global_step_40" / "actor" / "huggingface"),
+        "ppo-exp.global_step_120": (120, root / "ppo-exp" / "global_step_120" / "actor" / "huggingface"),
+        "qwen-math-step1200": (1200, root / "qwen-math-step1200"),
+        "baseline": (300, root / "baseline"),
+    }
+    assert set(skipped) == {"grpo-run.checkpoint-1500", "global_step_80"}
+    assert "no tokenizer" in skipped["grpo-run.checkpoint-1500"]
+    assert "actor/huggingface is not a directory" in skipped["global_step_80"]
+
+
+def test_partition_keys_of_nested_layouts_resolve_back_to_their_directory(tmp_path):
+    root = rl_tree(tmp_path / "ckpts")
+    resource = CheckpointDirectory(root=str(root), settle_seconds=0)
+    info = resource.inspect("ppo-exp.global_step_120")
+    assert info.path == root / "ppo-exp" / "global_step_120" / "actor" / "huggingface" and info.training_step == 120
+    assert resource.inspect("grpo-run.checkpoint-1000").fingerprint == fingerprint(root / "grpo-run" / "checkpoint-1000")
+    with pytest.raises(CheckpointError, match="no checkpoint directory for partition key 'grpo-run.checkpoint-9'"):
+        locate(root, "grpo-run.checkpoint-9")
+
+
+def test_two_directories_with_one_key_are_both_refused(tmp_path):
+    root = tmp_path / "ckpts"
+    trained_copy(root / "run.checkpoint-5")
+    trained_copy(root / "run" / "checkpoint-5")
+    found, refused = discover(root)
+    assert "run.checkpoint-5" not in found and "2 directories map" in refused["run.checkpoint-5"]
+    with pytest.raises(CheckpointError, match="rename one"):
+        locate(root, "run.checkpoint-5")
+
+
+@pytest.mark.parametrize("name, step", [("checkpoint-500", 500), ("exp.global_step_40", 40), ("run7-step100", 100),
+                                        ("arith-sft-s0300", 300), ("ckpt_12", 12), ("final", None), ("run7", None),
+                                        ("llama-3.1-8b", None)])
+def test_step_from_name(name, step):
+    assert step_from_name(name) == step

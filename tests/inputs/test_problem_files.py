@@ -9,15 +9,13 @@ from fixability_dag.inputs.problem_files import (
     ColumnMapping,
     ProblemFileError,
     load_generic,
+    load_grading_pairs,
     load_gsm8k_jsonl,
     load_math_jsonl,
     load_problems,
 )
 
-
-def write_jsonl(path, rows):
-    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n", encoding="utf-8")
-    return path
+from tests.support import write_jsonl
 
 
 def test_gsm8k_loader_reads_answer_and_steps(tmp_path):
@@ -99,3 +97,23 @@ def test_load_problems_dispatch_and_empty_file(tmp_path):
         load_problems("gsm8k", empty)
     with pytest.raises(ValueError, match="unknown problem format"):
         load_problems("parquet", empty)
+
+
+def test_grading_pairs_keep_lines_and_allow_empty_completions(tmp_path):
+    path = write_jsonl(tmp_path / "pairs.jsonl", [{"gold": 18, "completion": "#### 18"}, "", {"gold": "3/4", "completion": ""}])
+    pairs = load_grading_pairs(path)
+    assert [(p.line, p.gold, p.completion) for p in pairs] == [(1, "18", "#### 18"), (3, "3/4", "")]
+
+
+@pytest.mark.parametrize(
+    "row, field, reason",
+    [({"completion": "x"}, "gold", "missing"), ({"gold": "", "completion": "x"}, "gold", "empty"),
+     ({"gold": "1"}, "completion", "missing"), ({"gold": "1", "completion": 18}, "completion", "expected text, got a JSON number"),
+     ({"gold": "1", "completion": ["a"]}, "completion", "expected text"), ({"gold": "NaN", "completion": "x"}, "gold", "finite")],
+)
+def test_bad_grading_pairs_name_file_line_and_field(tmp_path, row, field, reason):
+    path = write_jsonl(tmp_path / "pairs.jsonl", [{"gold": "1", "completion": "#### 1"}, row])
+    with pytest.raises(ProblemFileError) as err:
+        load_grading_pairs(path)
+    assert (err.value.line, err.value.field) == (2, field) and reason in err.value.reason
+    assert str(path) in str(err.value)

@@ -8,7 +8,7 @@ from fixability_dag.pipeline.config import CODE_VERSION
 from fixability_dag.pipeline.staleness import FINAL_ASSET
 from resources import AuditSettings, ResultsDatabase
 
-from tests.support import age, demo_checkpoint, evaluate
+from tests.support import age, demo_checkpoint, evaluate, trained_copy
 
 
 def test_half_written_checkpoint_waits_then_registers_once(tmp_path):
@@ -89,3 +89,25 @@ def test_checkpoints_already_audited_are_registered_but_not_rerun(tmp_path):
     result = evaluate(instance, root)
     assert sorted(result.dynamic_partitions_requests[0].partition_keys) == ["done", "todo"]
     assert [r.partition_key for r in result.run_requests] == ["todo"]
+
+
+def test_rl_checkpoint_layouts_become_partitions(tmp_path):
+    """Trainer/TRL checkpoint-N of a run directory and verl global_step_N/actor/huggingface: registered under keys
+    that name run and step, each audited once it has settled."""
+    instance = DagsterInstance.ephemeral()
+    root = tmp_path / "ckpts"
+    for model_dir in (trained_copy(root / "grpo" / "checkpoint-200"),
+                      trained_copy(root / "global_step_40" / "actor" / "huggingface")):
+        age(model_dir)
+    result = evaluate(instance, root)
+    assert isinstance(result, SensorResult)
+    keys = ["global_step_40", "grpo.checkpoint-200"]
+    assert sorted(result.dynamic_partitions_requests[0].partition_keys) == keys
+    assert sorted(r.partition_key for r in result.run_requests) == keys
+    instance.add_dynamic_partitions(checkpoint_partitions.name, keys)
+    newest = trained_copy(root / "grpo" / "checkpoint-400")
+    (newest / "model.safetensors").touch()  # just written (copytree keeps the source's mtimes): waits to settle
+    assert isinstance(evaluate(instance, root, cursor=result.cursor), SkipReason)
+    age(newest)
+    later = evaluate(instance, root, cursor=result.cursor)
+    assert [r.partition_key for r in later.run_requests] == ["grpo.checkpoint-400"]

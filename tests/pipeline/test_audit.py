@@ -8,7 +8,7 @@ from fixability_dag.core.regimes import REGIMES
 from fixability_dag.core.rescue import POLICIES, TOKEN_MATCHED
 from fixability_dag.pipeline import audit
 
-from tests.support import FAKE_CFG, GOLD, FakeEngine, behaviour, run_audit
+from tests.support import FAKE_CFG, GOLD, FakeEngine, behaviour, planted, run_audit
 
 
 def test_stages_store_consistent_rows(store):
@@ -99,3 +99,39 @@ def test_a_replicate_label_phase_measures_label_agreement(sqlite_store):
     structural = evaluations[(evaluations["policy"] == "routed") & (evaluations["regime"] == "replicated:structural")]
     replicated_structural = ((stored["true_regime"] == "structural") & (stored["replicate_regime"] == "structural")).sum()
     assert int(structural["problems"].iloc[0]) == replicated_structural
+
+
+PIDS = sorted(GOLD)
+SMALL_RUNS = {
+    "one_failed": {PIDS[0]: "retry_recoverable"},
+    "two_failed": {PIDS[0]: "steerable_hard", PIDS[5]: "structural"},
+    "three_all_retry": {p: "retry_recoverable" for p in PIDS[:3]},
+    "eight_all_structural": {p: "structural" for p in PIDS[:8]},
+    "none_failed": {},
+}
+
+
+@pytest.mark.parametrize("regimes", SMALL_RUNS.values(), ids=SMALL_RUNS.keys())
+def test_small_and_lopsided_runs_finish_and_say_what_was_not_computed(sqlite_store, regimes):
+    """0, 1 or 2 failed problems, or failures in one regime only: every stage completes (sklearn once refused to
+    cluster one sample), the labels are the planted ones, and the report says why there are no accuracies."""
+    diag, labels, report, plan, evaluations, summary = run_audit(sqlite_store, FakeEngine(planted(regimes)))
+    assert diag["failed_problems"] == len(regimes)
+    assert dict(zip(labels["problem_id"], labels["true_regime"])) == regimes
+    assert sorted(plan["problem_id"]) == sorted(regimes)
+    assert len(evaluations) == (len(POLICIES) * (1 + len(REGIMES)) if regimes else 0)
+    why = report["not_computed"]["regime_report"]
+    assert (f"{len(regimes)} failed problem" in why) if len(regimes) < 6 else ("are structural" in why)
+    stored = sqlite_store.read("regime_reports", "ck")
+    assert set(stored["method"]) == {"gmm", "kmeans", "majority_baseline", "supervised_logreg", "trace_reading_tfidf"}
+    assert (stored["note"] == why).all() and stored["accuracy"].isna().all()
+    assert sqlite_store.count("feature_ablations", "ck") == 0
+
+
+def test_an_evaluable_run_reports_accuracies_and_nothing_missing(sqlite_store):
+    """The control for the test above: with enough failures in several regimes the accuracies are there."""
+    regimes = {p: ("retry_recoverable", "steerable_hard", "structural")[i % 3] for i, p in enumerate(PIDS[:9])}
+    _, _, report, *_ = run_audit(sqlite_store, FakeEngine(planted(regimes)))
+    assert "not_computed" not in report
+    stored = sqlite_store.read("regime_reports", "ck").set_index("method")
+    assert stored.loc["gmm", "accuracy"] is not None and stored["note"].isna().all()

@@ -72,3 +72,23 @@ def test_whole_graph_on_a_demo_checkpoint_is_idempotent(db_url):
     failed = sorted(full["problem_id"].unique())
     assert ground_truth(intervention_outcomes(full, block), failed).equals(
         ground_truth(intervention_outcomes(stopped, block), failed))
+
+
+def test_a_checkpoint_failing_one_or_two_problems_completes_every_asset(tmp_path):
+    """The small run of issue 13 on the real engine: two problems (chain lengths 1 and 5) on the late SFT
+    checkpoint, which solves length 1 and fails length 5; every asset materializes and regime_labels says why
+    there are no accuracies."""
+    url = f"sqlite:///{tmp_path / 'small.db'}"
+    instance = DagsterInstance.ephemeral()
+    key = "arith-sft-s2000"
+    instance.add_dynamic_partitions("checkpoints", [key])
+    small = AuditSettings(**{**TINY, "chain_lengths": [1, 5], "templates_per_length": 1, "variants_per_template": 1})
+    result = materialize(CHECKPOINT_ASSETS, instance=instance, partition_key=key,
+                         resources={**resources(url), "settings": small})
+    assert result.success
+    store = ResultsDatabase(url=url).store()
+    failed = len(store.read("regime_labels", key))
+    assert 1 <= failed <= 2
+    metadata = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
+    assert f"{failed} failed problem" in metadata["regime_labels"]["not_computed"].value
+    assert (store.read("audit_runs", key)["status"] == "success").all()
