@@ -25,12 +25,12 @@ from collections.abc import Sequence
 import pandas as pd
 
 from fixability_dag.core.answers import grade
-from fixability_dag.core.sampling import Completion, GenerationRequest
+from fixability_dag.core.sampling import PHASES, Completion, GenerationRequest
 from fixability_dag.pipeline import audit
 from fixability_dag.pipeline.config import AuditConfig
 from fixability_dag.storage.store import AuditStore
 
-PHASES = ("diagnostic", "probe", "label", "label_replicate", "eval")
+
 
 
 class GenerationNeeded(RuntimeError):
