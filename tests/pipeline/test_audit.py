@@ -119,7 +119,7 @@ def test_small_and_lopsided_runs_finish_and_say_what_was_not_computed(sqlite_sto
     assert diag["failed_problems"] == len(regimes)
     assert dict(zip(labels["problem_id"], labels["true_regime"])) == regimes
     assert sorted(plan["problem_id"]) == sorted(regimes)
-    assert len(evaluations) == (len(POLICIES) * (1 + len(REGIMES)) if regimes else 0)
+    assert len(evaluations) == ((len(POLICIES) + len(TOKEN_MATCHED)) * (1 + len(REGIMES)) if regimes else 0)
     why = report["not_computed"]["regime_report"]
     assert (f"{len(regimes)} failed problem" in why) if len(regimes) < 6 else ("are structural" in why)
     stored = sqlite_store.read("regime_reports", "ck")
