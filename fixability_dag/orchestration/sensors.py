@@ -2,8 +2,18 @@
 
 import json
 
-from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
+from dagster import (
+    AssetSelection,
+    AutomationConditionSensorDefinition,
+    DefaultSensorStatus,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
 
+from assets import REPORT_ASSETS
 from assets.partitions import checkpoint_partitions
 from fixability_dag.orchestration.jobs import audit_checkpoint_job
 from fixability_dag.pipeline.config import CODE_VERSION
@@ -54,3 +64,12 @@ def checkpoint_sensor(context: SensorEvaluationContext, checkpoints: CheckpointD
         dynamic_partitions_requests=[checkpoint_partitions.build_add_request(new_keys)] if new_keys else [],
         cursor=json.dumps(requested, sort_keys=True),
     )
+
+
+reports_automation = AutomationConditionSensorDefinition(
+    "reports_automation", target=AssetSelection.assets(*REPORT_ASSETS), default_status=DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Evaluates the reports' automation conditions (assets.shape.REPORT_AUTOMATION): after any "
+                "checkpoint's audit, failure_topography and regime_transfer are recomputed without a click. On by "
+                "default; Dagster's own default automation sensor starts stopped, which left the reports stale.",
+)
