@@ -29,7 +29,7 @@ from dagster import (
 
 from assets.partitions import checkpoint_partitions
 from fixability_dag.inputs.checkpoints import METADATA_FILE
-from fixability_dag.pipeline import checks
+from fixability_dag.pipeline import checks, progress
 from fixability_dag.pipeline.audit import StageResult
 from fixability_dag.pipeline.config import CODE_VERSION, AuditConfig
 from fixability_dag.pipeline.plots import Figure, figure_dir
@@ -94,7 +94,8 @@ def audit_step(context: AssetExecutionContext, before: Callable[[Step], None] | 
                                config.config_hash(), config.as_dict())
     finished = []
     try:
-        yield step, finished.append
+        with progress.reporting(context.log.info):  # generation's progress lines go to the run's log
+            yield step, finished.append
     except BaseException:
         store.finish_run(audit_id, "failed")
         raise

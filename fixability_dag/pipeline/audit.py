@@ -36,6 +36,7 @@ from fixability_dag.core.signals import retry_headroom, shift_features
 from fixability_dag.core.stats import cohen_kappa, majority_share, matched_accuracy
 from fixability_dag.pipeline import numbers
 from fixability_dag.pipeline.config import AuditConfig
+from fixability_dag.pipeline.progress import Progress
 from fixability_dag.pipeline.resume import group_key, plan_resume, request_hash
 from fixability_dag.storage.store import AuditStore
 
@@ -119,10 +120,12 @@ def sample_phase(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, p
     doomed = plan.stale + [key for key in map(group_key, plan.todo) if key in stored]
     if doomed:
         store.delete_rollout_groups(checkpoint_id, phase, doomed, whole_phase=len(doomed) == len(stored))
-    for _chunk, rows in graded_chunks(engine, plan.todo, problems_by_id(problems), commit_every):
+    progress = Progress(phase, len(plan.todo), plan.kept)
+    for chunk, rows in graded_chunks(engine, plan.todo, problems_by_id(problems), commit_every):
         for row in rows:
             row["run_id"], row["request_hash"] = run_id, hashes[(row["problem_id"], row["intervention"])]
         store.insert_rollouts(checkpoint_id, rows)
+        progress.advance(len(chunk), rows)
     frame = _rollouts(store, checkpoint_id, phase)
     frame = frame.sort_values(["problem_id", "intervention", "sample_index"], kind="stable").reset_index(drop=True)
     frame.attrs.update(requests=len(requests), kept_requests=plan.kept, generated_requests=len(plan.todo))
