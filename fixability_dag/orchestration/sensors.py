@@ -15,10 +15,18 @@ from dagster import (
 
 from assets import REPORT_ASSETS
 from assets.partitions import checkpoint_partitions
+from fixability_dag.inputs.checkpoints import CheckpointInfo
 from fixability_dag.orchestration.jobs import audit_checkpoint_job
 from fixability_dag.pipeline.config import CODE_VERSION
 from fixability_dag.pipeline.staleness import checkpoints_to_audit
 from resources import AuditSettings, CheckpointDirectory, ResultsDatabase
+
+
+def in_training_order(checkpoints: list[CheckpointInfo]) -> list[CheckpointInfo]:
+    """Checkpoints by training step (unknown steps last, then by name). Dagster lists dynamic partitions in the order
+    they were added, and the asset Plots tab draws them in that order: added alphabetically, an RFT checkpoint
+    would sit between SFT steps."""
+    return sorted(checkpoints, key=lambda c: (c.training_step is None, c.training_step or 0, c.checkpoint_id))
 
 
 def audit_run_key(checkpoint_id: str, fingerprint: str, config_hash: str) -> str:
@@ -45,7 +53,7 @@ def checkpoint_sensor(context: SensorEvaluationContext, checkpoints: CheckpointD
     for name, why in skipped.items():
         context.log.info(f"not auditable (not registered as a partition): {name}: {why}")
 
-    new_keys = [c.checkpoint_id for c in complete if c.checkpoint_id not in known]
+    new_keys = [c.checkpoint_id for c in in_training_order(complete) if c.checkpoint_id not in known]
     candidates = [c for c in complete if requested.get(c.checkpoint_id) != c.fingerprint]
     if candidates:
         on_disk = {c.checkpoint_id: c.fingerprint for c in candidates}

@@ -89,3 +89,14 @@ def test_checkpoints_already_audited_are_registered_but_not_rerun(tmp_path):
     result = evaluate(instance, root)
     assert sorted(result.dynamic_partitions_requests[0].partition_keys) == ["done", "todo"]
     assert [r.partition_key for r in result.run_requests] == ["todo"]
+
+
+def test_new_partitions_are_added_in_training_order(tmp_path):
+    """The Plots tab draws partitions in the order they were added: by step, not by name."""
+    instance = DagsterInstance.ephemeral()
+    root = tmp_path / "ckpts"
+    shutil.copytree(demo_checkpoint("arith-rft-s2300"), root / "a-rft-late")
+    shutil.copytree(demo_checkpoint("arith-sft-s1000"), root / "b-sft-early")
+    age(root / "a-rft-late"), age(root / "b-sft-early")
+    [add] = evaluate(instance, root).dynamic_partitions_requests
+    assert list(add.partition_keys) == ["b-sft-early", "a-rft-late"]
