@@ -89,12 +89,14 @@ def topography_plot(table: pd.DataFrame, path: Path) -> Figure:
     ax.set_ylim(0, 1)
     ax.tick_params(axis="x", labelsize=8)
     twin = ax.twinx()
-    twin.plot(labels, table["pass_rate"], "k.-", label="base pass rate")
+    twin.plot(labels, table["pass_rate"], "ko-", label="base pass rate")
     twin.set_ylabel("base pass rate")
     twin.set_ylim(0, 1)
-    ax.legend(loc="upper left", fontsize=8, frameon=False, ncol=3)
-    ax.set_title("Failure topography: regimes of the failed problems by checkpoint", fontsize=10)
-    return _save(fig, path, f"Regime shares of the failed problems and base pass rate, {len(table)} checkpoints, "
+    handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), fontsize=8, frameon=False, ncol=4)
+    ax.set_title("Failure topography: regimes of the failed problems by checkpoint", fontsize=10, pad=22)
+    count = f"{len(table)} checkpoint{'s' if len(table) != 1 else ''}"
+    return _save(fig, path, f"Regime shares of the failed problems and base pass rate, {count}, "
                             "grouped by recipe and ordered by training step")
 
 
