@@ -106,7 +106,7 @@ def audit_step(context: AssetExecutionContext, before: Callable[[Step], None] | 
 def metadata_value(value):
     """A shown value as Dagster metadata: numbers stay numbers (rounded for reading, so the UI can chart them; numpy
     scalars too, which are not ``int``), frames become markdown tables, anything else text. ``None`` and NaN become
-    the text ``n/a`` (a stage that knows why says so itself: :func:`fixability_dag.pipeline.numbers.not_computable`)."""
+    the text ``n/a`` (a stage that knows why says so itself: :func:`fixability_dag.pipeline.metrics.not_computable`)."""
     if isinstance(value, MetadataValue):
         return value
     if value is None or (isinstance(value, numbers.Real) and math.isnan(value)):
@@ -136,8 +136,8 @@ def as_metadata(shown: dict) -> dict:
 
 
 def checkpoint_metadata(store: AuditStore, checkpoint_id: str) -> dict:
-    """The partition's training step and recipe on every materialization, so its numbers can be ordered by step
-    (the UI orders partitions by key) and a table of materializations grouped by recipe."""
+    """The partition's training step and recipe on every materialization, so a table or chart of its numbers can be
+    ordered by step and grouped by recipe (the Plots tab draws partitions in the order they were added)."""
     row = store.checkpoint(checkpoint_id) or {}
     step = row.get("training_step")
     return {"training_step": MetadataValue.int(int(step)) if step is not None and not pd.isna(step)
@@ -181,6 +181,8 @@ def checkpoint_asset(*, deps: Sequence = (), gpu: bool = False, kinds: Iterable[
             with audit_step(context, before) as (step, done):
                 result = body(step)
                 evaluated = checks.evaluate(name, step.store, step.checkpoint_id, step.config)
+                # Dagster fails the step after this returns when a blocking check failed; audit_runs says which
+                result.summary["failed_checks"] = [inv.name for inv, outcome in evaluated if not outcome.passed]
                 done(result)
             return MaterializeResult(metadata={**checkpoint_metadata(step.store, step.checkpoint_id),
                                                **as_metadata(result.shown)}, check_results=check_results(evaluated))

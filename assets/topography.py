@@ -4,7 +4,7 @@ from dagster import AssetCheckSpec, AssetExecutionContext, MaterializeResult, as
 
 from assets.rescue import rescue_evaluation
 from assets.shape import REPORT_AUTOMATION, check_results, metadata_value
-from fixability_dag.pipeline import audit, checks, numbers
+from fixability_dag.pipeline import audit, checks, metrics
 from fixability_dag.pipeline.config import CODE_VERSION
 from fixability_dag.pipeline.plots import figure_dir, topography_order, topography_plot
 from resources import ResultsDatabase
@@ -21,10 +21,10 @@ def failure_topography(context: AssetExecutionContext, database: ResultsDatabase
     by recipe, ordered by training step. The figure is on this page and in ``figures/`` beside the database."""
     store = database.store()
     table = topography_order(audit.topography(store))
-    metadata = {"checkpoints": len(table), "topography": metadata_value(numbers.explained_table(table))}
+    metadata = {"checkpoints": len(table), "topography": metadata_value(metrics.explained_table(table))}
     if len(table):
         metadata["plot"] = metadata_value(topography_plot(table, figure_dir(store.url) / "topography.png"))
         latest = table.iloc[-1]
-        metadata.update({f"latest_{k}": metadata_value(numbers.rounded(latest[k])) for k in table.columns
+        metadata.update({f"latest_{k}": metadata_value(metrics.rounded(latest[k])) for k in table.columns
                          if k.startswith(("share_", "rescue_")) or k == "pass_rate"})
     return MaterializeResult(metadata=metadata, check_results=check_results([(CONSISTENT, CONSISTENT.test(table))]))

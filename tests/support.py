@@ -172,6 +172,33 @@ def run_audit(store, engine, cfg=FAKE_CFG, checkpoint_id="ck"):
     return diag, labelled.frame, labelled.summary, plan, evaluated.frame, evaluated.summary
 
 
+@dataclasses.dataclass
+class FakeAudit:
+    """A SQLite database holding one fake-engine audit of checkpoint ``ck``, and the progress lines it logged."""
+
+    path: Path
+    progress: list[str]
+
+    def copy(self, tmp_path: Path) -> AuditStore:
+        """A store over a private copy (tests corrupt it on purpose)."""
+        shutil.copy(self.path, tmp_path / "copy.db")
+        return AuditStore(f"sqlite:///{tmp_path / 'copy.db'}")
+
+
+@pytest.fixture(scope="session")
+def fake_audit(tmp_path_factory) -> FakeAudit:
+    """One fake-engine audit per session (about 20 s), for the tests that only read it or corrupt a copy."""
+    from fixability_dag.pipeline import progress
+
+    path = tmp_path_factory.mktemp("fake_audit") / "audit.db"
+    store, lines = AuditStore(f"sqlite:///{path}"), []
+    store.migrate()
+    with progress.reporting(lines.append, interval=3600):
+        run_audit(store, FakeEngine(behaviour))
+    store.dispose()
+    return FakeAudit(path, lines)
+
+
 # --- the small real audit (vLLM on a demo checkpoint) and what every audited checkpoint must satisfy ---
 
 TINY = dict(chain_lengths=[1, 2, 4, 6], templates_per_length=2, variants_per_template=2, n_samples=8,

@@ -34,7 +34,7 @@ from fixability_dag.core.routing import CATALOG_RULE_VERSION, fit_thresholds, ro
 from fixability_dag.core.sampling import RolloutEngine, graded_chunks
 from fixability_dag.core.signals import retry_headroom, shift_features
 from fixability_dag.core.stats import cohen_kappa, majority_share, matched_accuracy
-from fixability_dag.pipeline import numbers
+from fixability_dag.pipeline import metrics
 from fixability_dag.pipeline.config import AuditConfig
 from fixability_dag.pipeline.progress import Progress
 from fixability_dag.pipeline.resume import group_key, plan_resume, request_hash
@@ -275,8 +275,8 @@ def label(store: AuditStore, checkpoint_id: str, cfg: AuditConfig) -> StageResul
     return StageResult(len(labels), report, labels, {
         "failed_problems": len(failed),
         "regime_shares": _two_columns(report["regime_shares"], "regime", "share"),
-        **numbers.regime_shares(report["regime_shares"]), **numbers.accuracies(accuracies),
-        "cluster_accuracy": numbers.explained_table(pd.DataFrame(accuracies, columns=[
+        **metrics.regime_shares(report["regime_shares"]), **metrics.accuracies(accuracies),
+        "cluster_accuracy": metrics.explained_table(pd.DataFrame(accuracies, columns=[
             "method", "accuracy", "balanced_accuracy", "null_mean", "balanced_null_mean", "balanced_null_q95", "null_p",
             "note"]))})
 
@@ -344,7 +344,7 @@ def evaluate(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: 
     shown_columns = ["policy", "regime", "problems", "rescued", "rescue_rate", "tokens", "lift_vs_retry"]
     return StageResult(len(evaluations), summary, evaluations, {
         **{k: summary.get(k) for k in ("failed_problems", "steerable_hard_lift", "compute_saved_routed_vs_retry")},
-        **numbers.policy_numbers(evaluations), "evaluation": evaluations[shown_columns]})
+        **metrics.policy_numbers(evaluations), "evaluation": evaluations[shown_columns]})
 
 
 def _upfront_tokens(store: AuditStore, checkpoint_id: str, failed: list[str],

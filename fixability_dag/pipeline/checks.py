@@ -21,6 +21,7 @@ import pandas as pd
 from fixability_dag.core.features import failed_problem_ids
 from fixability_dag.core.regimes import REGIMES
 from fixability_dag.core.rescue import HINDSIGHT, POLICIES
+from fixability_dag.core.stats import cohen_kappa
 from fixability_dag.pipeline.config import AuditConfig
 from fixability_dag.storage.store import AuditStore
 
@@ -62,10 +63,12 @@ class Facts:
 
 @dataclasses.dataclass(frozen=True)
 class Invariant:
+    """One asset check: ``test`` gets the :class:`Facts` of a checkpoint (a report's gets its table)."""
+
     name: str
     description: str
     blocking: bool
-    test: Callable[[Facts], Outcome]
+    test: Callable[..., Outcome]
 
 
 def _listing(ids: Iterable) -> str:
@@ -194,8 +197,6 @@ def label_agreement(f: Facts) -> Outcome:
     replicated = labels[labels["replicate_regime"].notna()] if len(labels) else labels
     if replicated.empty:
         return Outcome(True, "not measured: the audit ran without label_replicate", {"problems": 0})
-    from fixability_dag.core.stats import cohen_kappa
-
     kappa = cohen_kappa(list(replicated["true_regime"]), list(replicated["replicate_regime"]))
     agreement = float((replicated["true_regime"] == replicated["replicate_regime"]).mean())
     numbers = {"problems": len(replicated), "agreement": agreement, "kappa": None if math.isnan(kappa) else kappa}

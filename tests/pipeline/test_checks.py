@@ -26,8 +26,8 @@ def test_every_invariant_holds_on_a_consistent_audit(store):
     assert "not measured" in found[("regime_labels", "label_agreement")].message
 
 
-def test_a_missing_rescue_outcome_fails_the_blocking_label_check(sqlite_store):
-    run_audit(sqlite_store, FakeEngine(behaviour))
+def test_a_missing_rescue_outcome_fails_the_blocking_label_check(fake_audit, tmp_path):
+    sqlite_store = fake_audit.copy(tmp_path)
     outcomes_table = sqlite_store.read("intervention_outcomes", "ck")
     dropped = outcomes_table[outcomes_table["intervention"] == "few_shot"].iloc[0]
     sqlite_store.replace("intervention_outcomes", "ck", outcomes_table.drop(index=dropped.name))
@@ -39,8 +39,8 @@ def test_a_missing_rescue_outcome_fails_the_blocking_label_check(sqlite_store):
     assert all(inv.blocking for inv in checks.CHECKS["regime_labels"][:1])
 
 
-def test_wrong_row_counts_and_rates_are_named(sqlite_store):
-    run_audit(sqlite_store, FakeEngine(behaviour))
+def test_wrong_row_counts_and_rates_are_named(fake_audit, tmp_path):
+    sqlite_store = fake_audit.copy(tmp_path)
     diagnostic = sqlite_store.read("rollouts", "ck", phase="diagnostic")
     victim = diagnostic["problem_id"].iloc[0]
     sqlite_store.replace("rollouts", "ck", diagnostic[diagnostic["sample_index"] != 0], phase="diagnostic")
@@ -73,8 +73,8 @@ def test_label_agreement_warns_below_the_threshold(sqlite_store):
     assert not next(inv for inv in checks.CHECKS["regime_labels"] if inv.name == "label_agreement").blocking
 
 
-def test_accuracies_without_a_value_need_a_reason(sqlite_store):
-    run_audit(sqlite_store, FakeEngine(behaviour))
+def test_accuracies_without_a_value_need_a_reason(fake_audit, tmp_path):
+    sqlite_store = fake_audit.copy(tmp_path)
     reports = sqlite_store.read("regime_reports", "ck")
     assert outcomes(sqlite_store)[("regime_labels", "accuracies_finite_or_explained")].passed
     reports.loc[reports.index[0], ["accuracy", "note"]] = [None, None]

@@ -3,7 +3,7 @@
 from fixability_dag.pipeline import progress
 from fixability_dag.pipeline.progress import Progress
 
-from tests.support import FAKE_CFG, FakeEngine, behaviour, run_audit
+from tests.support import FAKE_CFG
 
 
 def test_lines_are_bounded_in_rate_and_end_with_the_last_request():
@@ -19,10 +19,8 @@ def test_lines_are_bounded_in_rate_and_end_with_the_last_request():
     assert lines[-1].endswith("20 s elapsed, done")
 
 
-def test_a_real_audit_reports_every_generating_phase(sqlite_store):
-    lines = []
-    with progress.reporting(lines.append, interval=3600):
-        run_audit(sqlite_store, FakeEngine(behaviour))
+def test_an_audit_reports_every_generating_phase(fake_audit):
+    lines = fake_audit.progress
     finished = [line.split(":")[0] for line in lines if line.endswith("done")]
     assert finished == ["diagnostic", "probe", "label", "eval"]
     n = len(FAKE_CFG.load_problems())

@@ -128,3 +128,5 @@ def test_a_blocking_check_stops_the_steps_that_would_read_wrong_rows(audited_ins
     assert failed.check_name == "every_failed_problem_has_evidence_and_a_label"
     assert f"{outcomes.loc[lost, 'problem_id']}/few_shot: 0 of 1" in failed.description
     assert {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()} == {"regime_labels"}
+    [row] = store.read("audit_runs", audited_instance.checkpoint_id, asset="regime_labels", run_id=result.run_id).to_dict("records")
+    assert row["summary"]["failed_checks"] == [failed.check_name]
