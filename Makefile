@@ -24,7 +24,7 @@ export DAGSTER_HOME := $(CURDIR)/.dagster_home
 # The CPU engine's KV cache (GiB). Unset, vLLM asks for 92% of RAM and will not start beside anything else.
 export VLLM_CPU_KVCACHE_SPACE ?= 4
 
-.PHONY: demo test ui bench reliability install-cpu install-gpu install-test train-demo clean
+.PHONY: demo test ui bench reliability install-cpu install-gpu install-test install-browser train-demo clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -82,8 +82,15 @@ $(DAGSTER_HOME)/dagster.yaml: deploy/dagster.yaml $(INSTALLED)
 demo: $(INSTALLED) $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/fixability demo
 
+# tests/system/test_ui.py drives the Dagster UI in Debian's headless Chromium through its chromedriver (a browser
+# downloaded by pip or Selenium Manager cannot run here). Installed once, when missing; sudo unless we are root.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+install-browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null \
+	  || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium chromium-driver)
+
 # The layering contract first (pyproject.toml [tool.importlinter]; under a second), then the suite.
-test: $(TEST_INSTALLED)
+test: $(TEST_INSTALLED) install-browser
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -106,4 +113,4 @@ train-demo: $(VENV)/.installed-cpu
 	$(PY) -m scripts.train_demo_checkpoints --out demo/checkpoints --steps 2000 --save-steps 300 1000 2000
 
 clean:
-	rm -rf $(VENV) .fixability .dagster_home
+	rm -rf $(VENV) .fixability .dagster_home test-artifacts

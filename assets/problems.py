@@ -26,6 +26,5 @@ def problem_set(step: Step) -> StageResult:
     result = audit.snapshot_problems(step.store, step.config)
     checkpoint = step.store.checkpoint(step.checkpoint_id)
     result.shown.update({"checkpoint_path": MetadataValue.path(checkpoint["path"]),
-                         "checkpoint_recipe": checkpoint["recipe"] or "unknown",
                          "checkpoint_fingerprint": checkpoint["fingerprint"]})
     return result

@@ -3,12 +3,16 @@
 from assets.shape import Step, checkpoint_asset
 from fixability_dag.pipeline import audit
 from fixability_dag.pipeline.audit import StageResult
+from fixability_dag.pipeline.plots import pass_rate_by_difficulty_plot
 
 
-@checkpoint_asset(deps=["problem_set"], gpu=True, kinds={"vllm", "sql"})
+@checkpoint_asset(deps=["problem_set"], gpu=True, kinds={"vllm", "sql", "matplotlib"})
 def base_rollouts(step: Step) -> StageResult:
     """N samples per problem at the base decoding (one request per problem, ``n`` shared-prefix samples)."""
-    return audit.diagnose(step.store, step.engine(), step.checkpoint_id, step.config, step.run_id)
+    result = audit.diagnose(step.store, step.engine(), step.checkpoint_id, step.config, step.run_id)
+    result.shown["pass_rate_by_difficulty_plot"] = pass_rate_by_difficulty_plot(
+        result.shown["pass_rate_by_difficulty"], step.checkpoint_id, step.figure_path("pass_rate_by_difficulty"))
+    return result
 
 
 @checkpoint_asset(deps=[base_rollouts], gpu=True, kinds={"vllm", "sql"})

@@ -6,19 +6,40 @@ Every audit step is a partitioned asset that holds the checkpoint's lease, recor
 an asset module only says what its step depends on and which stage it calls.
 """
 
+import base64
 import dataclasses
 import math
+import numbers
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
+import numpy as np
 import pandas as pd
-from dagster import AssetExecutionContext, AssetsDefinition, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetsDefinition,
+    AutomationCondition,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
 
 from assets.partitions import checkpoint_partitions
+from fixability_dag.inputs.checkpoints import METADATA_FILE
+from fixability_dag.pipeline import checks, progress
 from fixability_dag.pipeline.audit import StageResult
 from fixability_dag.pipeline.config import CODE_VERSION, AuditConfig
+from fixability_dag.pipeline.plots import Figure, figure_dir
 from fixability_dag.pipeline.tables import markdown_table
 from fixability_dag.storage.store import AuditStore
+
+REPORT_AUTOMATION = AutomationCondition.eager().without(~AutomationCondition.any_deps_missing())
+"""How the cross-checkpoint reports keep up: recomputed after any checkpoint's audit writes its last step, once
+no audit is in progress. ``eager()`` alone would also wait until *every* partition upstream exists, and a report
+over all checkpoints would then never refresh while one checkpoint is registered but not audited (or failed)."""
 
 GPU_POOL = "gpu"
 # One GPU per rollout step pod when the audit runs on the k8s_job_executor (FIXABILITY_EXECUTOR=k8s; see deploy/k8s/).
@@ -42,6 +63,10 @@ class Step:
         if row is None:
             raise RuntimeError(f"checkpoint {self.checkpoint_id} is not registered; materialize problem_set first")
         return row["path"]
+
+    def figure_path(self, name: str):
+        """Where this checkpoint's figure ``name`` is written: beside the results database."""
+        return figure_dir(self.store.url) / self.checkpoint_id / f"{name}.png"
 
     def engine(self):
         """The run's rollout engine for this checkpoint (one per run: the resource caches it)."""
@@ -69,7 +94,8 @@ def audit_step(context: AssetExecutionContext, before: Callable[[Step], None] | 
                                config.config_hash(), config.as_dict())
     finished = []
     try:
-        yield step, finished.append
+        with progress.reporting(context.log.info):  # generation's progress lines go to the run's log
+            yield step, finished.append
     except BaseException:
         store.finish_run(audit_id, "failed")
         raise
@@ -78,25 +104,59 @@ def audit_step(context: AssetExecutionContext, before: Callable[[Step], None] | 
 
 
 def metadata_value(value):
-    """A shown value as Dagster metadata: numbers stay numbers (rounded for reading, so the UI can chart them),
-    frames become markdown tables, anything else text. ``None`` and NaN become the text ``n/a``."""
+    """A shown value as Dagster metadata: numbers stay numbers (rounded for reading, so the UI can chart them; numpy
+    scalars too, which are not ``int``), frames become markdown tables, anything else text. ``None`` and NaN become
+    the text ``n/a`` (a stage that knows why says so itself: :func:`fixability_dag.pipeline.metrics.not_computable`)."""
     if isinstance(value, MetadataValue):
         return value
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None or (isinstance(value, numbers.Real) and math.isnan(value)):
         return MetadataValue.text("n/a")
-    if isinstance(value, bool):
-        return MetadataValue.bool(value)
-    if isinstance(value, int):
-        return MetadataValue.int(value)
-    if isinstance(value, float):
-        return MetadataValue.float(round(value, 4))
+    if isinstance(value, (bool, np.bool_)):
+        return MetadataValue.bool(bool(value))
+    if isinstance(value, numbers.Integral):
+        return MetadataValue.int(int(value))
+    if isinstance(value, numbers.Real):
+        return MetadataValue.float(round(float(value), 4))
     if isinstance(value, pd.DataFrame):
         return MetadataValue.md(markdown_table(value))
+    if isinstance(value, Figure):
+        return figure_markdown(value)
     return MetadataValue.text(str(value))
+
+
+def figure_markdown(figure: Figure) -> MetadataValue:
+    """The PNG inline (a data URI in markdown), so the asset page shows the picture; the file's path under it."""
+    data = base64.b64encode(figure.png).decode()
+    return MetadataValue.md(f"![{figure.caption}](data:image/png;base64,{data})\n\n{figure.caption}. "
+                            f"File: `{figure.path}`")
 
 
 def as_metadata(shown: dict) -> dict:
     return {name: metadata_value(value) for name, value in shown.items()}
+
+
+def checkpoint_metadata(store: AuditStore, checkpoint_id: str) -> dict:
+    """The partition's training step and recipe on every materialization, so a table or chart of its numbers can be
+    ordered by step and grouped by recipe (the Plots tab draws partitions in the order they were added)."""
+    row = store.checkpoint(checkpoint_id) or {}
+    step = row.get("training_step")
+    return {"training_step": MetadataValue.int(int(step)) if step is not None and not pd.isna(step)
+            else MetadataValue.text(f"n/a (no \"step\" in the checkpoint's {METADATA_FILE})"),
+            "recipe": MetadataValue.text(row.get("recipe") or "unknown")}
+
+
+def check_specs(asset_name: str, invariants: Sequence[checks.Invariant]) -> list[AssetCheckSpec]:
+    """The asset checks of ``invariants``; a blocking one stops the run's downstream steps when it fails."""
+    return [AssetCheckSpec(inv.name, asset=asset_name, description=inv.description, blocking=inv.blocking)
+            for inv in invariants]
+
+
+def check_results(evaluated: Iterable[tuple[checks.Invariant, checks.Outcome]]) -> list[AssetCheckResult]:
+    """Each outcome as an asset check result: a blocking invariant fails as an error, the others as a warning."""
+    return [AssetCheckResult(check_name=inv.name, passed=outcome.passed, description=outcome.message,
+                             severity=AssetCheckSeverity.ERROR if inv.blocking else AssetCheckSeverity.WARN,
+                             metadata=as_metadata(outcome.numbers))
+            for inv, outcome in evaluated]
 
 
 def checkpoint_asset(*, deps: Sequence = (), gpu: bool = False, kinds: Iterable[str] = ("sql",),
@@ -106,20 +166,26 @@ def checkpoint_asset(*, deps: Sequence = (), gpu: bool = False, kinds: Iterable[
 
     ``gpu`` steps generate rollouts: they need the ``vllm`` resource, run in the ``gpu`` pool and ask Kubernetes
     for a GPU. Every step needs ``database`` and ``settings``; ``resources`` names any others the body or
-    ``before`` (see :func:`audit_step`) use.
+    ``before`` (see :func:`audit_step`) use. The step's invariants (:data:`fixability_dag.pipeline.checks.CHECKS`)
+    are its asset checks, evaluated on what it stored before the step counts as done.
     """
     def decorator(body: Callable[[Step], StageResult]) -> AssetsDefinition:
+        name = body.__name__
         required = {"database", "settings", *resources} | ({"vllm"} if gpu else set())
         gpu_options = {"pool": GPU_POOL, "op_tags": GPU_STEP_TAGS} if gpu else {}
 
-        @asset(name=body.__name__, description=body.__doc__, partitions_def=checkpoint_partitions, group_name="audit",
+        @asset(name=name, description=body.__doc__, partitions_def=checkpoint_partitions, group_name="audit",
                code_version=CODE_VERSION, deps=list(deps), kinds=set(kinds), required_resource_keys=required,
-               **gpu_options)
+               check_specs=check_specs(name, checks.CHECKS.get(name, ())), **gpu_options)
         def _asset(context: AssetExecutionContext) -> MaterializeResult:
             with audit_step(context, before) as (step, done):
                 result = body(step)
+                evaluated = checks.evaluate(name, step.store, step.checkpoint_id, step.config)
+                # Dagster fails the step after this returns when a blocking check failed; audit_runs says which
+                result.summary["failed_checks"] = [inv.name for inv, outcome in evaluated if not outcome.passed]
                 done(result)
-            return MaterializeResult(metadata=as_metadata(result.shown))
+            return MaterializeResult(metadata={**checkpoint_metadata(step.store, step.checkpoint_id),
+                                               **as_metadata(result.shown)}, check_results=check_results(evaluated))
 
         return _asset
 

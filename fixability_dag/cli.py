@@ -119,6 +119,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from assets.partitions import checkpoint_partitions
     from fixability_dag.definitions import defs
     from fixability_dag.inputs.checkpoints import scan
+    from fixability_dag.orchestration.sensors import in_training_order
     from fixability_dag.pipeline.config import CODE_VERSION
     from fixability_dag.pipeline.staleness import checkpoints_to_audit
     from resources import AuditSettings, CheckpointDirectory
@@ -126,7 +127,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.checkpoints:
         os.environ["FIXABILITY_CHECKPOINT_DIR"] = str(Path(args.checkpoints).resolve())
     quiet_engine()  # the engine's INFO lines would bury the summary (FIXABILITY_LOG_LEVEL=INFO brings them back)
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    # INFO: the run log's own lines (progress of each generating phase every 30 s, lease takeovers), not the events
+    quiet = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
     root = CheckpointDirectory().root
     complete, skipped = scan(root)
     for name, why in skipped.items():
@@ -135,7 +137,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"no complete checkpoint under {root}", file=sys.stderr)
         return 1
     instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
-    keys = [c.checkpoint_id for c in complete]
+    keys = [c.checkpoint_id for c in in_training_order(complete)]
     known = set(instance.get_dynamic_partitions(checkpoint_partitions.name))
     instance.add_dynamic_partitions(checkpoint_partitions.name, [k for k in keys if k not in known])
 

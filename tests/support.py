@@ -8,6 +8,7 @@ re-exports the fixtures defined here.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -21,10 +22,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from dagster import build_sensor_context
+from dagster import DagsterInstance, build_sensor_context, materialize
 from sqlalchemy.engine import make_url
 
 from assets import CHECKPOINT_ASSETS
+from assets.partitions import checkpoint_partitions
 from fixability_dag.core.regimes import REGIMES
 from fixability_dag.core.rescue import POLICIES, TOKEN_MATCHED
 from fixability_dag.core.sampling import Completion, Decoding, GenerationRequest
@@ -34,7 +36,7 @@ from fixability_dag.pipeline import audit
 from fixability_dag.pipeline.config import CODE_VERSION, AuditConfig
 from fixability_dag.storage.store import AuditStore
 from fixability_dag.testing.scratch import ScratchDatabases, reset_schema, server_url
-from resources import AuditSettings, CheckpointDirectory, ResultsDatabase
+from resources import AuditSettings, CheckpointDirectory, ResultsDatabase, VLLMResource
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CHECKPOINTS = REPO / "demo" / "checkpoints"
@@ -214,6 +216,33 @@ def record_audit(store, checkpoint_id="ck", cfg=FAKE_CFG):
                      "success")
 
 
+@dataclasses.dataclass
+class FakeAudit:
+    """A SQLite database holding one fake-engine audit of checkpoint ``ck``, and the progress lines it logged."""
+
+    path: Path
+    progress: list[str]
+
+    def copy(self, tmp_path: Path) -> AuditStore:
+        """A store over a private copy (tests corrupt it on purpose)."""
+        shutil.copy(self.path, tmp_path / "copy.db")
+        return AuditStore(f"sqlite:///{tmp_path / 'copy.db'}")
+
+
+@pytest.fixture(scope="session")
+def fake_audit(tmp_path_factory) -> FakeAudit:
+    """One fake-engine audit per session (about 20 s), for the tests that only read it or corrupt a copy."""
+    from fixability_dag.pipeline import progress
+
+    path = tmp_path_factory.mktemp("fake_audit") / "audit.db"
+    store, lines = AuditStore(f"sqlite:///{path}"), []
+    store.migrate()
+    with progress.reporting(lines.append, interval=3600):
+        run_audit(store, FakeEngine(behaviour))
+    store.dispose()
+    return FakeAudit(path, lines)
+
+
 # --- the small real audit (vLLM on a demo checkpoint) and what every audited checkpoint must satisfy ---
 
 TINY = dict(chain_lengths=[1, 2, 4, 6], templates_per_length=2, variants_per_template=2, n_samples=8,
@@ -259,6 +288,45 @@ def check_invariants(store, key, cfg):
         assert store.count("feature_ablations", key) == 120
     runs = store.read("audit_runs", key)
     assert set(runs["asset"]) == {a.key.to_user_string() for a in CHECKPOINT_ASSETS} and (runs["status"] == "success").all()
+
+
+# --- one small real audit in a persistent Dagster instance, shared by the UI and automation tests ---
+
+@dataclasses.dataclass
+class AuditedInstance:
+    """A Dagster home whose instance holds a real audit of one demo checkpoint (every per-checkpoint asset and the
+    topography materialized), and the SQLite results database it wrote."""
+
+    home: Path
+    db_url: str
+    checkpoint_id: str
+    results: list
+
+    def instance(self) -> DagsterInstance:
+        return DagsterInstance.from_config(str(self.home))
+
+
+def real_resources(db_url: str) -> dict:
+    return {"database": ResultsDatabase(url=db_url), "vllm": VLLMResource(), "settings": SETTINGS,
+            "checkpoints": CheckpointDirectory(root=str(DEMO_CHECKPOINTS), settle_seconds=0)}
+
+
+@pytest.fixture(scope="session")
+def audited_instance(tmp_path_factory) -> AuditedInstance:
+    """Audits the earliest demo checkpoint with the real vLLM engine once per session (about a minute)."""
+    from assets import ALL_ASSETS
+
+    home = tmp_path_factory.mktemp("dagster_home")
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    db_url = f"sqlite:///{home / 'audit.db'}"
+    key = demo_checkpoint().name
+    with DagsterInstance.from_config(str(home)) as instance:
+        instance.add_dynamic_partitions(checkpoint_partitions.name, [key])
+        audit = materialize(CHECKPOINT_ASSETS, instance=instance, partition_key=key, resources=real_resources(db_url))
+        report = materialize(ALL_ASSETS, selection=["failure_topography"], instance=instance,
+                             resources=real_resources(db_url))
+    assert audit.success and report.success
+    return AuditedInstance(home, db_url, key, [audit, report])
 
 
 # --- sensors ---

@@ -2,13 +2,31 @@
 
 import json
 
-from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
+from dagster import (
+    AssetSelection,
+    AutomationConditionSensorDefinition,
+    DefaultSensorStatus,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
 
+from assets import REPORT_ASSETS
 from assets.partitions import checkpoint_partitions
+from fixability_dag.inputs.checkpoints import CheckpointInfo
 from fixability_dag.orchestration.jobs import audit_checkpoint_job
 from fixability_dag.pipeline.config import CODE_VERSION
 from fixability_dag.pipeline.staleness import checkpoints_to_audit
 from resources import AuditSettings, CheckpointDirectory, ResultsDatabase
+
+
+def in_training_order(checkpoints: list[CheckpointInfo]) -> list[CheckpointInfo]:
+    """Checkpoints by training step (unknown steps last, then by name). Dagster lists dynamic partitions in the order
+    they were added, and the asset Plots tab draws them in that order: added alphabetically, an RFT checkpoint
+    would sit between SFT steps."""
+    return sorted(checkpoints, key=lambda c: (c.training_step is None, c.training_step or 0, c.checkpoint_id))
 
 
 def audit_run_key(checkpoint_id: str, fingerprint: str, config_hash: str) -> str:
@@ -35,7 +53,7 @@ def checkpoint_sensor(context: SensorEvaluationContext, checkpoints: CheckpointD
     for name, why in skipped.items():
         context.log.info(f"not auditable (not registered as a partition): {name}: {why}")
 
-    new_keys = [c.checkpoint_id for c in complete if c.checkpoint_id not in known]
+    new_keys = [c.checkpoint_id for c in in_training_order(complete) if c.checkpoint_id not in known]
     candidates = [c for c in complete if requested.get(c.checkpoint_id) != c.fingerprint]
     if candidates:
         on_disk = {c.checkpoint_id: c.fingerprint for c in candidates}
@@ -54,3 +72,12 @@ def checkpoint_sensor(context: SensorEvaluationContext, checkpoints: CheckpointD
         dynamic_partitions_requests=[checkpoint_partitions.build_add_request(new_keys)] if new_keys else [],
         cursor=json.dumps(requested, sort_keys=True),
     )
+
+
+reports_automation = AutomationConditionSensorDefinition(
+    "reports_automation", target=AssetSelection.assets(*REPORT_ASSETS), default_status=DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Evaluates the reports' automation conditions (assets.shape.REPORT_AUTOMATION): after any "
+                "checkpoint's audit, failure_topography and regime_transfer are recomputed without a click. On by "
+                "default; Dagster's own default automation sensor starts stopped, which left the reports stale.",
+)

@@ -36,7 +36,9 @@ from fixability_dag.core.sampling import RolloutEngine, graded_chunks
 from fixability_dag.core.signals import retry_headroom, shift_features
 from fixability_dag.core.stats import cohen_kappa, majority_share, matched_accuracy
 from fixability_dag.core.stopping import decided, savings
+from fixability_dag.pipeline import metrics
 from fixability_dag.pipeline.config import AuditConfig
+from fixability_dag.pipeline.progress import Progress
 from fixability_dag.pipeline.resume import group_key, plan_resume, request_hash
 from fixability_dag.storage.store import AuditStore
 
@@ -121,22 +123,24 @@ def sample_phase(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, p
     if doomed:
         store.delete_rollout_groups(checkpoint_id, phase, doomed, whole_phase=len(doomed) == len(stored))
     _generate_and_commit(store, engine, checkpoint_id, plan.todo, problems_by_id(problems), lambda r: hashes[group_key(r)],
-                         run_id, commit_every)
+                         run_id, commit_every, Progress(phase, len(plan.todo), plan.kept))
     frame = _sorted_phase(store, checkpoint_id, phase)
     frame.attrs.update(requests=len(requests), kept_requests=plan.kept, generated_requests=len(plan.todo))
     return frame
 
 
 def _generate_and_commit(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, todo, problems: dict,
-                         hash_of, run_id: str | None, commit_every: int) -> list[dict]:
+                         hash_of, run_id: str | None, commit_every: int, progress: Progress) -> list[dict]:
     """Generate and grade ``todo`` ``commit_every`` requests at a time, each chunk committed in one transaction,
-    every row stamped with its run and the hash of the request that drew it. Returns the rows committed."""
+    every row stamped with its run and the hash of the request that drew it, progress reported per chunk. Returns
+    the rows committed."""
     committed: list[dict] = []
     for chunk, rows in graded_chunks(engine, todo, problems, commit_every):
         stamps = iter([hash_of(r) for r in chunk for _ in range(r.n)])  # rows come in request order, n per request
         for row in rows:
             row["run_id"], row["request_hash"] = run_id, next(stamps)
         store.insert_rollouts(checkpoint_id, rows)
+        progress.advance(len(chunk), rows)
         committed += rows
     return committed
 
@@ -182,16 +186,21 @@ def sample_blocks(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, 
         store.delete_rollout_tails(checkpoint_id, phase, tails)
     kept_blocks, generated = sum(k for k, _ in progress.values()), 0
     by_problem = problems_by_id(problems)
+    # at most every block not yet drawn of every undecided group: the count of requests progress reports against
+    bound = sum(len(chain) - progress[key][0] for key, chain in groups.items() if not (stop and decided(progress[key][1])))
+    reporter = Progress(phase, bound, kept_blocks)
     while True:
         todo = [chain[progress[key][0]] for key, chain in groups.items()
                 if progress[key][0] < len(chain) and not (stop and decided(progress[key][1]))]
         if not todo:
             break
-        for row in _generate_and_commit(store, engine, checkpoint_id, todo, by_problem, hashes.__getitem__, run_id, commit_every):
+        for row in _generate_and_commit(store, engine, checkpoint_id, todo, by_problem, hashes.__getitem__, run_id,
+                                        commit_every, reporter):
             progress[(row["problem_id"], row["intervention"])][1] += int(row["is_correct"])
         for r in todo:
             progress[group_key(r)][0] += 1
         generated += len(todo)
+    reporter.finish()
     frame = _sorted_phase(store, checkpoint_id, phase)
     frame.attrs.update(requests=len(requests), kept_requests=kept_blocks, generated_requests=generated)
     return frame
@@ -320,9 +329,9 @@ def measure_rescues(store: AuditStore, engine: RolloutEngine, checkpoint_id: str
                **resume}
     label_saved = saved[LABEL_PHASE]
     return StageResult(rows, summary, outcomes, {
-        "rollouts": rows, "rescues_by_intervention": table, **resume,
+        "rollouts": rows, "tokens": int(table["tokens"].sum()), "rescues_by_intervention": table, **resume,
         "label_samples_budget": label_saved["samples_budget"], "label_samples_saved": label_saved["samples_saved"],
-        "label_tokens": label_saved["tokens_drawn"], "label_tokens_saved_estimate": label_saved["tokens_saved_estimate"]})
+        "label_tokens_saved_estimate": label_saved["tokens_saved_estimate"]})
 
 
 def label(store: AuditStore, checkpoint_id: str, cfg: AuditConfig) -> StageResult:
@@ -363,8 +372,10 @@ def label(store: AuditStore, checkpoint_id: str, cfg: AuditConfig) -> StageResul
         "failed_problems": len(failed),
         **({"not_computed": _two_columns(report["not_computed"], "what", "why")} if "not_computed" in report else {}),
         "regime_shares": _two_columns(report["regime_shares"], "regime", "share"),
-        "cluster_accuracy": pd.DataFrame(accuracies, columns=["method", "accuracy", "balanced_accuracy", "null_mean",
-                                                              "balanced_null_mean", "balanced_null_q95", "null_p"])})
+        **metrics.regime_shares(report["regime_shares"]), **metrics.accuracies(accuracies),
+        "cluster_accuracy": metrics.explained_table(pd.DataFrame(accuracies, columns=[
+            "method", "accuracy", "balanced_accuracy", "null_mean", "balanced_null_mean", "balanced_null_q95", "null_p",
+            "note"]))})
 
 
 def _replicate_regimes(store: AuditStore, checkpoint_id: str, failed: list[str]) -> dict[str, str]:
@@ -450,7 +461,7 @@ def evaluate(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: 
     return StageResult(len(evaluations), summary, evaluations, {
         **{k: summary.get(k) for k in ("failed_problems", "steerable_hard_lift", "steerable_hard_lift_equal_tokens",
                                        "compute_saved_routed_vs_retry")},
-        "evaluation": evaluations[shown_columns]})
+        **metrics.policy_numbers(evaluations), "evaluation": evaluations[shown_columns]})
 
 
 def _upfront_tokens(store: AuditStore, checkpoint_id: str, failed: list[str],

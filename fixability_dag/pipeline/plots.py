@@ -1,39 +1,129 @@
-"""Figures for the UI and the docs (matplotlib, headless)."""
+"""Figures for the UI and the docs (matplotlib, headless): each written as a PNG next to the results database and
+handed back as bytes, which the Dagster layer embeds in the asset's markdown metadata so the picture is on the
+asset page, not behind a file path.
+
+Sizes are for the UI's default width: 7.5 x 3.4 inches at 100 dpi is 750 px, what the metadata panel shows without
+scrolling sideways at 1280 px.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import io
 from pathlib import Path
 
 import pandas as pd
+from sqlalchemy.engine import make_url
 
 from fixability_dag.core.regimes import REGIMES
+from fixability_dag.core.stats import wilson_interval
 
 COLORS = {"retry_recoverable": "#4c9f70", "steerable_hard": "#e0a030", "structural": "#b04040"}
+WIDTH, HEIGHT, DPI = 7.5, 3.4, 100
 
 
-def topography_plot(table: pd.DataFrame, path: Path) -> Path:
-    """Stacked regime shares per checkpoint, with the diagnostic pass rate on a second axis."""
+@dataclasses.dataclass(frozen=True)
+class Figure:
+    """A rendered figure: its PNG bytes, where it was written, and a one-line caption."""
+
+    png: bytes
+    path: Path
+    caption: str
+
+
+def figure_dir(db_url: str) -> Path:
+    """Where figures go: ``figures/`` beside a SQLite file; ``.fixability/figures`` for a server database."""
+    url = make_url(db_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        return Path(url.database).resolve().parent / "figures"
+    return Path(".fixability").resolve() / "figures"
+
+
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(max(5, 1.3 * len(table)), 3.6))
+    return plt
+
+
+def _save(fig, path: Path, caption: str) -> Figure:
+    plt = _pyplot()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI)
+    plt.close(fig)
+    png = buffer.getvalue()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(png)
+    return Figure(png, path, caption)
+
+
+def topography_order(table: pd.DataFrame) -> pd.DataFrame:
+    """Checkpoints grouped by recipe, groups in order of their earliest step, by training step within a group
+    (so an RFT run started from SFT step 2000 comes after the SFT steps, not between them alphabetically)."""
+    if table.empty:
+        return table
+    recipe = table["recipe"].fillna("unknown")
+    first = table.groupby(recipe)["step"].transform("min")
+    order = table.assign(_recipe=recipe, _first=first).sort_values(["_first", "_recipe", "step", "checkpoint"],
+                                                                   na_position="last", kind="stable")
+    return order.drop(columns=["_recipe", "_first"]).reset_index(drop=True)
+
+
+def topography_plot(table: pd.DataFrame, path: Path) -> Figure:
+    """Stacked regime shares per checkpoint (ordered by :func:`topography_order`), the base pass rate on a second
+    axis, and the recipe under each group of bars."""
+    plt = _pyplot()
+    table = topography_order(table)
+    labels = [f"{c}\n{r or '?'} @ {'?' if pd.isna(s) else int(s)}" for c, r, s in
+              zip(table["checkpoint"], table["recipe"], table["step"])]
+    fig, ax = plt.subplots(figsize=(max(WIDTH, 1.1 * len(table)), HEIGHT + 0.4))
     bottom = pd.Series(0.0, index=table.index)
     for regime in REGIMES:
         values = table[f"share_{regime}"].fillna(0)
-        ax.bar(table["checkpoint"], values, bottom=bottom, label=regime.replace("_", "-"), color=COLORS[regime])
+        ax.bar(labels, values, bottom=bottom, label=regime.replace("_", "-"), color=COLORS[regime])
         bottom += values
     ax.set_ylabel("share of failed problems")
     ax.set_ylim(0, 1)
-    ax.tick_params(axis="x", rotation=20)
+    ax.tick_params(axis="x", labelsize=8)
     twin = ax.twinx()
-    twin.plot(table["checkpoint"], table["pass_rate"], "k.-", label="base pass rate")
+    twin.plot(labels, table["pass_rate"], "ko-", label="base pass rate")
     twin.set_ylabel("base pass rate")
     twin.set_ylim(0, 1)
-    ax.legend(loc="upper left", fontsize=8, frameon=False)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), fontsize=8, frameon=False, ncol=4)
+    ax.set_title("Failure topography: regimes of the failed problems by checkpoint", fontsize=10, pad=22)
+    count = f"{len(table)} checkpoint{'s' if len(table) != 1 else ''}"
+    return _save(fig, path, f"Regime shares of the failed problems and base pass rate, {count}, "
+                            "grouped by recipe and ordered by training step")
+
+
+def pass_rate_by_difficulty_plot(rates: pd.DataFrame, checkpoint_id: str, path: Path) -> Figure:
+    """Mean base pass rate per difficulty (``difficulty``, ``pass rate`` columns)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(WIDTH, HEIGHT))
+    ax.bar([str(d) for d in rates["difficulty"]], rates["pass rate"], color="#4a78b0")
+    ax.set_xlabel("difficulty (chain length for the arithmetic suite)")
+    ax.set_ylabel("base pass rate")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"{checkpoint_id}: pass rate by difficulty", fontsize=10)
+    return _save(fig, path, f"{checkpoint_id}: mean base pass rate per difficulty")
+
+
+def rescue_plot(evaluations: pd.DataFrame, checkpoint_id: str, path: Path) -> Figure:
+    """Rescue rate per policy over all failed problems, with 95% Wilson intervals (they hold at small n)."""
+    plt = _pyplot()
+    rows = evaluations[evaluations["regime"] == "all"]
+    low, high = zip(*(wilson_interval(int(r.rescued), int(r.problems)) for r in rows.itertuples(index=False)))
+    rate = rows["rescue_rate"].astype(float).to_numpy()
+    fig, ax = plt.subplots(figsize=(WIDTH, HEIGHT))
+    ax.bar(list(rows["policy"]), rate, color="#4a78b0",
+           yerr=[rate - pd.Series(low).to_numpy(), pd.Series(high).to_numpy() - rate], capsize=4)
+    ax.set_ylabel("rescue rate (all failed)")
+    ax.set_ylim(0, 1)
+    ax.tick_params(axis="x", labelsize=8)
+    n = int(rows["problems"].max()) if len(rows) else 0
+    ax.set_title(f"{checkpoint_id}: rescue by policy, 95% Wilson intervals (n = {n})", fontsize=10)
+    return _save(fig, path, f"{checkpoint_id}: rescue rate per policy on {n} failed problems, 95% Wilson intervals")

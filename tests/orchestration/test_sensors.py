@@ -111,3 +111,14 @@ def test_rl_checkpoint_layouts_become_partitions(tmp_path):
     age(newest)
     later = evaluate(instance, root, cursor=result.cursor)
     assert [r.partition_key for r in later.run_requests] == ["grpo.checkpoint-400"]
+
+
+def test_new_partitions_are_added_in_training_order(tmp_path):
+    """The Plots tab draws partitions in the order they were added: by step, not by name."""
+    instance = DagsterInstance.ephemeral()
+    root = tmp_path / "ckpts"
+    shutil.copytree(demo_checkpoint("arith-rft-s2300"), root / "a-rft-late")
+    shutil.copytree(demo_checkpoint("arith-sft-s1000"), root / "b-sft-early")
+    age(root / "a-rft-late"), age(root / "b-sft-early")
+    [add] = evaluate(instance, root).dynamic_partitions_requests
+    assert list(add.partition_keys) == ["b-sft-early", "a-rft-late"]

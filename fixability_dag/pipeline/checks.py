@@ -1,0 +1,275 @@
+"""The invariants a user relies on, checked against the results database right after each step writes.
+
+The tests check these on planted data; a production audit runs on checkpoints and problem files nobody has seen, so
+the same invariants are checked again on every materialization and shown in the UI's Checks tab (the Dagster layer
+turns each :class:`Invariant` into an asset check). A *blocking* invariant guards input a later step reads: when it
+fails, the rest of the run is not computed on wrong input (labels from a missing rescue outcome would call a
+steerable problem structural without a word). The others are warnings: the numbers are shown, but suspect.
+
+Everything is read back from SQL, not taken from the stage's return value: the check is of what was stored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable, Iterable
+
+import pandas as pd
+
+from fixability_dag.core.features import failed_problem_ids
+from fixability_dag.core.regimes import REGIMES
+from fixability_dag.core.rescue import HINDSIGHT, POLICIES
+from fixability_dag.core.stats import cohen_kappa
+from fixability_dag.pipeline.config import AuditConfig
+from fixability_dag.storage.store import AuditStore
+
+KAPPA_THRESHOLD = 0.6
+"""Label agreement between the two label phases (Cohen's kappa) below this is a warning: "substantial" agreement
+starts at 0.6 on the Landis-Koch scale; under it, a regime label is closer to a coin than to a measurement."""
+
+SHOWN_IDS = 5
+"""How many offending ids a failed check names (the count says how many there are)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What a check found: pass or fail, one sentence saying what, and numbers for the UI."""
+
+    passed: bool
+    message: str
+    numbers: dict = dataclasses.field(default_factory=dict)
+
+
+class Facts:
+    """What several checks of one checkpoint read, read once: the failed problems, the configured ones."""
+
+    def __init__(self, store: AuditStore, checkpoint_id: str | None, cfg: AuditConfig):
+        self.store, self.checkpoint_id, self.cfg = store, checkpoint_id, cfg
+
+    @functools.cached_property
+    def problem_ids(self) -> list[str]:
+        return [p.problem_id for p in self.cfg.load_problems()]
+
+    @functools.cached_property
+    def failed(self) -> set[str]:
+        diagnostic = self.store.read("rollouts", self.checkpoint_id, phase="diagnostic")
+        return set(failed_problem_ids(diagnostic, self.cfg.fail_threshold)) if len(diagnostic) else set()
+
+    def read(self, table: str, **filters) -> pd.DataFrame:
+        return self.store.read(table, self.checkpoint_id, **filters)
+
+
+@dataclasses.dataclass(frozen=True)
+class Invariant:
+    """One asset check: ``test`` gets the :class:`Facts` of a checkpoint (a report's gets its table)."""
+
+    name: str
+    description: str
+    blocking: bool
+    test: Callable[..., Outcome]
+
+
+def _listing(ids: Iterable) -> str:
+    ids = sorted(map(str, ids))
+    return ", ".join(ids[:SHOWN_IDS]) + (f" and {len(ids) - SHOWN_IDS} more" if len(ids) > SHOWN_IDS else "")
+
+
+def _same_set(what: str, expected: set, found: set) -> Outcome:
+    """``found`` must be exactly ``expected`` (ids of problems)."""
+    missing, extra = expected - found, found - expected
+    numbers = {"expected": len(expected), "missing": len(missing), "unexpected": len(extra)}
+    if not missing and not extra:
+        return Outcome(True, f"{what}: all {len(expected)} present, none extra", numbers)
+    parts = ([f"{len(missing)} missing ({_listing(missing)})"] if missing else []) + (
+        [f"{len(extra)} not expected ({_listing(extra)})"] if extra else [])
+    return Outcome(False, f"{what}: " + "; ".join(parts), numbers)
+
+
+def _group_sizes(what: str, frame: pd.DataFrame, keys: list[str], expected: dict) -> Outcome:
+    """Each group of ``frame`` by ``keys`` must have exactly ``expected[group]`` rows, and no other group exist."""
+    sizes = frame.groupby(keys).size().to_dict() if len(frame) else {}
+    wrong = {k: (sizes.get(k, 0), n) for k, n in expected.items() if sizes.get(k, 0) != n}
+    extra = set(sizes) - set(expected)
+    numbers = {"groups": len(expected), "rows": int(sum(sizes.values())), "wrong_groups": len(wrong) + len(extra)}
+    if not wrong and not extra:
+        return Outcome(True, f"{what}: every one of {len(expected)} has the rows the settings ask for", numbers)
+    named = [f"{'/'.join(k) if isinstance(k, tuple) else k}: {got} of {want}" for k, (got, want) in sorted(wrong.items())]
+    text = "; ".join(named[:SHOWN_IDS]) + (f" and {len(named) - SHOWN_IDS} more" if len(named) > SHOWN_IDS else "")
+    if extra:
+        text += ("; " if text else "") + f"{len(extra)} groups no setting asks for ({_listing(map(str, extra))})"
+    return Outcome(False, f"{what}: {text}", numbers)
+
+
+def _in_unit_interval(what: str, values: pd.Series, allow_missing: bool = False) -> Outcome:
+    numeric = pd.to_numeric(values, errors="coerce")
+    missing = numeric.isna()
+    outside = ~missing & ~numeric.between(0, 1)
+    bad = outside | (missing & (not allow_missing))
+    numbers = {"values": len(values), "outside": int(outside.sum()), "missing": int(missing.sum())}
+    if not bad.any():
+        return Outcome(True, f"{what}: all {len(values)} in [0, 1]", numbers)
+    return Outcome(False, f"{what}: {int(outside.sum())} outside [0, 1], {int((missing & bad).sum())} missing", numbers)
+
+
+def _all(*outcomes: Outcome) -> Outcome:
+    """Several sub-checks as one: passes when all do; the message lists the failures (or every part when none)."""
+    failed = [o for o in outcomes if not o.passed]
+    shown = failed or outcomes
+    numbers = {k: v for o in outcomes for k, v in o.numbers.items()}
+    return Outcome(not failed, "; ".join(o.message for o in shown), numbers)
+
+
+# --- the invariants, per asset ---------------------------------------------------------------------------------
+
+def diagnostic_rows(f: Facts) -> Outcome:
+    return _group_sizes("diagnostic rollouts per problem", f.read("rollouts", phase="diagnostic"), ["problem_id"],
+                        {pid: f.cfg.n_samples for pid in f.problem_ids})
+
+
+def probe_rows(f: Facts) -> Outcome:
+    expected = {(pid, name): f.cfg.probe_samples for pid in f.failed for name in f.cfg.probe_interventions}
+    return _group_sizes("probe rollouts per failed problem and probe", f.read("rollouts", phase="probe"),
+                        ["problem_id", "intervention"], expected)
+
+
+def features_complete(f: Facts) -> Outcome:
+    features = f.read("problem_features")
+    return _all(_same_set("failed problems with features", f.failed, set(features["problem_id"])),
+                *(_in_unit_interval(name, features[name]) for name in ("answer_dispersion", "probe_shift", "retry_headroom")))
+
+
+def outcomes_complete(f: Facts) -> Outcome:
+    expected = {(pid, name): 1 for pid in f.failed for name in f.cfg.interventions}
+    return _group_sizes("rescue outcomes per failed problem and intervention", f.read("intervention_outcomes"),
+                        ["problem_id", "intervention"], expected)
+
+
+def labels_complete(f: Facts) -> Outcome:
+    """Every failed problem has features, an outcome per intervention and exactly one known regime."""
+    labels = f.read("regime_labels")
+    unknown = set(labels["true_regime"]) - set(REGIMES)
+    regimes = Outcome(not unknown, f"regimes: {sorted(unknown)} unknown" if unknown else "regimes: all known")
+    return _all(features_complete(f), outcomes_complete(f),
+                _same_set("failed problems with a label", f.failed, set(labels["problem_id"])),
+                Outcome(not labels["problem_id"].duplicated().any(), "one label per problem"), regimes)
+
+
+def shares_sum_to_one(shares: pd.DataFrame, where: str) -> Outcome:
+    """Rows of regime shares (``share_<regime>`` columns); rows with no failed problem (NaN shares) are exempt."""
+    columns = [f"share_{r}" for r in REGIMES]
+    rows = shares.dropna(subset=columns, how="all") if len(shares) else shares
+    sums = rows[columns].sum(axis=1) if len(rows) else pd.Series(dtype=float)
+    off = sums[(sums - 1).abs() > 1e-6]
+    numbers = {"rows": len(rows), "rows_off": len(off)}
+    if off.empty:
+        return Outcome(True, f"regime shares sum to 1 in {where} ({len(rows)} with failed problems)", numbers)
+    return Outcome(False, f"regime shares do not sum to 1 in {where}: {', '.join(f'{s:.4f}' for s in off[:SHOWN_IDS])}",
+                   numbers)
+
+
+def label_shares(f: Facts) -> Outcome:
+    labels = f.read("regime_labels")
+    if labels.empty:
+        return Outcome(True, "no failed problem: no regime shares to sum", {"rows": 0, "rows_off": 0})
+    shares = pd.DataFrame([{f"share_{r}": float((labels["true_regime"] == r).mean()) for r in REGIMES}])
+    return shares_sum_to_one(shares, "this checkpoint's labels")
+
+
+def accuracies_explained(f: Facts) -> Outcome:
+    """Every accuracy shown is a finite number in [0, 1] or carries a note saying why it cannot be computed."""
+    reports = f.read("regime_reports")
+    accuracy = pd.to_numeric(reports["accuracy"], errors="coerce") if len(reports) else pd.Series(dtype=float)
+    noted = reports["note"].fillna("").astype(str).str.len() > 0 if len(reports) else pd.Series(dtype=bool)
+    unexplained = reports[accuracy.isna() & ~noted] if len(reports) else reports
+    outside = reports[accuracy.notna() & ~accuracy.between(0, 1)] if len(reports) else reports
+    numbers = {"methods": len(reports), "not_computable": int(accuracy.isna().sum()), "unexplained": len(unexplained)}
+    if unexplained.empty and outside.empty:
+        return Outcome(True, f"{len(reports)} method accuracies: {int(accuracy.notna().sum())} in [0, 1], "
+                             f"{int(accuracy.isna().sum())} not computable, each with its reason", numbers)
+    return Outcome(False, f"accuracies without a value or a reason: {_listing(unexplained['method'])}; "
+                          f"outside [0, 1]: {_listing(outside['method'])}", numbers)
+
+
+def label_agreement(f: Facts) -> Outcome:
+    labels = f.read("regime_labels")
+    replicated = labels[labels["replicate_regime"].notna()] if len(labels) else labels
+    if replicated.empty:
+        return Outcome(True, "not measured: the audit ran without label_replicate", {"problems": 0})
+    kappa = cohen_kappa(list(replicated["true_regime"]), list(replicated["replicate_regime"]))
+    agreement = float((replicated["true_regime"] == replicated["replicate_regime"]).mean())
+    numbers = {"problems": len(replicated), "agreement": agreement, "kappa": None if math.isnan(kappa) else kappa}
+    if math.isnan(kappa):
+        return Outcome(True, f"kappa undefined (one regime only in both phases); raw agreement {agreement:.3f}", numbers)
+    passed = kappa >= KAPPA_THRESHOLD
+    return Outcome(passed, f"Cohen's kappa {kappa:.3f} {'>=' if passed else '<'} {KAPPA_THRESHOLD} between label "
+                           f"phases on {len(replicated)} problems (raw agreement {agreement:.3f})", numbers)
+
+
+def plan_complete(f: Facts) -> Outcome:
+    plan = f.read("routing_plans")
+    consistent = ((plan["action"] == "skip") == (plan["budget"] == 0)).all() if len(plan) else True
+    return _all(_same_set("failed problems with a plan", f.failed, set(plan["problem_id"])),
+                Outcome(bool(consistent), "budget 0 exactly when the plan skips" if consistent
+                        else "some plans skip with a budget, or spend nothing without skipping"))
+
+
+def evaluation_consistent(f: Facts) -> Outcome:
+    """One row per policy and regime, every rate in [0, 1], and the hindsight oracle rescues at least as many as any
+    policy (it sees every draw: a policy beating it means the rows were mixed up)."""
+    evals = f.read("rescue_evaluations")
+    if not f.failed:
+        return Outcome(evals.empty, "no failed problem: nothing to evaluate" if evals.empty else "rows without failures")
+    base = evals[~evals["regime"].astype(str).str.startswith("replicated:")]
+    expected = {(p, r): 1 for p in POLICIES for r in ("all", *REGIMES)}
+    rows = _group_sizes("evaluation rows per policy and regime", base, ["policy", "regime"], expected)
+    everything = evals[evals["regime"] == "all"].set_index("policy")
+    bounded = everything["rescued"].max() <= everything["rescued"].get(HINDSIGHT, -1) if len(everything) else False
+    counted = bool((everything["problems"] == len(f.failed)).all()) if len(everything) else False
+    return _all(rows, _in_unit_interval("rescue rates", evals["rescue_rate"], allow_missing=True),
+                Outcome(bool(bounded), "no policy rescues more than the hindsight oracle" if bounded
+                        else "a policy rescues more than the hindsight oracle"),
+                Outcome(counted, f"every policy scored on all {len(f.failed)} failed problems" if counted
+                        else "some policy was not scored on every failed problem"))
+
+
+def topography_consistent(table: pd.DataFrame) -> Outcome:
+    rates = [c for c in table.columns if c == "pass_rate" or c.startswith("rescue_")] if len(table) else []
+    return _all(shares_sum_to_one(table, "the topography"),
+                *(_in_unit_interval(c, table[c], allow_missing=True) for c in rates))
+
+
+CHECKS: dict[str, tuple[Invariant, ...]] = {
+    "base_rollouts": (Invariant("rows_per_problem", "Every configured problem has exactly n_samples diagnostic "
+                                "rollouts (the pass rates and features read them).", True, diagnostic_rows),),
+    "probe_rollouts": (Invariant("rows_per_failed_problem", "Every failed problem has probe_samples rollouts under "
+                                 "each probe intervention, and nothing else is stored.", True, probe_rows),),
+    "failure_features": (Invariant("every_failed_problem_has_features", "Features exist for exactly the failed "
+                                   "problems; dispersion, probe shift and retry headroom lie in [0, 1].", True,
+                                   features_complete),),
+    "rescue_rollouts": (Invariant("every_failed_problem_has_outcomes", "One rescue outcome per failed problem and "
+                                  "catalog intervention: the ground-truth regimes are read from them.", True,
+                                  outcomes_complete),),
+    "regime_labels": (
+        Invariant("every_failed_problem_has_evidence_and_a_label", "Every failed problem has features, an outcome per "
+                  "intervention and one known regime (the evaluation scores per regime).", True, labels_complete),
+        Invariant("regime_shares_sum_to_one", "The regime shares of the failed problems sum to 1.", True, label_shares),
+        Invariant("accuracies_finite_or_explained", "Every regime-recovery accuracy is in [0, 1] or carries the "
+                  "reason it cannot be computed (too few problems per class, one regime only).", False,
+                  accuracies_explained),
+        Invariant("label_agreement", f"Cohen's kappa between the label phase and its replicate on independent seeds "
+                  f"is at least {KAPPA_THRESHOLD} (a warning; measured only with label_replicate).", False,
+                  label_agreement),
+    ),
+    "routing_plan": (Invariant("every_failed_problem_has_a_plan", "Exactly the failed problems are planned; the "
+                               "budget is 0 exactly when the plan skips.", True, plan_complete),),
+    "rescue_evaluation": (Invariant("rates_and_rows_consistent", "One row per policy and regime, every rescue rate in "
+                                    "[0, 1], no policy above the hindsight oracle.", True, evaluation_consistent),),
+}
+"""Per-checkpoint asset name -> its invariants, evaluated in this order after the step."""
+
+
+def evaluate(asset: str, store: AuditStore, checkpoint_id: str, cfg: AuditConfig) -> list[tuple[Invariant, Outcome]]:
+    facts = Facts(store, checkpoint_id, cfg)
+    return [(inv, inv.test(facts)) for inv in CHECKS.get(asset, ())]
