@@ -12,7 +12,7 @@ from fixability_dag.core.routing import CatalogRule
 from fixability_dag.core.sampling import Decoding
 from fixability_dag.inputs.problem_files import PROBLEM_FORMATS, ColumnMapping, load_problems
 
-CODE_VERSION = "0.4.0"
+CODE_VERSION = "0.5.0"
 """Bump when a change alters what an audit computes; the nightly schedule re-audits checkpoints stamped older."""
 
 
