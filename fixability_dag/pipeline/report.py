@@ -77,12 +77,8 @@ def results_markdown(store: AuditStore) -> str:
               "Each policy's chosen intervention gets the same number of fresh eval samples per problem as uniform retry "
               "(skipped problems get none). Lift: rescue-rate difference over retry on the same problems with Newcombe's "
               "paired 95% interval. Tokens before choosing: the probe (routed) or the label phase (label-phase policies).", ""]
-    by_samples = evals[evals["matching"] == "samples"] if len(evals) else evals
     rescue_rows = []
-    for (ck, policy), group in by_samples.groupby(["checkpoint_id", "policy"], sort=True):
-        g = group.set_index("regime")
-        allr = g.loc["all"]
-        sh = g.loc["steerable_hard"] if "steerable_hard" in g.index else None
+    for ck, policy, allr, sh in _policy_rows(evals, "samples"):
         rescue_rows.append({
             "checkpoint": ck, "policy": policy, "rescue (all failed)": _fmt(allr["rescue_rate"]),
             "rescue (steerable-hard)": _fmt(sh["rescue_rate"]) if sh is not None and sh["problems"] else "n/a",
@@ -95,12 +91,8 @@ def results_markdown(store: AuditStore) -> str:
               "the policy's total (probe or label phase plus eval): the question a user asks is whether routing beats "
               "spending the same compute on retry. *Capped*: retry's eval draws (`eval_retry_samples`) ran out first, "
               "so retry had less than the policy and the comparison favours the policy.", ""]
-    by_tokens = evals[evals["matching"] == "tokens"] if len(evals) else evals
     token_rows = []
-    for (ck, policy), group in by_tokens.groupby(["checkpoint_id", "policy"], sort=True):
-        g = group.set_index("regime")
-        allr = g.loc["all"]
-        sh = g.loc["steerable_hard"] if "steerable_hard" in g.index else None
+    for ck, policy, allr, sh in _policy_rows(evals, "tokens"):
         token_rows.append({
             "checkpoint": ck, "policy": policy, "policy tokens": int(allr["policy_tokens"]),
             "retry samples (m)": int(allr["retry_samples"]) if pd.notna(allr["retry_samples"]) else "n/a",
@@ -151,6 +143,14 @@ def code_versions(store: AuditStore) -> list[str]:
     """The code versions the stored results were computed by (more than one: a mixed page, and it says so)."""
     runs = store.read("audit_runs")
     return sorted(runs.loc[runs["status"] == "success", "code_version"].unique()) if len(runs) else []
+
+
+def _policy_rows(evals: pd.DataFrame, matching: str):
+    """Per (checkpoint, policy) of one matching: its ``all`` row and its steerable-hard row (None if absent)."""
+    chosen = evals[evals["matching"] == matching] if len(evals) else evals
+    for (ck, policy), group in chosen.groupby(["checkpoint_id", "policy"], sort=True):
+        g = group.set_index("regime")
+        yield ck, policy, g.loc["all"], g.loc["steerable_hard"] if "steerable_hard" in g.index else None
 
 
 def _lift(row) -> str:
