@@ -20,7 +20,7 @@ import pandas as pd
 
 from fixability_dag.core.features import failed_problem_ids
 from fixability_dag.core.regimes import REGIMES
-from fixability_dag.core.rescue import HINDSIGHT, POLICIES
+from fixability_dag.core.rescue import HINDSIGHT, POLICIES, TOKEN_MATCHED
 from fixability_dag.core.stats import cohen_kappa
 from fixability_dag.pipeline.config import AuditConfig
 from fixability_dag.storage.store import AuditStore
@@ -216,15 +216,18 @@ def plan_complete(f: Facts) -> Outcome:
 
 
 def evaluation_consistent(f: Facts) -> Outcome:
-    """One row per policy and regime, every rate in [0, 1], and the hindsight oracle rescues at least as many as any
-    policy (it sees every draw: a policy beating it means the rows were mixed up)."""
+    """One row per policy and regime at each matching of compute (every policy at equal samples, the token-matched
+    ones at equal tokens), every rate in [0, 1], and the hindsight oracle rescues at least as many as any policy at
+    equal samples (it sees every draw: a policy beating it means the rows were mixed up)."""
     evals = f.read("rescue_evaluations")
     if not f.failed:
         return Outcome(evals.empty, "no failed problem: nothing to evaluate" if evals.empty else "rows without failures")
     base = evals[~evals["regime"].astype(str).str.startswith("replicated:")]
-    expected = {(p, r): 1 for p in POLICIES for r in ("all", *REGIMES)}
-    rows = _group_sizes("evaluation rows per policy and regime", base, ["policy", "regime"], expected)
-    everything = evals[evals["regime"] == "all"].set_index("policy")
+    strata = ("all", *REGIMES)
+    expected = {**{(p, r, "samples"): 1 for p in POLICIES for r in strata},
+                **{(p, r, "tokens"): 1 for p in TOKEN_MATCHED for r in strata}}
+    rows = _group_sizes("evaluation rows per policy, regime and matching", base, ["policy", "regime", "matching"], expected)
+    everything = evals[(evals["regime"] == "all") & (evals["matching"] == "samples")].set_index("policy")
     bounded = everything["rescued"].max() <= everything["rescued"].get(HINDSIGHT, -1) if len(everything) else False
     counted = bool((everything["problems"] == len(f.failed)).all()) if len(everything) else False
     return _all(rows, _in_unit_interval("rescue rates", evals["rescue_rate"], allow_missing=True),
@@ -264,7 +267,7 @@ CHECKS: dict[str, tuple[Invariant, ...]] = {
     ),
     "routing_plan": (Invariant("every_failed_problem_has_a_plan", "Exactly the failed problems are planned; the "
                                "budget is 0 exactly when the plan skips.", True, plan_complete),),
-    "rescue_evaluation": (Invariant("rates_and_rows_consistent", "One row per policy and regime, every rescue rate in "
+    "rescue_evaluation": (Invariant("rates_and_rows_consistent", "One row per policy, regime and matching, every rescue rate in "
                                     "[0, 1], no policy above the hindsight oracle.", True, evaluation_consistent),),
 }
 """Per-checkpoint asset name -> its invariants, evaluated in this order after the step."""

@@ -113,9 +113,10 @@ def pass_rate_by_difficulty_plot(rates: pd.DataFrame, checkpoint_id: str, path: 
 
 
 def rescue_plot(evaluations: pd.DataFrame, checkpoint_id: str, path: Path) -> Figure:
-    """Rescue rate per policy over all failed problems, with 95% Wilson intervals (they hold at small n)."""
+    """Rescue rate per policy over all failed problems, with 95% Wilson intervals (they hold at small n); a policy's
+    own rescues are the same at both matchings of compute, so the equal-samples rows are drawn."""
     plt = _pyplot()
-    rows = evaluations[evaluations["regime"] == "all"]
+    rows = evaluations[(evaluations["regime"] == "all") & (evaluations["matching"] == "samples")]
     low, high = zip(*(wilson_interval(int(r.rescued), int(r.problems)) for r in rows.itertuples(index=False)))
     rate = rows["rescue_rate"].astype(float).to_numpy()
     fig, ax = plt.subplots(figsize=(WIDTH, HEIGHT))

@@ -57,8 +57,8 @@ class Progress:
         """The last line of a phase that stopped before its bound (a blocked phase whose groups were decided)."""
         if self.total and self.done < self.total:
             now = self.clock()
-            self.report(f"{self.phase}: stopped after {self.done} of at most {self.total} requests (the rest were "
-                        f"not needed), {self.rollouts} rollouts, {now - self.started:.0f} s")
+            self.report(f"{self.phase}: {self.done} of at most {self.total} requests (the rest were not needed), "
+                        f"{self.rollouts} rollouts, {now - self.started:.0f} s elapsed, done")
 
     def line(self, now: float) -> str:
         elapsed = max(now - self.started, 1e-9)
