@@ -265,12 +265,12 @@ def paired_cells(policy: pd.Series, retry: pd.Series) -> tuple[int, int, int, in
 def summarize(evaluations: pd.DataFrame) -> dict:
     """Headline figures: rescue per policy, and routed lift over retry on steerable-hard problems (at equal samples
     and at equal tokens)."""
-    by_samples = evaluations[evaluations["matching"] == "samples"] if "matching" in evaluations else evaluations
+    by_samples = evaluations[evaluations["matching"] == "samples"]
     allrows = by_samples[by_samples["regime"] == "all"].set_index("policy")
     out = {f"rescue_rate_{p}": float(allrows.loc[p, "rescue_rate"]) for p in allrows.index}
     for matching, suffix in (("samples", ""), ("tokens", "_equal_tokens")):
         steer = evaluations[(evaluations["regime"] == "steerable_hard") & (evaluations["policy"] == "routed")
-                            & (evaluations.get("matching", "samples") == matching)]
+                            & (evaluations["matching"] == matching)]
         if not steer.empty:
             r = steer.iloc[0]
             out[f"steerable_hard_lift{suffix}"] = float(r["lift_vs_retry"])

@@ -302,7 +302,7 @@ def measure_rescues(store: AuditStore, engine: RolloutEngine, checkpoint_id: str
     failed = failed_ids(store, checkpoint_id, cfg)
     problems = store.problems(failed)
     exemplars = audit_problems(store, cfg)
-    frames, saved = {}, {}
+    frames, by_phase = {}, {}
     for phase in (LABEL_PHASE, REPLICATE_PHASE) if cfg.label_replicate else (LABEL_PHASE,):
         requests = []
         for name in cfg.interventions:  # the phase name enters every seed: the replicate's draws are independent
@@ -313,11 +313,9 @@ def measure_rescues(store: AuditStore, engine: RolloutEngine, checkpoint_id: str
         budgets = {}
         for r in requests:  # a group's budget: every block it could draw (one sample for a deterministic one)
             budgets[r.intervention] = max(budgets.get(r.intervention, 0), r.first_index + r.n)
-        outcomes = intervention_outcomes(frames[phase], cfg.label_block, budgets)
-        saved[phase] = savings(outcomes)
-        if phase == LABEL_PHASE:
-            label_outcomes = outcomes
-    outcomes = label_outcomes
+        by_phase[phase] = intervention_outcomes(frames[phase], cfg.label_block, budgets)
+    saved = {phase: savings(o) for phase, o in by_phase.items()}
+    outcomes = by_phase[LABEL_PHASE]
     store.replace("intervention_outcomes", checkpoint_id, outcomes)
     table = (outcomes.groupby("intervention")
              .agg(problems=("problem_id", "size"), rescued=("rescued", "sum"), majority_correct=("majority_correct", "sum"),

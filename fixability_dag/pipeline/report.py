@@ -120,7 +120,9 @@ def results_markdown(store: AuditStore) -> str:
               "Each (problem, intervention) group is drawn in blocks and stops after its first block with a success "
               "(the labels only need to know whether the budget rescues); undrawn samples are priced at the group's "
               "first-block tokens per sample.", ""]
-    lines.append(label_cost_table(store))
+    outcomes = store.read("intervention_outcomes")
+    label_saved = label_savings(outcomes)
+    lines.append(label_cost_table(label_saved))
     lines += ["", "## Label stability: the label phase again on independent seeds", ""]
     lines.append(label_stability_table(store))
     lines += ["", "## Feature ablation: which triple separates regimes best (GMM, matched accuracy, 3 seeds)", "",
@@ -135,7 +137,7 @@ def results_markdown(store: AuditStore) -> str:
                   markdown_table(ab.head(5), ["rank", "features", "selection_accuracy", "accuracy", "accuracy_std"]), ""]
     labels = store.read("regime_labels").merge(store.read("problems")[["problem_id", "difficulty"]], on="problem_id")
     by_difficulty = (labels["true_regime"] == "structural").groupby(labels["difficulty"]).mean() if len(labels) else pd.Series(dtype=float)
-    lines += discussion(reports, evals, ablations, by_difficulty, store.read("intervention_outcomes"))
+    lines += discussion(reports, evals, ablations, by_difficulty, outcomes, label_saved)
     return "\n".join(lines) + "\n"
 
 
@@ -153,11 +155,14 @@ def _policy_rows(evals: pd.DataFrame, matching: str):
         yield ck, policy, g.loc["all"], g.loc["steerable_hard"] if "steerable_hard" in g.index else None
 
 
+def _points(lift: float, lo: float, hi: float) -> str:
+    return f"{100 * lift:+.1f} pts [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+
+
 def _lift(row) -> str:
     if row is None or not row["problems"] or pd.isna(row["lift_vs_retry"]):
         return "n/a"
-    return (f"{100 * row['lift_vs_retry']:+.1f} pts [{100 * row['lift_ci_low']:+.1f}, {100 * row['lift_ci_high']:+.1f}] "
-            f"(n={int(row['problems'])})")
+    return f"{_points(row['lift_vs_retry'], row['lift_ci_low'], row['lift_ci_high'])} (n={int(row['problems'])})"
 
 
 def pooled_lifts(evals: pd.DataFrame) -> list[dict]:
@@ -173,21 +178,23 @@ def pooled_lifts(evals: pd.DataFrame) -> list[dict]:
             continue
         lift, lo, hi = newcombe_paired_diff(a, b, c, n - a - b - c)
         rows.append({"matching": matching, "regime": regime, "checkpoints": int(g["checkpoint_id"].nunique()), "problems": n,
-                     "routed only / retry only": f"{b} / {c}", "routed lift [95% CI]": f"{100 * lift:+.1f} pts [{100 * lo:+.1f}, {100 * hi:+.1f}]"})
+                     "routed only / retry only": f"{b} / {c}", "routed lift [95% CI]": _points(lift, lo, hi)})
     return rows
 
 
-def label_cost_table(store: AuditStore) -> str:
+def label_savings(outcomes: pd.DataFrame) -> dict[str, dict]:
+    """Per checkpoint, what stopping the label phase once decided saved (none stored before code 0.4.0)."""
+    if outcomes.empty or "budget" not in outcomes or outcomes["budget"].isna().any():
+        return {}
+    return {ck: {"groups": len(group), **savings(group)} for ck, group in outcomes.groupby("checkpoint_id", sort=True)}
+
+
+def label_cost_table(saved: dict[str, dict]) -> str:
     """Per checkpoint: what the label phase drew of its fixed budget, and what stopping once decided saved."""
-    outcomes = store.read("intervention_outcomes")
-    rows = []
-    if len(outcomes) and outcomes["budget"].notna().all():
-        for ck, group in outcomes.groupby("checkpoint_id", sort=True):
-            saved = savings(group)
-            rows.append({"checkpoint": ck, "groups": len(group), "stopped early": saved["groups_stopped_early"],
-                         "samples drawn / budget": f"{saved['samples_drawn']} / {saved['samples_budget']}",
-                         "tokens drawn": saved["tokens_drawn"], "tokens saved (est.)": saved["tokens_saved_estimate"],
-                         "share saved": _fmt(saved["tokens_saved_share"])})
+    rows = [{"checkpoint": ck, "groups": s["groups"], "stopped early": s["groups_stopped_early"],
+             "samples drawn / budget": f"{s['samples_drawn']} / {s['samples_budget']}",
+             "tokens drawn": s["tokens_drawn"], "tokens saved (est.)": s["tokens_saved_estimate"],
+             "share saved": _fmt(s["tokens_saved_share"])} for ck, s in saved.items()]
     return markdown_table(rows, empty="_(no label phase stored with its budget: audited before code 0.4.0)_")
 
 
@@ -204,7 +211,7 @@ def label_stability_table(store: AuditStore) -> str:
 
 
 def discussion(reports: pd.DataFrame, evals: pd.DataFrame, ablations: pd.DataFrame, by_difficulty: pd.Series,
-               outcomes: pd.DataFrame) -> list[str]:
+               outcomes: pd.DataFrame, label_saved: dict[str, dict]) -> list[str]:
     """What the numbers above say against the preprint's claims, computed; then our reading of why."""
     out = ["## Against the preprint", ""]
     acc = reports.pivot_table(index="checkpoint_id", columns="method", values="accuracy") if len(reports) else pd.DataFrame()
@@ -255,8 +262,8 @@ def discussion(reports: pd.DataFrame, evals: pd.DataFrame, ablations: pd.DataFra
         negative = int((routed["compute_saved_vs_retry"] < 0).sum())
         out.append(f"* The routed plan's probes cost {', '.join(str(int(x)) for x in routed['upfront_tokens'])} tokens; "
                    f"counting them, it spends more than uniform retry on {negative} of {len(routed)} checkpoints.")
-    if len(outcomes) and "budget" in outcomes and outcomes["budget"].notna().all():
-        shares = [savings(g)["tokens_saved_share"] or 0.0 for _, g in outcomes.groupby("checkpoint_id", sort=True)]
+    if label_saved:
+        shares = [s["tokens_saved_share"] or 0.0 for s in label_saved.values()]
         never = float((~outcomes["rescued"]).mean())
         out.append(f"* Stopping the label phase once decided saved {', '.join(f'{100 * x:.1f}' for x in shares)}% of "
                    f"its tokens: {100 * never:.0f}% of (problem, intervention) groups never succeed, and a group must be "
