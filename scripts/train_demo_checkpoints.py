@@ -178,7 +178,7 @@ def save_checkpoint(model, tok, out_dir: Path, meta: dict) -> None:
         for f in tmp.iterdir():
             f.unlink()
     tmp.mkdir(parents=True, exist_ok=True)
-    half = LlamaForCausalLM(model.config)
+    half = type(model)(model.config)
     half.load_state_dict(model.state_dict())
     half = half.to(torch.float16)
     half.config.dtype = "float16"

@@ -71,11 +71,30 @@ def _exemplar_key(problem_id: str, other_id: str) -> str:
     return hashlib.blake2b(f"{problem_id}|{other_id}".encode(), digest_size=8).hexdigest()
 
 
+def _symbols(question: str) -> set[str]:
+    return {c for c in question if not (c.isalnum() or c.isspace())}
+
+
 def choose_exemplars(problem: Problem, pool: Sequence[Problem], k: int = 2) -> list[Problem]:
-    """Deterministic few-shot exemplars: same difficulty, another template, never the problem itself."""
+    """Deterministic few-shot exemplars: same difficulty, another template, never the problem itself; among those,
+    the ones that share the question's *rarest* symbols first.
+
+    The symbol overlap is weighted by inverse frequency in the pool (an IDF score), so an exemplar that shares a
+    rare operator (or ``%``, ``$`` in a word problem) outranks one that shares only ``+``: what a retriever of
+    similar solved problems would pick. It reads the question text only, never a problem's family or label.
+    """
     candidates = [p for p in pool if p.problem_id != problem.problem_id and (p.template_id is None or p.template_id != problem.template_id)]
-    same = [p for p in candidates if p.difficulty == problem.difficulty]
-    ranked = sorted(same or candidates, key=lambda p: _exemplar_key(problem.problem_id, p.problem_id))
+    same = [p for p in candidates if p.difficulty == problem.difficulty] or candidates
+    frequency: dict[str, int] = {}
+    for p in same:
+        for s in _symbols(p.question):
+            frequency[s] = frequency.get(s, 0) + 1
+    mine = _symbols(problem.question)
+
+    def overlap(p: Problem) -> float:
+        return sum(1.0 / frequency[s] for s in mine & _symbols(p.question))
+
+    ranked = sorted(same, key=lambda p: (-round(overlap(p), 9), _exemplar_key(problem.problem_id, p.problem_id)))
     return ranked[:k]
 
 

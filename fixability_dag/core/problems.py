@@ -30,6 +30,8 @@ class Problem:
     reference_steps: tuple[str, ...] = ()
     difficulty: int | None = None
     template_id: str | None = None
+    family: str | None = None
+    """The planted failure mechanism of a model-organism problem (:mod:`core.organism`); validation only."""
 
     @property
     def prompt(self) -> str:
