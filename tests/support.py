@@ -351,7 +351,7 @@ def evaluate(instance, root, cursor=None, settle=60.0, db=None):
 
 def rollout_rows(n, correct_every=2):
     return pd.DataFrame([{
-        "problem_id": "arith-L1-T0-V0", "phase": "diagnostic", "intervention": "retry", "sample_index": i, "seed": 12345,
+        "suite": "arith", "problem_id": "arith-L1-T0-V0", "phase": "diagnostic", "intervention": "retry", "sample_index": i, "seed": 12345,
         "text": f"t{i}", "answer": str(i) if i % 3 else None, "is_correct": i % correct_every == 0, "num_tokens": 5,
         "cumulative_logprob": -1.0, "mean_logprob": float("nan") if i == 1 else -0.2, "finish_reason": "stop", "run_id": "r",
     } for i in range(n)])
