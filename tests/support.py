@@ -243,6 +243,23 @@ def fake_audit(tmp_path_factory) -> FakeAudit:
     return FakeAudit(path, lines)
 
 
+# --- two suites that reuse each other's ids ---
+
+PER_SUITE = 8
+
+
+def suite_files(tmp_path: Path) -> list[Path]:
+    """Two GSM8K files, ``first.jsonl`` and ``second.jsonl`` (their suites), whose rows carry the same ids 0..7 with
+    different questions and gold answers."""
+    lines = (TEST_DATA / "gsm8k_train_first40.jsonl").read_text().splitlines()
+    paths = []
+    for name, rows in (("first", lines[:PER_SUITE]), ("second", lines[PER_SUITE : 2 * PER_SUITE])):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join(json.dumps({**json.loads(r), "id": str(i)}) + "\n" for i, r in enumerate(rows)))
+        paths.append(path)
+    return paths
+
+
 # --- the small real audit (vLLM on a demo checkpoint) and what every audited checkpoint must satisfy ---
 
 TINY = dict(chain_lengths=[1, 2, 4, 6], templates_per_length=2, variants_per_template=2, n_samples=8,

@@ -6,8 +6,6 @@ first file's questions and gold answers, and the first checkpoint's rollouts the
 
 from __future__ import annotations
 
-import json
-
 import pandas as pd
 import pytest
 
@@ -16,23 +14,11 @@ from fixability_dag.pipeline import audit
 from fixability_dag.pipeline.config import AuditConfig
 from resources import AuditSettings
 
-from tests.support import GSM8K_ROWS, TEST_DATA, FakeEngine, run_audit
+from tests.support import GSM8K_ROWS, PER_SUITE, FakeEngine, run_audit, suite_files
 
-PER_SUITE = 8
 ROLLOUT_KEY = ["suite", "problem_id", "phase", "intervention", "sample_index"]
 SMALL = dict(problem_format="gsm8k", id_field=None, n_samples=8, probe_samples=4, retry_budget=8, intervention_budget=4,
              eval_budget=4, label_block=2, cluster_seeds=2, cluster_bootstraps=3, ablation_seeds=1)
-
-
-def suite_files(tmp_path):
-    """Two GSM8K files whose rows carry the same ids 0..7 (different questions and gold answers)."""
-    lines = (TEST_DATA / "gsm8k_train_first40.jsonl").read_text().splitlines()
-    paths = []
-    for name, rows in (("first", lines[:PER_SUITE]), ("second", lines[PER_SUITE : 2 * PER_SUITE])):
-        path = tmp_path / f"{name}.jsonl"
-        path.write_text("".join(json.dumps({**json.loads(r), "id": str(i)}) + "\n" for i, r in enumerate(rows)))
-        paths.append(path)
-    return paths
 
 
 def gold_sampler(configs):
