@@ -147,11 +147,13 @@ class AuditConfig:
     def suite_name(self) -> str:
         """The suite of a single-suite config: its ``name``, else the file name without extension (``arith`` for
         the built-in suite), which is what the loaders store in ``problems.suite``."""
-        if len(self.suites) > 1:
-            raise ValueError(f"this config covers {len(self.suites)} suites; take one from suite_configs()")
-        if self.suites and self.suites[0].get(SUITE_NAME):
-            return self.suites[0][SUITE_NAME]
-        return "arith" if self.problem_format == "arith" else Path(self.problem_path).stem
+        configs = self.suite_configs()
+        if len(configs) > 1:
+            raise ValueError(f"this config covers {len(configs)} suites; take one from suite_configs()")
+        cfg = configs[0]  # a single entry's overrides applied (its problem_path names the suite)
+        if cfg.suites and cfg.suites[0].get(SUITE_NAME):
+            return cfg.suites[0][SUITE_NAME]
+        return "arith" if cfg.problem_format == "arith" else Path(cfg.problem_path).stem
 
     @property
     def decoding(self) -> Decoding:
@@ -176,7 +178,7 @@ class AuditConfig:
     def load_problems(self) -> list[Problem]:
         """The problems of every suite the config covers, each with its suite's name."""
         configs = self.suite_configs()
-        if len(configs) > 1:
+        if len(configs) > 1 or configs[0] is not self:
             return [p for cfg in configs for p in cfg.load_problems()]
         named = self.suites[0].get(SUITE_NAME) if self.suites else None
         if self.problem_format == "arith":

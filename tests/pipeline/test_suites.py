@@ -121,6 +121,8 @@ def test_suites_settings_are_validated_with_the_entry_named(tmp_path):
     # no suites: the config hash of a pre-suites config is unchanged, and a list of suites changes it
     assert "suites" not in AuditConfig().as_dict() and named.config_hash() != a.config_hash()
     assert AuditConfig.from_mapping(named.as_dict()) == named
+    single = AuditConfig(**SMALL, problem_path=str(first), suites=({"problem_path": str(second)},))
+    assert single.suite_name == "second" and {p.suite for p in single.load_problems()} == {"second"}
 
 
 def test_the_settings_resource_carries_suites(tmp_path):
