@@ -1,5 +1,6 @@
 """Dagster assets of the audit, one module per domain step."""
 
+from assets.export import training_export
 from assets.features import failure_features
 from assets.partitions import checkpoint_partitions
 from assets.problems import problem_set
@@ -11,7 +12,7 @@ from assets.topography import failure_topography
 from assets.transfer import regime_transfer
 
 CHECKPOINT_ASSETS = [problem_set, base_rollouts, probe_rollouts, failure_features, rescue_rollouts, regime_labels,
-                     routing_plan, rescue_evaluation]
+                     routing_plan, rescue_evaluation, training_export]
 REPORT_ASSETS = [failure_topography, regime_transfer]
 ALL_ASSETS = [*CHECKPOINT_ASSETS, *REPORT_ASSETS]
 

@@ -30,7 +30,7 @@ from dagster import (
 from assets.partitions import checkpoint_partitions
 from fixability_dag.inputs.checkpoints import METADATA_FILE
 from fixability_dag.pipeline import checks, progress
-from fixability_dag.pipeline.audit import StageResult
+from fixability_dag.pipeline.audit import StageResult, merge_suites
 from fixability_dag.pipeline.config import CODE_VERSION, AuditConfig
 from fixability_dag.pipeline.plots import Figure, figure_dir
 from fixability_dag.pipeline.tables import markdown_table
@@ -50,13 +50,23 @@ GPU_STEP_TAGS = {"dagster-k8s/config": {"container_config": {"resources": {"requ
 
 @dataclasses.dataclass
 class Step:
-    """What a stage call needs from the run: the store, the config, the partition's checkpoint and the run id."""
+    """What a stage call needs from the run: the store, the config, the partition's checkpoint and the run id; in
+    an audit of several suites, the body runs once per suite with ``store`` and ``config`` bound to ``suite``."""
 
     context: AssetExecutionContext
     store: AuditStore
     config: AuditConfig
     checkpoint_id: str
     run_id: str
+    suite: str | None = None  # set only when the audit covers several suites
+
+    def per_suite(self) -> list["Step"]:
+        """This step once per suite of its config (itself when there is one)."""
+        configs = self.config.suite_configs()
+        if len(configs) == 1:
+            return [self]
+        return [dataclasses.replace(self, store=self.store.for_suite(c.suite_name), config=c, suite=c.suite_name)
+                for c in configs]
 
     def checkpoint_path(self) -> str:
         row = self.store.checkpoint(self.checkpoint_id)
@@ -66,7 +76,8 @@ class Step:
 
     def figure_path(self, name: str):
         """Where this checkpoint's figure ``name`` is written: beside the results database."""
-        return figure_dir(self.store.url) / self.checkpoint_id / f"{name}.png"
+        return figure_dir(self.store.url) / self.checkpoint_id / (f"{name}.png" if self.suite is None
+                                                                  else f"{name}-{self.suite}.png")
 
     def engine(self):
         """The run's rollout engine for this checkpoint (one per run: the resource caches it)."""
@@ -179,7 +190,7 @@ def checkpoint_asset(*, deps: Sequence = (), gpu: bool = False, kinds: Iterable[
                check_specs=check_specs(name, checks.CHECKS.get(name, ())), **gpu_options)
         def _asset(context: AssetExecutionContext) -> MaterializeResult:
             with audit_step(context, before) as (step, done):
-                result = body(step)
+                result = merge_suites([(s.suite, body(s)) for s in step.per_suite()])
                 evaluated = checks.evaluate(name, step.store, step.checkpoint_id, step.config)
                 # Dagster fails the step after this returns when a blocking check failed; audit_runs says which
                 result.summary["failed_checks"] = [inv.name for inv, outcome in evaluated if not outcome.passed]

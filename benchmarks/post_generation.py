@@ -176,7 +176,7 @@ class Backends:
             reset_schema(self.pg_url)
             store = AuditStore(self.pg_url)
         store.migrate()
-        return store
+        return store.for_suite("synthetic")  # the suite seed_reference_rows stores the problems under
 
 
 def seed_reference_rows(store: AuditStore, problem_ids: list[str], checkpoints: list[str]) -> None:
@@ -188,7 +188,7 @@ def seed_reference_rows(store: AuditStore, problem_ids: list[str], checkpoints: 
 def legacy_replace(store: AuditStore, table_name: str, checkpoint_id: str, frame: pd.DataFrame, **scope) -> int:
     """The write path before ``fixability_dag.storage.bulk``, verbatim: row-wise records, then SQLAlchemy executemany."""
     table = TABLES[table_name]
-    payload = [{k: _clean(v) for k, v in row.items()} for row in frame.to_dict("records")]
+    payload = [{"suite": "synthetic", **{k: _clean(v) for k, v in row.items()}} for row in frame.to_dict("records")]
     for row in payload:
         row["checkpoint_id"] = checkpoint_id
     where = [table.c.checkpoint_id == checkpoint_id] + [table.c[k] == v for k, v in scope.items()]

@@ -3,6 +3,7 @@
     fixability validate gsm8k data/test.jsonl      # check a file, run nothing
     fixability grade pairs.jsonl                   # grade {"gold", "completion"} rows with the audit's grader
     fixability regrade CHECKPOINT                  # re-grade a stored audit after a grader change, generating nothing
+    fixability export CHECKPOINT                   # per suite: Parquet + JSONL rows for the trainer's data loader
     fixability demo                                # audit every complete checkpoint under demo/checkpoints
     fixability summary                             # per-checkpoint pass rate and regime shares from the database
 """
@@ -77,6 +78,30 @@ def cmd_regrade(args: argparse.Namespace) -> int:
     for stage, why in result.needs_generation.items():
         print(f"not recomputed: {why}", file=sys.stderr)
     return 3 if result.needs_generation else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write the checkpoint's export per suite (under the configuration it was audited with); exit 2 when refused."""
+    from fixability_dag.pipeline.export import export_training_data
+    from fixability_dag.pipeline.regrade import audited_config
+
+    store = AuditStore(args.db)
+    store.migrate()
+    try:
+        cfg = audited_config(store, args.checkpoint)
+        if args.suite:
+            by_name = {c.suite_name: c for c in cfg.suite_configs()}
+            if args.suite not in by_name:
+                raise ValueError(f"checkpoint {args.checkpoint} was audited on suites {sorted(by_name)}, not {args.suite!r}")
+            cfg = by_name[args.suite]
+        result = export_training_data(store, args.checkpoint, cfg, args.out, tuple(args.format or ("parquet", "jsonl")))
+    except ValueError as exc:
+        print(f"cannot export: {exc}", file=sys.stderr)
+        return 2
+    for suite, summary in (result.summary.get("suites") or {cfg.suite_name: result.summary}).items():
+        print(f"{args.checkpoint} / {suite}: {summary['problems']} problems, {summary['failed']} failed -> "
+              + ", ".join(summary["paths"].values()))
+    return 0
 
 
 def summary_table(store: AuditStore) -> pd.DataFrame:
@@ -186,6 +211,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("checkpoint")
     p.add_argument("--db", default=default_url(), help="SQLAlchemy URL (default: $FIXABILITY_DB_URL or .fixability/audit.db)")
     p.set_defaults(func=cmd_regrade)
+
+    p = sub.add_parser("export", help="per suite: problem id, pass rate, failed, regime, routing as Parquet and JSONL")
+    p.add_argument("checkpoint")
+    p.add_argument("--suite", help="one suite of the checkpoint's audit (default: every suite)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="directory (default: exports/ beside a SQLite database, else .fixability/exports)")
+    p.add_argument("--format", action="append", choices=["parquet", "jsonl"], help="repeatable (default: both)")
+    p.add_argument("--db", default=default_url(), help="SQLAlchemy URL (default: $FIXABILITY_DB_URL or .fixability/audit.db)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("demo", help="audit every complete checkpoint (default: the committed demo checkpoints)")
     p.add_argument("--checkpoints", help="checkpoint directory (default: $FIXABILITY_CHECKPOINT_DIR or demo/checkpoints)")

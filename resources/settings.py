@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from dagster import ConfigurableResource
 
 from fixability_dag.pipeline.config import AuditConfig
@@ -47,6 +49,9 @@ class AuditSettings(ConfigurableResource):
     eval_retry_samples: int = _D.eval_retry_samples
     seed: int = _D.seed
     commit_every: int = _D.commit_every
+    # several suites per checkpoint: [{name: gsm8k, problem_format: gsm8k, problem_path: ...}, {name: math, ...}],
+    # each entry overriding the settings above for its suite (fixability_dag.pipeline.config.AuditConfig.suites)
+    suites: list[dict[str, Any]] = []
 
     def config(self) -> AuditConfig:
         return AuditConfig.from_mapping({name: getattr(self, name) for name in AuditConfig.__dataclass_fields__})

@@ -243,6 +243,23 @@ def fake_audit(tmp_path_factory) -> FakeAudit:
     return FakeAudit(path, lines)
 
 
+# --- two suites that reuse each other's ids ---
+
+PER_SUITE = 8
+
+
+def suite_files(tmp_path: Path) -> list[Path]:
+    """Two GSM8K files, ``first.jsonl`` and ``second.jsonl`` (their suites), whose rows carry the same ids 0..7 with
+    different questions and gold answers."""
+    lines = (TEST_DATA / "gsm8k_train_first40.jsonl").read_text().splitlines()
+    paths = []
+    for name, rows in (("first", lines[:PER_SUITE]), ("second", lines[PER_SUITE : 2 * PER_SUITE])):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join(json.dumps({**json.loads(r), "id": str(i)}) + "\n" for i, r in enumerate(rows)))
+        paths.append(path)
+    return paths
+
+
 # --- the small real audit (vLLM on a demo checkpoint) and what every audited checkpoint must satisfy ---
 
 TINY = dict(chain_lengths=[1, 2, 4, 6], templates_per_length=2, variants_per_template=2, n_samples=8,
@@ -351,7 +368,7 @@ def evaluate(instance, root, cursor=None, settle=60.0, db=None):
 
 def rollout_rows(n, correct_every=2):
     return pd.DataFrame([{
-        "problem_id": "arith-L1-T0-V0", "phase": "diagnostic", "intervention": "retry", "sample_index": i, "seed": 12345,
+        "suite": "arith", "problem_id": "arith-L1-T0-V0", "phase": "diagnostic", "intervention": "retry", "sample_index": i, "seed": 12345,
         "text": f"t{i}", "answer": str(i) if i % 3 else None, "is_correct": i % correct_every == 0, "num_tokens": 5,
         "cumulative_logprob": -1.0, "mean_logprob": float("nan") if i == 1 else -0.2, "finish_reason": "stop", "run_id": "r",
     } for i in range(n)])

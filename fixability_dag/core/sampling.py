@@ -141,6 +141,7 @@ def grade_completions(request: GenerationRequest, problem: Problem, completions:
             mean_lp = cumulative / c.num_tokens
         rows.append(
             {
+                "suite": problem.suite,
                 "problem_id": request.problem_id,
                 "phase": request.phase,
                 "intervention": request.intervention,

@@ -311,18 +311,20 @@ def load_generic(path: Path | str, mapping: ColumnMapping = ColumnMapping(), sui
 PROBLEM_FORMATS = ("arith", "gsm8k", "math", "jsonl", "csv")
 
 
-def load_problems(fmt: str, path: Path | str | None = None, mapping: ColumnMapping | None = None) -> list[Problem]:
-    """Dispatch on a format name; ``arith`` needs no path."""
+def load_problems(fmt: str, path: Path | str | None = None, mapping: ColumnMapping | None = None,
+                  suite: str | None = None) -> list[Problem]:
+    """Dispatch on a format name; ``arith`` needs no path. ``suite`` names the problems' suite (default: the file
+    name without extension)."""
     if fmt == "arith":
         return arithmetic_suite()
     if path is None:
         raise ValueError(f"problem format '{fmt}' needs a file path")
     if fmt == "gsm8k":
-        problems = load_gsm8k_jsonl(path)
+        problems = load_gsm8k_jsonl(path, suite)
     elif fmt == "math":
-        problems = load_math_jsonl(path)
+        problems = load_math_jsonl(path, suite)
     elif fmt in ("jsonl", "csv"):
-        problems = load_generic(path, mapping or ColumnMapping())
+        problems = load_generic(path, mapping or ColumnMapping(), suite)
     else:
         raise ValueError(f"unknown problem format '{fmt}'; expected one of {', '.join(PROBLEM_FORMATS)}")
     if not problems:

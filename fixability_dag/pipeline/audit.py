@@ -3,11 +3,20 @@
 Each stage reads what earlier stages stored, computes, and replaces its own rows for the checkpoint atomically, so
 any stage can be re-run alone (a Dagster re-materialization) and always leaves one consistent copy. The Dagster
 assets are thin wrappers around these functions; scripts and tests can call them directly.
+
+A configuration may cover several suites (``AuditConfig.suites``). Every stage runs once per suite
+(:func:`per_suite`), on a store bound to that suite and that suite's own config: a suite's failed problems,
+features, clusters, plan and evaluation are computed from its rows alone, as if it were audited by itself, and
+never pooled with another suite's (GSM8K and MATH failures differ in kind, and pooling would let one suite's
+problems shift the other's clusters and rates).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -58,10 +67,40 @@ class StageResult:
     shown: dict = dataclasses.field(default_factory=dict)
 
 
+def merge_suites(results: list[tuple[str, StageResult]]) -> StageResult:
+    """One stage's results over several suites as one: rows added, each suite's summary under ``suites``, frames
+    stacked with a ``suite`` column, each shown value under ``<suite>.<name>``. One suite: its result unchanged."""
+    if len(results) == 1:
+        return results[0][1]
+    frames = [r.frame.assign(suite=name) for name, r in results if r.frame is not None]
+    return StageResult(sum(r.rows for _, r in results), {"suites": {name: r.summary for name, r in results}},
+                       pd.concat(frames, ignore_index=True) if frames else None,
+                       {f"{name}.{key}": value for name, r in results for key, value in r.shown.items()})
+
+
+def per_suite(stage: Callable[..., StageResult]) -> Callable[..., StageResult]:
+    """Run ``stage(store, ..., cfg, ...)`` once per suite of ``cfg``, with ``store`` bound to the suite and
+    ``cfg`` that suite's config, and merge the results (:func:`merge_suites`)."""
+    signature = inspect.signature(stage)
+
+    @functools.wraps(stage)
+    def run(*args, **kwargs) -> StageResult:
+        bound = signature.bind(*args, **kwargs)
+        store, cfg = bound.arguments["store"], bound.arguments["cfg"]
+        results = []
+        for suite_cfg in cfg.suite_configs():
+            bound.arguments.update(store=store.for_suite(suite_cfg.suite_name), cfg=suite_cfg)
+            results.append((suite_cfg.suite_name, stage(*bound.args, **bound.kwargs)))
+        return merge_suites(results)
+
+    return run
+
+
 def _two_columns(values: dict, key: str, value: str) -> pd.DataFrame:
     return pd.DataFrame({key: list(values), value: list(values.values())})
 
 
+@per_suite
 def snapshot_problems(store: AuditStore, cfg: AuditConfig) -> StageResult:
     """Load the configured problems (failing loudly on a malformed file) and upsert them by id."""
     problems = cfg.load_problems()
@@ -210,6 +249,7 @@ def _resume_summary(frame: pd.DataFrame) -> dict:
     return {k: int(frame.attrs[k]) for k in ("kept_requests", "generated_requests") if k in frame.attrs}
 
 
+@per_suite
 def diagnose(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: AuditConfig, run_id: str | None = None) -> StageResult:
     """N base samples per problem, in one request per problem (prompt shared through ``n``)."""
     problems = audit_problems(store, cfg)
@@ -237,6 +277,7 @@ def diagnose(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: 
     return StageResult(len(frame), summary, frame, shown)
 
 
+@per_suite
 def probe(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: AuditConfig, run_id: str | None = None) -> StageResult:
     """A small batch per failed problem under every probe intervention: the data behind the shift features."""
     failed = failed_ids(store, checkpoint_id, cfg)
@@ -253,6 +294,7 @@ def probe(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: Aud
     return StageResult(len(frame), summary, frame, shown)
 
 
+@per_suite
 def featurize(store: AuditStore, checkpoint_id: str, cfg: AuditConfig) -> StageResult:
     """The registered features (the legacy ``probe_shift`` reads the ``probe_intervention``'s batch), the
     noise-corrected shift under every probe intervention (``probe_shifts``) and the empirical-Bayes retry headroom."""
@@ -292,6 +334,7 @@ LABEL_PHASE, REPLICATE_PHASE = "label", "label_replicate"
 """The label phase, and its optional replicate on independent seeds (``label_replicate``): how stable labels are."""
 
 
+@per_suite
 def measure_rescues(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: AuditConfig, run_id: str | None = None) -> StageResult:
     """Every catalog intervention on every failed problem, fresh seeds: the evidence for the ground truth.
 
@@ -332,6 +375,7 @@ def measure_rescues(store: AuditStore, engine: RolloutEngine, checkpoint_id: str
         "label_tokens_saved_estimate": label_saved["tokens_saved_estimate"]})
 
 
+@per_suite
 def label(store: AuditStore, checkpoint_id: str, cfg: AuditConfig) -> StageResult:
     """Ground-truth regimes and unsupervised clusters, plus how well the clusters recover the regimes."""
     features = store.read("problem_features", checkpoint_id)
@@ -411,6 +455,7 @@ def evaluable(truth: pd.DataFrame) -> bool:
     return why_not_evaluable(truth) is None
 
 
+@per_suite
 def plan(store: AuditStore, checkpoint_id: str, cfg: AuditConfig) -> StageResult:
     """The training-free routing plan: each failed problem to the catalog intervention whose probe moved it beyond
     sampling noise, else to retry when a success within the retry budget is likely, else skip."""
@@ -431,6 +476,7 @@ def plan(store: AuditStore, checkpoint_id: str, cfg: AuditConfig) -> StageResult
         "rule": _two_columns(rule.as_dict(), "setting", "value")})
 
 
+@per_suite
 def evaluate(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: AuditConfig, run_id: str | None = None) -> StageResult:
     """Score routed vs. uniform retry vs. best single vs. label-informed vs. hindsight oracle on fresh-seed rollouts."""
     plan_frame = store.read("routing_plans", checkpoint_id)
@@ -475,7 +521,16 @@ def _upfront_tokens(store: AuditStore, checkpoint_id: str, failed: list[str],
 
 
 def topography(store: AuditStore) -> pd.DataFrame:
-    """Regime shares, pass rate and rescue per checkpoint: how the failure landscape moves across training."""
+    """Regime shares, pass rate and rescue per checkpoint: how the failure landscape moves across training. When
+    the checkpoints were audited on several suites: one row per (suite, checkpoint), the suite in the first column."""
+    suites = store.suites() if store.suite is None else [store.suite]
+    if len(suites) > 1:
+        tables = [t.assign(suite=s)[["suite", *t.columns]] for s in suites if len(t := _topography(store.for_suite(s)))]
+        return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    return _topography(store.for_suite(suites[0]) if suites else store)
+
+
+def _topography(store: AuditStore) -> pd.DataFrame:
     checkpoints = store.read("checkpoints")
     if checkpoints.empty:
         return pd.DataFrame()
@@ -505,11 +560,20 @@ def topography(store: AuditStore) -> pd.DataFrame:
 
 
 def transfer(store: AuditStore, seed: int = 0) -> pd.DataFrame:
-    """Clusters and routing thresholds fitted on each audited checkpoint, applied to every other one.
+    """Clusters and routing thresholds fitted on each audited checkpoint, applied to every other one audited on the
+    same suite (each suite's pairs replace that suite's rows of ``regime_transfers``).
 
     ``transfer_accuracy`` uses the source's mixture and the source's cluster -> regime map (no target label);
     ``own_accuracy`` is the target's own clusters matched on the target, the in-checkpoint reference.
     """
+    suites = store.suites() if store.suite is None else [store.suite]
+    frames = [_transfer(store.for_suite(s), seed).assign(suite=s) for s in suites]
+    columns = ["suite", "source_checkpoint", "target_checkpoint", "target_problems", "transfer_accuracy",
+               "own_accuracy", "target_majority", "plan_agreement"]
+    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+
+
+def _transfer(store: AuditStore, seed: int) -> pd.DataFrame:
     features, labels = store.read("problem_features"), store.read("regime_labels")
     per_checkpoint = {}
     for ck, f in features.groupby("checkpoint_id"):

@@ -274,5 +274,14 @@ CHECKS: dict[str, tuple[Invariant, ...]] = {
 
 
 def evaluate(asset: str, store: AuditStore, checkpoint_id: str, cfg: AuditConfig) -> list[tuple[Invariant, Outcome]]:
-    facts = Facts(store, checkpoint_id, cfg)
-    return [(inv, inv.test(facts)) for inv in CHECKS.get(asset, ())]
+    """The asset's invariants on what it stored, suite by suite (as the stages wrote it); an invariant holds when
+    it holds for every suite, and its message and numbers name the suite when there are several."""
+    per_suite = []
+    for suite_cfg in cfg.suite_configs():
+        facts = Facts(store.for_suite(suite_cfg.suite_name), checkpoint_id, suite_cfg)
+        per_suite.append((suite_cfg.suite_name, [inv.test(facts) for inv in CHECKS.get(asset, ())]))
+    if len(per_suite) == 1:
+        return list(zip(CHECKS.get(asset, ()), per_suite[0][1]))
+    return [(inv, Outcome(all(o[i].passed for _, o in per_suite), "; ".join(f"{s}: {o[i].message}" for s, o in per_suite),
+                          {f"{s}.{k}": v for s, o in per_suite for k, v in o[i].numbers.items()}))
+            for i, inv in enumerate(CHECKS.get(asset, ()))]

@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Mapping
+from pathlib import Path
 
 from fixability_dag.core.interventions import CATALOG, RETRY
 from fixability_dag.core.problems import ArithmeticSuiteSpec, Problem, arithmetic_suite
 from fixability_dag.core.routing import CatalogRule
 from fixability_dag.core.sampling import Decoding
-from fixability_dag.inputs.problem_files import PROBLEM_FORMATS, ColumnMapping, load_problems
+from fixability_dag.inputs.problem_files import MAX_SUITE_CHARS, PROBLEM_FORMATS, ColumnMapping, load_problems
 
 CODE_VERSION = "0.5.0"
 """Bump when a change alters what an audit computes; the nightly schedule re-audits checkpoints stamped older."""
@@ -18,6 +20,10 @@ CODE_VERSION = "0.5.0"
 
 OPERATIONAL_FIELDS = frozenset({"commit_every"})
 """Settings that do not change results: changing them must not make the nightly schedule re-audit everything."""
+
+
+SUITE_NAME = "name"
+"""The key of a ``suites`` entry that names the suite (every other key is an audit setting it overrides)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +68,10 @@ class AuditConfig:
     seed: int = 0
     # operation (not part of the config hash: it changes how an audit is written, not what it computes)
     commit_every: int = 32
+    # several suites per checkpoint: each entry a mapping with an optional "name" and any of the settings above,
+    # overriding them for that suite (e.g. {"name": "math", "problem_format": "math", "problem_path": ...,
+    # "max_tokens": 1024}); empty: the one suite the settings above describe. See suite_configs().
+    suites: tuple[Mapping, ...] = ()
 
     def __post_init__(self) -> None:
         if self.problem_format not in PROBLEM_FORMATS:
@@ -94,6 +104,56 @@ class AuditConfig:
             raise ValueError("fail_threshold must be in [0, 1)")
         if self.cluster_method not in ("gmm", "kmeans"):
             raise ValueError("cluster_method must be 'gmm' or 'kmeans'")
+        self._check_suites()
+
+    def _check_suites(self) -> None:
+        """Every ``suites`` entry is a mapping of known settings that makes a valid config, under a unique name."""
+        fields = {f.name for f in dataclasses.fields(self)} - {"suites"}
+        names: dict[str, int] = {}
+        for index, entry in enumerate(self.suites):
+            if not isinstance(entry, Mapping):
+                raise ValueError(f"suites[{index}] must be a mapping of settings, got {entry!r}")
+            unknown = sorted(set(entry) - fields - {SUITE_NAME})
+            if unknown:
+                raise ValueError(f"suites[{index}]: unknown audit settings {unknown}")
+            name = entry.get(SUITE_NAME)
+            if name is not None and (not isinstance(name, str) or not name or len(name) > MAX_SUITE_CHARS):
+                raise ValueError(f"suites[{index}]: name must be a non-empty string of at most {MAX_SUITE_CHARS} "
+                                 f"characters, got {name!r}")
+            if len(self.suites) > 1 or set(entry) - {SUITE_NAME}:
+                try:
+                    name = self._suite_config(entry).suite_name
+                except ValueError as exc:
+                    raise ValueError(f"suites[{index}] ({name or 'unnamed'}): {exc}") from None
+            if name in names:
+                raise ValueError(f"suites[{names[name]}] and suites[{index}] are both suite {name!r}: a problem is "
+                                 "identified by suite and id, so each suite needs its own name (set 'name')")
+            names[name] = index
+
+    def _suite_config(self, entry: Mapping) -> AuditConfig:
+        """This config with one entry's overrides applied: a single-suite config that keeps only the entry's name."""
+        overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in entry.items() if k != SUITE_NAME}
+        named = ({SUITE_NAME: entry[SUITE_NAME]},) if entry.get(SUITE_NAME) else ()
+        return dataclasses.replace(self, suites=named, **overrides)
+
+    def suite_configs(self) -> list[AuditConfig]:
+        """One single-suite config per suite the audit covers (itself when it covers one). Every stage runs once per
+        suite on a store bound to it, so a suite's features, clusters, plan and evaluation are its own."""
+        if len(self.suites) <= 1 and not any(set(e) - {SUITE_NAME} for e in self.suites):
+            return [self]
+        return [self._suite_config(entry) for entry in self.suites]
+
+    @property
+    def suite_name(self) -> str:
+        """The suite of a single-suite config: its ``name``, else the file name without extension (``arith`` for
+        the built-in suite), which is what the loaders store in ``problems.suite``."""
+        configs = self.suite_configs()
+        if len(configs) > 1:
+            raise ValueError(f"this config covers {len(configs)} suites; take one from suite_configs()")
+        cfg = configs[0]  # a single entry's overrides applied (its problem_path names the suite)
+        if cfg.suites and cfg.suites[0].get(SUITE_NAME):
+            return cfg.suites[0][SUITE_NAME]
+        return "arith" if cfg.problem_format == "arith" else Path(cfg.problem_path).stem
 
     @property
     def decoding(self) -> Decoding:
@@ -106,22 +166,31 @@ class AuditConfig:
         return self.retry_budget if intervention == RETRY else self.intervention_budget
 
     def as_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        values = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        # left out when empty, so configs from before suites existed keep their hash (and are not re-audited)
+        suites = [{k: list(v) if isinstance(v, tuple) else v for k, v in e.items()} for e in values.pop("suites")]
+        return {**values, "suites": suites} if suites else values
 
     def config_hash(self) -> str:
         science = {k: v for k, v in self.as_dict().items() if k not in OPERATIONAL_FIELDS}
         return hashlib.sha256(json.dumps(science, sort_keys=True).encode()).hexdigest()[:16]
 
     def load_problems(self) -> list[Problem]:
+        """The problems of every suite the config covers, each with its suite's name."""
+        configs = self.suite_configs()
+        if len(configs) > 1 or configs[0] is not self:
+            return [p for cfg in configs for p in cfg.load_problems()]
+        named = self.suites[0].get(SUITE_NAME) if self.suites else None
         if self.problem_format == "arith":
             spec = ArithmeticSuiteSpec(
                 chain_lengths=tuple(self.chain_lengths),
                 templates_per_length=self.templates_per_length,
                 variants_per_template=self.variants_per_template,
+                **({"name": named} if named else {}),
             )
             return arithmetic_suite(spec)
         mapping = ColumnMapping(question=self.question_field, answer=self.answer_field, id=self.id_field)
-        return load_problems(self.problem_format, self.problem_path, mapping)
+        return load_problems(self.problem_format, self.problem_path, mapping, named)
 
     @classmethod
     def from_mapping(cls, values: dict) -> AuditConfig:
@@ -129,4 +198,7 @@ class AuditConfig:
         unknown = set(values) - names
         if unknown:
             raise ValueError(f"unknown audit settings: {sorted(unknown)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        if "suites" in values:
+            values["suites"] = tuple(dict(e) if isinstance(e, Mapping) else e for e in values["suites"])
+        return cls(**values)

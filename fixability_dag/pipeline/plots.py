@@ -13,10 +13,10 @@ import io
 from pathlib import Path
 
 import pandas as pd
-from sqlalchemy.engine import make_url
 
 from fixability_dag.core.regimes import REGIMES
 from fixability_dag.core.stats import wilson_interval
+from fixability_dag.storage.store import beside_database
 
 COLORS = {"retry_recoverable": "#4c9f70", "steerable_hard": "#e0a030", "structural": "#b04040"}
 WIDTH, HEIGHT, DPI = 7.5, 3.4, 100
@@ -33,10 +33,7 @@ class Figure:
 
 def figure_dir(db_url: str) -> Path:
     """Where figures go: ``figures/`` beside a SQLite file; ``.fixability/figures`` for a server database."""
-    url = make_url(db_url)
-    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        return Path(url.database).resolve().parent / "figures"
-    return Path(".fixability").resolve() / "figures"
+    return beside_database(db_url, "figures")
 
 
 def _pyplot():

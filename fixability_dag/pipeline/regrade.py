@@ -81,9 +81,10 @@ def audited_config(store: AuditStore, checkpoint_id: str) -> AuditConfig:
     return AuditConfig.from_mapping(runs.sort_values("started_at").iloc[-1]["config"])
 
 
-def regrade_phase(frame: pd.DataFrame, gold: dict[str, str]) -> pd.DataFrame:
-    """``frame``'s rollouts graded again; ``changed`` marks the rows whose answer or correctness moved."""
-    graded = [grade(gold[pid], text or "") for pid, text in zip(frame["problem_id"], frame["text"])]
+def regrade_phase(frame: pd.DataFrame, gold: dict[tuple[str, str], str]) -> pd.DataFrame:
+    """``frame``'s rollouts graded again against ``gold`` ((suite, problem id) -> answer); ``changed`` marks the rows
+    whose answer or correctness moved."""
+    graded = [grade(gold[key], text or "") for key, text in zip(zip(frame["suite"], frame["problem_id"]), frame["text"])]
     answers = pd.Series([a for a, _ in graded], index=frame.index, dtype=object)
     correct = pd.Series([bool(c) for _, c in graded], index=frame.index)
     before = frame["answer"].astype(object).where(frame["answer"].notna(), None)
@@ -98,7 +99,7 @@ def regrade(store: AuditStore, checkpoint_id: str) -> RegradeResult:
     store.hold_lease(checkpoint_id, run_id)
     try:
         changed, rates = {}, []
-        gold = {p.problem_id: p.gold_answer for p in store.problems()}
+        gold = {(p.suite, p.problem_id): p.gold_answer for p in store.problems()}
         for phase in PHASES:
             frame = store.read("rollouts", checkpoint_id, phase=phase)
             if frame.empty:

@@ -1,7 +1,9 @@
 """The results database: one table per audit artifact, keyed so that every write is idempotent.
 
-Keys follow the grain of the data: a rollout is unique per (checkpoint, problem, phase, intervention, sample), a
-feature row per (checkpoint, problem), an evaluation per (checkpoint, policy, regime). Re-materializing a
+Keys follow the grain of the data: a rollout is unique per (checkpoint, suite, problem, phase, intervention, sample), a
+feature row per (checkpoint, suite, problem), an evaluation per (checkpoint, suite, policy, regime, matching). A problem is
+identified by its suite *and* its id (:data:`PROBLEM_KEY`): two problem files may reuse the same ids (``1``, ``2``...)
+and must never overwrite each other's questions, gold answers or rollouts. Re-materializing a
 checkpoint replaces its rows for that asset in one transaction, so a re-run never duplicates.
 
 The schema is owned by Alembic (``fixability_dag/storage/migrations``); these models are its source of truth. Change a
@@ -19,6 +21,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     MetaData,
@@ -39,6 +42,18 @@ NAMING = {
 BigId = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER PRIMARY KEY only
 
 
+PROBLEM_KEY = ("suite", "problem_id")
+"""What identifies a problem: every table that names a problem names it by both columns."""
+
+
+def _suite_column(comment: str = "problem suite (problems.suite)"):
+    return mapped_column(String(100), primary_key=True, comment=comment)
+
+
+def _problem_fk() -> ForeignKeyConstraint:
+    return ForeignKeyConstraint(list(PROBLEM_KEY), [f"problems.{c}" for c in PROBLEM_KEY])
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
@@ -56,8 +71,8 @@ class Checkpoint(Base):
 
 class ProblemRow(Base):
     __tablename__ = "problems"
+    suite: Mapped[str] = mapped_column(String(100), primary_key=True, index=True)
     problem_id: Mapped[str] = mapped_column(String(200), primary_key=True)
-    suite: Mapped[str] = mapped_column(String(100), index=True)
     question: Mapped[str] = mapped_column(Text)
     gold_answer: Mapped[str] = mapped_column(String(200))
     reference_steps: Mapped[list | None] = mapped_column(JSON)
@@ -70,7 +85,8 @@ class RolloutRow(Base):
     __tablename__ = "rollouts"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     checkpoint_id: Mapped[str] = mapped_column(ForeignKey("checkpoints.checkpoint_id", ondelete="CASCADE"))
-    problem_id: Mapped[str] = mapped_column(ForeignKey("problems.problem_id"))
+    suite: Mapped[str] = mapped_column(String(100), comment="problem suite (problems.suite)")
+    problem_id: Mapped[str] = mapped_column(String(200))
     phase: Mapped[str] = mapped_column(String(16), comment="diagnostic | probe | label | eval")
     intervention: Mapped[str] = mapped_column(String(64))
     sample_index: Mapped[int] = mapped_column(Integer)
@@ -87,7 +103,10 @@ class RolloutRow(Base):
         String(32), comment="hash of what produced the sample group (prompt, n, seed, decoding, weights): a resumed run "
                             "keeps a committed group only while this matches")
     __table_args__ = (
-        UniqueConstraint("checkpoint_id", "problem_id", "phase", "intervention", "sample_index"),
+        # named by hand: the conventional name is longer than PostgreSQL's 63 characters
+        UniqueConstraint("checkpoint_id", "suite", "problem_id", "phase", "intervention", "sample_index",
+                         name="uq_rollouts_sample"),
+        _problem_fk(),
         Index("ix_rollouts_checkpoint_phase", "checkpoint_id", "phase", "intervention"),
         Index("ix_rollouts_problem", "problem_id", "checkpoint_id"),
     )
@@ -96,7 +115,8 @@ class RolloutRow(Base):
 class ProblemFeatures(Base):
     __tablename__ = "problem_features"
     checkpoint_id: Mapped[str] = mapped_column(ForeignKey("checkpoints.checkpoint_id", ondelete="CASCADE"), primary_key=True)
-    problem_id: Mapped[str] = mapped_column(ForeignKey("problems.problem_id"), primary_key=True)
+    suite: Mapped[str] = _suite_column()
+    problem_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     base_samples: Mapped[int] = mapped_column(Integer)
     base_pass_rate: Mapped[float] = mapped_column(Float)
     answer_dispersion: Mapped[float | None] = mapped_column(Float)
@@ -110,7 +130,7 @@ class ProblemFeatures(Base):
     distinct_answers: Mapped[float | None] = mapped_column(Float)
     probe_dispersion: Mapped[float | None] = mapped_column(Float)
     retry_headroom: Mapped[float | None] = mapped_column(Float, comment="empirical-Bayes P(success within the retry budget)")
-    __table_args__ = (Index("ix_problem_features_problem", "problem_id"),)
+    __table_args__ = (Index("ix_problem_features_problem", "problem_id"), _problem_fk())
 
 
 class ProbeShift(Base):
@@ -118,15 +138,18 @@ class ProbeShift(Base):
 
     __tablename__ = "probe_shifts"
     checkpoint_id: Mapped[str] = mapped_column(ForeignKey("checkpoints.checkpoint_id", ondelete="CASCADE"), primary_key=True)
-    problem_id: Mapped[str] = mapped_column(ForeignKey("problems.problem_id"), primary_key=True)
+    suite: Mapped[str] = _suite_column()
+    problem_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     intervention: Mapped[str] = mapped_column(String(64), primary_key=True)
     shift: Mapped[float | None] = mapped_column(Float, comment="TV(base, probe) minus its permutation null")
+    __table_args__ = (_problem_fk(),)
 
 
 class InterventionOutcome(Base):
     __tablename__ = "intervention_outcomes"
     checkpoint_id: Mapped[str] = mapped_column(ForeignKey("checkpoints.checkpoint_id", ondelete="CASCADE"), primary_key=True)
-    problem_id: Mapped[str] = mapped_column(ForeignKey("problems.problem_id"), primary_key=True)
+    suite: Mapped[str] = _suite_column()
+    problem_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     intervention: Mapped[str] = mapped_column(String(64), primary_key=True)
     samples: Mapped[int] = mapped_column(Integer)
     correct: Mapped[int] = mapped_column(Integer)
@@ -138,13 +161,14 @@ class InterventionOutcome(Base):
     first_block_samples: Mapped[int | None] = mapped_column(Integer, comment="the fixed first block: rates read from it")
     first_block_correct: Mapped[int | None] = mapped_column(Integer)
     first_block_tokens: Mapped[int | None] = mapped_column(Integer)
-    __table_args__ = (Index("ix_intervention_outcomes_intervention", "intervention", "checkpoint_id"),)
+    __table_args__ = (Index("ix_intervention_outcomes_intervention", "intervention", "checkpoint_id"), _problem_fk())
 
 
 class RegimeLabel(Base):
     __tablename__ = "regime_labels"
     checkpoint_id: Mapped[str] = mapped_column(ForeignKey("checkpoints.checkpoint_id", ondelete="CASCADE"), primary_key=True)
-    problem_id: Mapped[str] = mapped_column(ForeignKey("problems.problem_id"), primary_key=True)
+    suite: Mapped[str] = _suite_column()
+    problem_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     true_regime: Mapped[str] = mapped_column(String(32))
     rescued_by: Mapped[list | None] = mapped_column(JSON)
     majority_rescued_by: Mapped[list | None] = mapped_column(JSON)
@@ -152,25 +176,27 @@ class RegimeLabel(Base):
     cluster_regime: Mapped[str | None] = mapped_column(String(32))
     cluster_method: Mapped[str | None] = mapped_column(String(16))
     replicate_regime: Mapped[str | None] = mapped_column(String(32), comment="regime from the replicate label phase")
-    __table_args__ = (Index("ix_regime_labels_regime", "true_regime", "checkpoint_id"),)
+    __table_args__ = (Index("ix_regime_labels_regime", "true_regime", "checkpoint_id"), _problem_fk())
 
 
 class RoutingPlan(Base):
     __tablename__ = "routing_plans"
     checkpoint_id: Mapped[str] = mapped_column(ForeignKey("checkpoints.checkpoint_id", ondelete="CASCADE"), primary_key=True)
-    problem_id: Mapped[str] = mapped_column(ForeignKey("problems.problem_id"), primary_key=True)
+    suite: Mapped[str] = _suite_column()
+    problem_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     action: Mapped[str] = mapped_column(String(16), comment="retry | intervene | skip")
     intervention: Mapped[str | None] = mapped_column(String(64))
     budget: Mapped[int] = mapped_column(Integer, comment="samples")
     reason: Mapped[str] = mapped_column(Text)
     rule_version: Mapped[str] = mapped_column(String(32))
     thresholds: Mapped[dict | None] = mapped_column(JSON)
-    __table_args__ = (Index("ix_routing_plans_intervention", "intervention", "checkpoint_id"),)
+    __table_args__ = (Index("ix_routing_plans_intervention", "intervention", "checkpoint_id"), _problem_fk())
 
 
 class RescueEvaluation(Base):
     __tablename__ = "rescue_evaluations"
     checkpoint_id: Mapped[str] = mapped_column(ForeignKey("checkpoints.checkpoint_id", ondelete="CASCADE"), primary_key=True)
+    suite: Mapped[str] = _suite_column("the suite whose failed problems were evaluated")
     policy: Mapped[str] = mapped_column(String(32), primary_key=True)
     regime: Mapped[str] = mapped_column(String(32), primary_key=True, comment="'all' or a ground-truth regime")
     matching: Mapped[str] = mapped_column(String(16), primary_key=True, server_default="samples",
@@ -221,6 +247,7 @@ class RegimeReport(Base):
 
     __tablename__ = "regime_reports"
     checkpoint_id: Mapped[str] = mapped_column(ForeignKey("checkpoints.checkpoint_id", ondelete="CASCADE"), primary_key=True)
+    suite: Mapped[str] = _suite_column("the suite whose failed problems were clustered")
     method: Mapped[str] = mapped_column(String(32), primary_key=True, comment="gmm | kmeans | majority | supervised_logreg | trace_reading_tfidf")
     accuracy: Mapped[float | None] = mapped_column(Float)
     accuracy_std: Mapped[float | None] = mapped_column(Float)  # from 0.3.0: std over stratified bootstrap resamples
@@ -241,6 +268,7 @@ class FeatureAblation(Base):
 
     __tablename__ = "feature_ablations"
     checkpoint_id: Mapped[str] = mapped_column(ForeignKey("checkpoints.checkpoint_id", ondelete="CASCADE"), primary_key=True)
+    suite: Mapped[str] = _suite_column("the suite whose failed problems were clustered")
     features: Mapped[str] = mapped_column(String(200), primary_key=True)
     accuracy: Mapped[float | None] = mapped_column(Float)
     accuracy_std: Mapped[float | None] = mapped_column(Float)
@@ -253,6 +281,7 @@ class RegimeTransfer(Base):
 
     __tablename__ = "regime_transfers"
     source_checkpoint: Mapped[str] = mapped_column(ForeignKey("checkpoints.checkpoint_id", ondelete="CASCADE"), primary_key=True)
+    suite: Mapped[str] = _suite_column("the suite both checkpoints were audited on")
     target_checkpoint: Mapped[str] = mapped_column(ForeignKey("checkpoints.checkpoint_id", ondelete="CASCADE"), primary_key=True)
     target_problems: Mapped[int] = mapped_column(Integer)
     transfer_accuracy: Mapped[float | None] = mapped_column(Float, comment="source-fitted clusters + source cluster->regime map, on target")

@@ -14,11 +14,17 @@ A store that holds a checkpoint's lease (:meth:`AuditStore.hold_lease`) refreshe
 every write for that checkpoint and refuses the write if the lease was taken over: a run that stalled past its
 lease can never interleave its rows with the run that replaced it.
 
+A problem is identified by its suite and its id. A store bound to a suite (:meth:`AuditStore.for_suite`) reads and
+writes that suite's rows only: every query on a table with a ``suite`` column is filtered on it, every row it writes
+is stamped with it, and every replace or delete is scoped to it, so auditing a second suite on a checkpoint (or a
+second file that reuses the first one's ids) never touches the first suite's rows.
+
 Only bound parameters reach the database: no SQL is ever built from values.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -69,6 +75,15 @@ def default_url() -> str:
     return os.environ.get(DB_URL_ENV) or f"sqlite:///{DEFAULT_DB_PATH}"
 
 
+def beside_database(url: str, folder: str) -> Path:
+    """Where files derived from the database go (figures, exports): ``folder`` beside a SQLite file, else under
+    ``.fixability/`` in the working directory."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+        return Path(parsed.database).resolve().parent / folder
+    return Path(".fixability").resolve() / folder
+
+
 def redact(url: str) -> str:
     """The URL with its password masked, for logs and metadata."""
     return make_url(url).render_as_string(hide_password=True)
@@ -113,11 +128,9 @@ def records(frame: pd.DataFrame | Sequence[Mapping]) -> list[dict]:
     return [{k: _clean(v) for k, v in dict(row).items()} for row in frame]
 
 
-def _checkpoint_records(rows: pd.DataFrame | Sequence[Mapping], checkpoint_id: str) -> list[dict]:
-    """:func:`records` of one checkpoint's rows, each stamped with its ``checkpoint_id``."""
-    payload = records(rows)
+def _stamped(payload: list[dict], **columns: Any) -> list[dict]:
     for row in payload:
-        row["checkpoint_id"] = checkpoint_id
+        row.update(columns)
     return payload
 
 
@@ -128,6 +141,24 @@ class AuditStore:
         self.url = url or default_url()
         self.engine = make_engine(self.url)
         self._lease: tuple[str, str] | None = None  # (checkpoint_id, run_id) this store writes under
+        self.suite: str | None = None  # the suite this store reads and writes (None: every suite)
+
+    def for_suite(self, suite: str) -> AuditStore:
+        """A store over the same engine (and lease) that reads and writes ``suite``'s rows only."""
+        scoped = copy.copy(self)
+        scoped.suite = suite
+        return scoped
+
+    def _scope(self, table) -> list:
+        """The suite filter for ``table``: empty when the store is not bound or the table has no suite column."""
+        return [table.c.suite == self.suite] if self.suite is not None and "suite" in table.c else []
+
+    def _stamp(self, table, payload: list[dict], checkpoint_id: str | None = None) -> list[dict]:
+        """Rows as written: with their checkpoint, and with the store's suite where the table has one."""
+        columns = {} if checkpoint_id is None else {"checkpoint_id": checkpoint_id}
+        if self.suite is not None and "suite" in table.c:
+            columns["suite"] = self.suite
+        return _stamped(payload, **columns)
 
     @property
     def dialect(self) -> str:
@@ -171,12 +202,13 @@ class AuditStore:
     def replace(self, table_name: str, checkpoint_id: str, rows: pd.DataFrame | Sequence[Mapping], **scope: Any) -> int:
         """Replace the rows of ``table_name`` for one checkpoint (and optional column scope) atomically."""
         table = TABLES[table_name]
-        where = [table.c.checkpoint_id == checkpoint_id] + [table.c[k] == v for k, v in scope.items()]
-        return self._rewrite(table, where, _checkpoint_records(rows, checkpoint_id), checkpoint_id)
+        where = [table.c.checkpoint_id == checkpoint_id, *self._scope(table)] + [table.c[k] == v for k, v in scope.items()]
+        return self._rewrite(table, where, self._stamp(table, records(rows), checkpoint_id), checkpoint_id)
 
     def replace_all(self, table_name: str, rows: pd.DataFrame | Sequence[Mapping]) -> int:
-        """Replace a cross-checkpoint table's whole content atomically."""
-        return self._rewrite(TABLES[table_name], [], records(rows))
+        """Replace a cross-checkpoint table's whole content (a bound store: its suite's content) atomically."""
+        table = TABLES[table_name]
+        return self._rewrite(table, self._scope(table), self._stamp(table, records(rows)))
 
     def _rewrite(self, table, where: list, payload: list[dict], checkpoint_id: str | None = None) -> int:
         """Delete the rows matching ``where`` (all rows when empty) and insert ``payload``, in one transaction."""
@@ -191,7 +223,8 @@ class AuditStore:
         """Committed sample groups of a phase: (problem, intervention) -> (request hash, samples)."""
         t = TABLES["rollouts"]
         query = (select(t.c.problem_id, t.c.intervention, func.min(t.c.request_hash), func.max(t.c.request_hash), func.count())
-                 .where(t.c.checkpoint_id == checkpoint_id, t.c.phase == phase).group_by(t.c.problem_id, t.c.intervention))
+                 .where(t.c.checkpoint_id == checkpoint_id, t.c.phase == phase, *self._scope(t))
+                 .group_by(t.c.problem_id, t.c.intervention))
         with _database_errors(self.url, f"read the committed rollouts of {checkpoint_id}"), self.engine.connect() as conn:
             rows = conn.execute(query).all()
         # a group whose rows disagree on the hash cannot be kept: report it with no hash
@@ -203,7 +236,7 @@ class AuditStore:
         t = TABLES["rollouts"]
         query = (select(t.c.problem_id, t.c.intervention, t.c.request_hash, func.count(),
                         func.sum(case((t.c.is_correct, 1), else_=0)))
-                 .where(t.c.checkpoint_id == checkpoint_id, t.c.phase == phase)
+                 .where(t.c.checkpoint_id == checkpoint_id, t.c.phase == phase, *self._scope(t))
                  .group_by(t.c.problem_id, t.c.intervention, t.c.request_hash))
         with _database_errors(self.url, f"read the committed rollout blocks of {checkpoint_id}"), self.engine.connect() as conn:
             rows = conn.execute(query).all()
@@ -220,7 +253,8 @@ class AuditStore:
             self._fence(conn, checkpoint_id)
             for problem_id, intervention, first in tails:
                 conn.execute(delete(table).where(
-                    table.c.checkpoint_id == checkpoint_id, table.c.phase == phase, table.c.problem_id == problem_id,
+                    table.c.checkpoint_id == checkpoint_id, *self._scope(table), table.c.phase == phase,
+                    table.c.problem_id == problem_id,
                     table.c.intervention == intervention, table.c.sample_index >= first))
 
     def insert_rollouts(self, checkpoint_id: str, rows: pd.DataFrame | Sequence[Mapping]) -> int:
@@ -230,7 +264,7 @@ class AuditStore:
         that would duplicate a stored one is refused by the unique key, so a caller that forgot to delete a stored
         group fails loudly rather than duplicating it.
         """
-        payload = _checkpoint_records(rows, checkpoint_id)
+        payload = self._stamp(TABLES["rollouts"], records(rows), checkpoint_id)
         with _database_errors(self.url, f"commit {len(payload)} rollouts of {checkpoint_id}"), self.engine.begin() as conn:
             self._fence(conn, checkpoint_id)
             insert_rows(conn, TABLES["rollouts"], payload)
@@ -244,7 +278,8 @@ class AuditStore:
         with _database_errors(self.url, f"delete stale rollouts of {checkpoint_id}"), self.engine.begin() as conn:
             self._fence(conn, checkpoint_id)
             if whole_phase:
-                conn.execute(delete(table).where(table.c.checkpoint_id == checkpoint_id, table.c.phase == phase))
+                conn.execute(delete(table).where(table.c.checkpoint_id == checkpoint_id, *self._scope(table),
+                                                 table.c.phase == phase))
                 return
             by_intervention: dict[str, list[str]] = {}
             for problem_id, intervention in groups:
@@ -252,7 +287,8 @@ class AuditStore:
             for intervention, problem_ids in by_intervention.items():
                 for start in range(0, len(problem_ids), 500):  # bounded IN lists
                     conn.execute(delete(table).where(
-                        table.c.checkpoint_id == checkpoint_id, table.c.phase == phase, table.c.intervention == intervention,
+                        table.c.checkpoint_id == checkpoint_id, *self._scope(table), table.c.phase == phase,
+                        table.c.intervention == intervention,
                         table.c.problem_id.in_(problem_ids[start : start + 500])))
 
     # -- the checkpoint lease ----------------------------------------------------------------------------------------
@@ -326,7 +362,7 @@ class AuditStore:
 
     def read(self, table_name: str, checkpoint_id: str | None = None, **filters: Any) -> pd.DataFrame:
         table = TABLES[table_name]
-        query = select(table)
+        query = select(table).where(*self._scope(table))
         if checkpoint_id is not None:
             filters["checkpoint_id"] = checkpoint_id
         for column, value in filters.items():
@@ -340,13 +376,28 @@ class AuditStore:
             for r in frame.itertuples(index=False)
         ]
 
+    def suites(self) -> list[str]:
+        """The suites any checkpoint has rollouts of (a bound store: its own, if it has any)."""
+        t = TABLES["rollouts"]
+        with _database_errors(self.url, "read the audited suites"), self.engine.connect() as conn:
+            return sorted(conn.execute(select(t.c.suite).where(*self._scope(t)).distinct()).scalars())
+
+    def pass_counts(self, checkpoint_id: str, phase: str = "diagnostic") -> pd.DataFrame:
+        """Per (suite, problem): samples and correct samples of a phase, counted in SQL (texts are not read)."""
+        t = TABLES["rollouts"]
+        query = (select(t.c.suite, t.c.problem_id, func.count().label("samples"),
+                        func.sum(case((t.c.is_correct, 1), else_=0)).label("correct"))
+                 .where(t.c.checkpoint_id == checkpoint_id, t.c.phase == phase, *self._scope(t))
+                 .group_by(t.c.suite, t.c.problem_id).order_by(t.c.suite, t.c.problem_id))
+        return self.read_sql(query)
+
     def checkpoint(self, checkpoint_id: str) -> dict | None:
         frame = self.read("checkpoints", checkpoint_id=checkpoint_id)
         return frame.iloc[0].to_dict() if len(frame) else None
 
     def count(self, table_name: str, checkpoint_id: str | None = None, **filters: Any) -> int:
         table = TABLES[table_name]
-        query = select(func.count()).select_from(table)
+        query = select(func.count()).select_from(table).where(*self._scope(table))
         if checkpoint_id is not None:
             query = query.where(table.c.checkpoint_id == checkpoint_id)
         for column, value in filters.items():

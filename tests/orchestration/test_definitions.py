@@ -6,7 +6,8 @@ from resources import AuditSettings
 def test_definitions_load_with_the_whole_graph():
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert keys == {"problem_set", "base_rollouts", "probe_rollouts", "failure_features", "rescue_rollouts",
-                    "regime_labels", "routing_plan", "rescue_evaluation", "failure_topography", "regime_transfer"}
+                    "regime_labels", "routing_plan", "rescue_evaluation", "training_export", "failure_topography",
+                    "regime_transfer"}
     job = defs.resolve_job_def("audit_checkpoint")
     assert job.partitions_def is not None and job.partitions_def.name == "checkpoints"
     assert defs.resolve_job_def("failure_topography_report")

@@ -49,8 +49,8 @@ def json_value(rng: random.Random):
 def value_for(column, i: int, rng: random.Random, refs: dict):
     """A value of the column's type; None for some rows of nullable columns."""
     if column.foreign_keys:
-        target = next(iter(column.foreign_keys)).column.table.name
-        return refs[target][i]
+        target = next(iter(column.foreign_keys)).column
+        return refs["suites"][i] if target.name == "suite" else refs[target.table.name][i]
     if column.nullable and not column.primary_key and i % 3 == 2:
         return None
     t = column.type
@@ -95,7 +95,7 @@ def referenced(store):
     now = datetime.now(timezone.utc)
     store.upsert("checkpoints", [{"checkpoint_id": f"ck{i}", "path": "/x", "fingerprint": "f", "registered_at": now} for i in range(9)])
     store.upsert("problems", [{"problem_id": f"p{i}", "suite": "s", "question": "q", "gold_answer": "1", "content_hash": "h"} for i in range(9)])
-    return {"checkpoints": [f"ck{i}" for i in range(9)], "problems": [f"p{i}" for i in range(9)]}
+    return {"checkpoints": [f"ck{i}" for i in range(9)], "problems": [f"p{i}" for i in range(9)], "suites": ["s"] * 9}
 
 
 @pytest.mark.parametrize("table_name", sorted(TABLES))
@@ -122,7 +122,7 @@ def test_every_table_stores_what_sqlalchemy_stores(store, referenced, table_name
 
 def rollouts(n: int, text=lambda i: AWKWARD[i % len(AWKWARD)]) -> pd.DataFrame:
     return pd.DataFrame([{
-        "problem_id": f"p{i % 3}", "phase": "diagnostic", "intervention": "retry", "sample_index": i, "seed": 2**40 + i,
+        "suite": "s", "problem_id": f"p{i % 3}", "phase": "diagnostic", "intervention": "retry", "sample_index": i, "seed": 2**40 + i,
         "text": text(i), "answer": None if i % 4 == 0 else f"a{i}", "is_correct": i % 5 == 0, "num_tokens": i,
         "cumulative_logprob": float("nan") if i % 7 == 0 else -0.5 * i, "mean_logprob": -0.5, "finish_reason": None if i % 6 == 0 else "stop",
     } for i in range(n)])
@@ -147,6 +147,7 @@ def test_rollouts_round_trip_through_replace(store, referenced):
 
 
 def test_json_none_and_integral_floats(store, referenced):
+    store = store.for_suite("s")  # a bound store stamps its suite on every row it writes
     plan = pd.DataFrame({"problem_id": ["p0", "p1", "p2"], "action": ["skip"] * 3, "intervention": [None, "x", None],
                          "budget": [0, 8, 0], "reason": ["a\tb", "c\nd", "e\\f"], "rule_version": ["v"] * 3,
                          "thresholds": [{"d": 0.5, "m": {"k": "v"}}, None, [1, 2]]})
@@ -194,7 +195,7 @@ def test_quoted_identifiers_and_server_defaults(store):
 
 def test_rows_must_share_keys(store, referenced):
     table = TABLES["routing_plans"]
-    good = {"checkpoint_id": "ck0", "problem_id": "p0", "action": "skip", "budget": 0, "reason": "r", "rule_version": "v"}
+    good = {"checkpoint_id": "ck0", "suite": "s", "problem_id": "p0", "action": "skip", "budget": 0, "reason": "r", "rule_version": "v"}
     with store.engine.begin() as conn, pytest.raises(ValueError, match="row 1"):
         insert_rows(conn, table, [good, {**good, "intervention": "x"}])
     with store.engine.begin() as conn, pytest.raises(ValueError, match="no column"):
