@@ -78,3 +78,15 @@ def test_the_environment_variable_names_the_file(tmp_path, monkeypatch):
     assert settings_path_from_env() is None
     monkeypatch.setenv(SETTINGS_ENV, str(tmp_path / "audit.yaml"))
     assert settings_path_from_env() == tmp_path / "audit.yaml"
+
+
+def test_the_readme_documents_every_setting():
+    """The README's settings table is the user's reference: a setting added to AuditConfig must appear in it."""
+    from tests.support import REPO
+
+    readme = (REPO / "README.md").read_text()
+    table = readme[readme.index("### The settings file"):]
+    table = table[:table.index("**`fixability audit PATH`**")]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    documented = {key.strip("` ") for row in rows for key in row.split("|")[1].split(",")}
+    assert documented == set(AuditConfig.__dataclass_fields__)
