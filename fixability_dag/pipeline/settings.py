@@ -56,10 +56,11 @@ def _check_type(key: str, hint, value):
         if not isinstance(value, (list, tuple)):
             raise SettingsError(f"setting {key!r}: expected a list, got {value!r}")
         return tuple(_check_type(f"{key}[{i}]", args[0], v) for i, v in enumerate(value))
-    ok = {bool: isinstance(value, bool),
-          int: isinstance(value, int) and not isinstance(value, bool),
-          float: isinstance(value, (int, float)) and not isinstance(value, bool),
-          str: isinstance(value, str)}[hint]
+    known = {bool: isinstance(value, bool),
+             int: isinstance(value, int) and not isinstance(value, bool),
+             float: isinstance(value, (int, float)) and not isinstance(value, bool),
+             str: isinstance(value, str)}
+    ok = known[hint] if hint in known else not isinstance(hint, type) or isinstance(value, hint)
     if not ok:
         raise SettingsError(f"setting {key!r}: expected {_describe(hint)}, got {value!r}")
     return float(value) if hint is float else value
