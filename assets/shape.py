@@ -1,7 +1,7 @@
 """The one shape of a per-checkpoint asset: lease, ``audit_runs`` bookkeeping, a stage call, metadata.
 
 Every audit step is a partitioned asset that holds the checkpoint's lease, records itself in ``audit_runs``
-(config, code version, timing, status, rows and summary), calls one Dagster-free stage of
+(config and the settings file it came from, code version, timing, status, rows and summary), calls one Dagster-free stage of
 :mod:`fixability_dag.pipeline.audit` and shows what the stage returned. :func:`checkpoint_asset` writes that once;
 an asset module only says what its step depends on and which stage it calls.
 """
@@ -44,8 +44,11 @@ over all checkpoints would then never refresh while one checkpoint is registered
 GPU_POOL = "gpu"
 # One GPU per rollout step pod when the audit runs on the k8s_job_executor (FIXABILITY_EXECUTOR=k8s; see deploy/k8s/).
 # It has to sit on the ops: job-level dagster-k8s/config tags reach only the run pod. Other executors ignore it.
+GPU_STEP_TAG = "fixability/engine"
+"""Op tag of the steps that load an engine: the multiprocess executor runs at most one of them at a time."""
 GPU_STEP_TAGS = {"dagster-k8s/config": {"container_config": {"resources": {"requests": {"nvidia.com/gpu": "1"},
-                                                                          "limits": {"nvidia.com/gpu": "1"}}}}}
+                                                                          "limits": {"nvidia.com/gpu": "1"}}}},
+                 GPU_STEP_TAG: "gpu"}
 
 
 @dataclasses.dataclass
@@ -94,7 +97,8 @@ def audit_step(context: AssetExecutionContext, before: Callable[[Step], None] | 
     ``before(step)`` runs first, before the ``audit_runs`` row exists (which needs the checkpoint registered: the
     first step registers it there); if it writes, it takes the lease itself, after its checks.
     """
-    store, config = context.resources.database.store(), context.resources.settings.config()
+    settings = context.resources.settings
+    store, config = context.resources.database.store(), settings.config()
     step = Step(context, store, config, context.partition_key, context.run.run_id)
     if before is not None:
         before(step)
@@ -102,7 +106,7 @@ def audit_step(context: AssetExecutionContext, before: Callable[[Step], None] | 
     if how != "refreshed":
         context.log.info(f"lease of checkpoint {step.checkpoint_id}: {how}")
     audit_id = store.start_run(step.run_id, step.checkpoint_id, context.asset_key.to_user_string(), CODE_VERSION,
-                               config.config_hash(), config.as_dict())
+                               config.config_hash(), config.as_dict(), settings.settings_file)
     finished = []
     try:
         with progress.reporting(context.log.info):  # generation's progress lines go to the run's log

@@ -4,6 +4,7 @@
     fixability grade pairs.jsonl                   # grade {"gold", "completion"} rows with the audit's grader
     fixability regrade CHECKPOINT                  # re-grade a stored audit after a grader change, generating nothing
     fixability export CHECKPOINT                   # per suite: Parquet + JSONL rows for the trainer's data loader
+    fixability audit CHECKPOINT --config audit.yaml  # audit through the Dagster instance (runs show in the UI)
     fixability demo                                # audit every complete checkpoint under demo/checkpoints
     fixability summary                             # per-checkpoint pass rate and regime shares from the database
 """
@@ -137,56 +138,130 @@ def _describe_db(url: str) -> str:
     return redact(url)
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    """Audit every complete checkpoint through the real Dagster job, recorded in the Dagster instance."""
-    from dagster import DagsterInstance
+def _checkpoints_at(path: Path) -> tuple[Path, list, dict[str, str]]:
+    """``path`` as a checkpoint root (every layout the sensor finds) or one checkpoint directory found under its
+    parent: the root, its complete checkpoints in training order and why the others were passed over."""
+    from fixability_dag.inputs.checkpoints import CheckpointError, discover, inspect_checkpoint, scan
+    from fixability_dag.orchestration.sensors import in_training_order
+
+    path = path.expanduser().resolve()
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: not a directory")
+    if (path / "config.json").exists():  # one checkpoint
+        found, refused = discover(path.parent)
+        keys = [key for key, where in found.items() if where.resolve() == path]
+        if not keys:
+            raise CheckpointError(refused.get(path.name) or f"{path} is not a checkpoint in a layout the sensor finds "
+                                  "under its parent; pass the directory that holds it")
+        return path.parent, [inspect_checkpoint(path, key=keys[0])], {}
+    complete, skipped = scan(path)
+    return path, in_training_order(complete), skipped
+
+
+def audit_through_instance(root: Path, checkpoints: list, settings, force: bool = False) -> int:
+    """Audit each checkpoint in its own run of the ``audit_checkpoint`` job, launched through the Dagster instance
+    with the code location's origin (:mod:`fixability_dag.orchestration.launch`), so the runs are on the UI's
+    timeline and re-execute from there, then the cross-checkpoint reports; progress is read from each run's event
+    log. Checkpoints already audited with this code and these settings are skipped unless ``force``."""
+    from dagster import DagsterInstance, DagsterRunStatus
 
     from assets.partitions import checkpoint_partitions
-    from fixability_dag.definitions import defs
-    from fixability_dag.inputs.checkpoints import scan
-    from fixability_dag.orchestration.sensors import in_training_order
+    from fixability_dag.orchestration.launch import LaunchError, code_location, follow, launch
     from fixability_dag.pipeline.config import CODE_VERSION
     from fixability_dag.pipeline.staleness import checkpoints_to_audit
-    from resources import AuditSettings, CheckpointDirectory
 
-    if args.checkpoints:
-        os.environ["FIXABILITY_CHECKPOINT_DIR"] = str(Path(args.checkpoints).resolve())
-    quiet_engine()  # the engine's INFO lines would bury the summary (FIXABILITY_LOG_LEVEL=INFO brings them back)
-    # INFO: the run log's own lines (progress of each generating phase every 30 s, lease takeovers), not the events
-    quiet = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
-    root = CheckpointDirectory().root
-    complete, skipped = scan(root)
+    if not os.environ.get("DAGSTER_HOME"):
+        print("set DAGSTER_HOME to the Dagster instance the runs go to (make demo and make ui use .dagster_home)",
+              file=sys.stderr)
+        return 2
+    quiet_engine()  # the engine's INFO lines would bury the progress (FIXABILITY_LOG_LEVEL=INFO brings them back)
+    config_hash = settings.config().config_hash()
+    store = AuditStore(default_url())
+    store.migrate()
+    keys = [c.checkpoint_id for c in checkpoints]
+    stale = checkpoints_to_audit(store, keys, config_hash, fingerprints={c.checkpoint_id: c.fingerprint for c in checkpoints})
+    todo = keys if force else [k for k in keys if k in stale]
+    print(f"{len(keys)} checkpoints under {root}, {len(todo)} to audit (code {CODE_VERSION}, config {config_hash}, "
+          f"settings {settings.settings_file or 'demo defaults'}); results database: {_describe_db(store.url)}",
+          flush=True)
+    # the run worker's console logger would print every Dagster event: the lines worth reading come from the log
+    run_config = {**settings.run_config(), "loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    run_config["resources"]["checkpoints"] = {"config": {"root": str(root), "settle_seconds": 0}}
+    failures = []
+    with DagsterInstance.get() as instance:
+        known = set(instance.get_dynamic_partitions(checkpoint_partitions.name))
+        instance.add_dynamic_partitions(checkpoint_partitions.name, [k for k in keys if k not in known])
+        try:
+            with code_location(instance) as workspace:
+                for key in todo:
+                    started = time.monotonic()
+                    run_id, how = launch(instance, workspace, "audit_checkpoint", run_config, partition_key=key,
+                                         tags={"fixability/trigger": "cli"})
+                    print(f"[{key}] run {run_id} {how}", flush=True)
+                    status = follow(instance, run_id, lambda line, key=key: print(f"[{key}] {line}", flush=True))
+                    if status != DagsterRunStatus.SUCCESS:
+                        failures.append(key)
+                        print(f"[{key}] audit {status.value.lower()}; see the run {run_id} in the Dagster UI",
+                              file=sys.stderr)
+                    else:
+                        print(f"[{key}] audited in {time.monotonic() - started:.0f} s", flush=True)
+                report_id, _ = launch(instance, workspace, "failure_topography_report",
+                                      {"loggers": run_config["loggers"]}, tags={"fixability/trigger": "cli"})
+                if follow(instance, report_id, lambda line: None) != DagsterRunStatus.SUCCESS:
+                    failures.append("failure_topography_report")
+                    print(f"the cross-checkpoint reports failed; see the run {report_id} in the Dagster UI",
+                          file=sys.stderr)
+        except LaunchError as exc:
+            print(f"cannot launch: {exc}", file=sys.stderr)
+            return 2
+    print()
+    cmd_summary(argparse.Namespace(db=store.url))
+    return 1 if failures else 0
+
+
+def _settings(config: str | None):
+    """The settings of ``config`` (else ``$FIXABILITY_SETTINGS``, else the demo defaults), checked, or None after
+    saying why. ``--config`` also goes into the environment, so the code server's defaults are the same file."""
+    from fixability_dag.pipeline.settings import SETTINGS_ENV, SettingsError
+
+    if config:
+        os.environ[SETTINGS_ENV] = str(Path(config).expanduser().resolve())
+    try:
+        from resources import AuditSettings  # reads $FIXABILITY_SETTINGS when first imported
+
+        return AuditSettings.from_env()
+    except SettingsError as exc:
+        print(f"invalid settings: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Exit 0 when every audit succeeded, 1 when one failed, 2 when refused before any run (settings, path)."""
+    from fixability_dag.inputs.checkpoints import CheckpointError
+
+    settings = _settings(args.config)
+    if settings is None:
+        return 2
+    if args.path is None:
+        from resources import CheckpointDirectory
+
+        args.path = CheckpointDirectory().root
+    try:
+        root, complete, skipped = _checkpoints_at(Path(args.path))
+    except CheckpointError as exc:
+        print(f"cannot audit: {exc}", file=sys.stderr)
+        return 2
     for name, why in skipped.items():
         print(f"skipping {name}: {why}")
     if not complete:
         print(f"no complete checkpoint under {root}", file=sys.stderr)
         return 1
-    instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
-    keys = [c.checkpoint_id for c in in_training_order(complete)]
-    known = set(instance.get_dynamic_partitions(checkpoint_partitions.name))
-    instance.add_dynamic_partitions(checkpoint_partitions.name, [k for k in keys if k not in known])
+    return audit_through_instance(root, complete, settings, args.force)
 
-    store = AuditStore(default_url())
-    store.migrate()
-    config_hash = AuditSettings().config().config_hash()
-    todo = keys if args.force else list(checkpoints_to_audit(store, keys, config_hash))
-    print(f"{len(keys)} checkpoints, {len(todo)} to audit (code {CODE_VERSION}, config {config_hash}); "
-          f"results database: {_describe_db(store.url)}", flush=True)
-    job = defs.resolve_job_def("audit_checkpoint")
-    failures = []
-    for key in todo:
-        print(f"auditing {key} ...", flush=True)
-        started = time.monotonic()
-        result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False, run_config=quiet)
-        if not result.success:
-            failures.append(key)
-            print(f"audit of {key} failed; see the run {result.run_id} in the Dagster UI", file=sys.stderr)
-        else:
-            print(f"  done in {time.monotonic() - started:.0f} s", flush=True)
-    defs.resolve_job_def("failure_topography_report").execute_in_process(instance=instance, run_config=quiet)
-    print()
-    cmd_summary(argparse.Namespace(db=store.url))
-    return 1 if failures else 0
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """``fixability audit`` of every complete checkpoint under the demo directory (or ``--checkpoints``)."""
+    return cmd_audit(argparse.Namespace(path=args.checkpoints, config=None, force=args.force))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -220,6 +295,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--format", action="append", choices=["parquet", "jsonl"], help="repeatable (default: both)")
     p.add_argument("--db", default=default_url(), help="SQLAlchemy URL (default: $FIXABILITY_DB_URL or .fixability/audit.db)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("audit", help="audit a checkpoint (or every complete one under a directory) through the "
+                       "Dagster instance, with a settings file; the runs show in the UI")
+    p.add_argument("path", help="a checkpoint directory, or a directory of checkpoints (any layout the sensor finds)")
+    p.add_argument("--config", help="settings file (YAML; default: $FIXABILITY_SETTINGS, else the demo defaults)")
+    p.add_argument("--force", action="store_true", help="re-audit checkpoints already audited with this code and config")
+    p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("demo", help="audit every complete checkpoint (default: the committed demo checkpoints)")
     p.add_argument("--checkpoints", help="checkpoint directory (default: $FIXABILITY_CHECKPOINT_DIR or demo/checkpoints)")

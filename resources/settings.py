@@ -1,57 +1,86 @@
-"""The audit's scientific settings as a Dagster resource (mirrors :class:`fixability_dag.pipeline.config.AuditConfig`)."""
+"""The audit settings as a Dagster resource, generated from :class:`fixability_dag.pipeline.config.AuditConfig`.
+
+Its fields are ``AuditConfig``'s own (a list where the config holds a tuple), plus ``settings_file``, so a setting
+added to the config reaches the UI's launchpad and the run config without being written twice. Each field's
+default is the value in the settings file ``$FIXABILITY_SETTINGS`` names (:mod:`fixability_dag.pipeline.settings`),
+read and checked when this module is imported, i.e. when the code location loads: a bad file stops the load with
+the key named. That matters in the UI, where Dagster *replaces* the resource with a launch's run config rather than
+merging it into the bound instance: a launch that sets one key still gets the file's other settings, not the demo
+defaults.
+
+The sensor and the schedule re-read the file at each tick (:meth:`AuditSettings.reread`) and put every setting into
+the run requests' run config (:meth:`AuditSettings.run_config`), so what the run audits is what the tick checked
+and hashed, even after the file was edited. The values are checked again when the resource is built for a run
+(before any step), which catches a launchpad edit.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+import typing
+from collections.abc import Mapping
+from pathlib import Path
 
 from dagster import ConfigurableResource
+from pydantic import Field, create_model, model_validator
 
 from fixability_dag.pipeline.config import AuditConfig
+from fixability_dag.pipeline.settings import SETTINGS_ENV, config_from_mapping, read_settings_file, settings_path_from_env
 
-_D = AuditConfig()
+
+def _fields(defaults: AuditConfig, source: Path | None) -> dict:
+    hints = typing.get_type_hints(AuditConfig)
+    fields = {}
+    for f in dataclasses.fields(AuditConfig):
+        hint, value = hints[f.name], getattr(defaults, f.name)
+        if typing.get_origin(hint) is tuple:
+            item = typing.get_args(hint)[0]
+            if item is Mapping or typing.get_origin(item) is Mapping:
+                item = dict[str, typing.Any]  # Dagster config types: a dict, not an abstract Mapping
+            hint, value = list[item], [dict(v) if isinstance(v, Mapping) else v for v in value]
+        fields[f.name] = (hint, Field(default=value))
+    fields["settings_file"] = (str | None, Field(default=str(source) if source else None, description=(
+        f"the YAML file these settings were read from (${SETTINGS_ENV}; unset: the demo defaults); recorded in "
+        "audit_runs. The other fields are the settings themselves.")))
+    return fields
 
 
-class AuditSettings(ConfigurableResource):
-    """How a checkpoint is audited. Changing any of these changes the config hash, and the nightly schedule
-    re-audits every checkpoint audited under another hash."""
+_SOURCE = settings_path_from_env()
+_DEFAULTS = read_settings_file(_SOURCE) if _SOURCE else AuditConfig()
 
-    problem_format: str = _D.problem_format
-    problem_path: str | None = _D.problem_path
-    chain_lengths: list[int] = list(_D.chain_lengths)
-    templates_per_length: int = _D.templates_per_length
-    variants_per_template: int = _D.variants_per_template
-    question_field: str = _D.question_field
-    answer_field: str = _D.answer_field
-    id_field: str | None = _D.id_field
-    n_samples: int = _D.n_samples
-    temperature: float = _D.temperature
-    top_p: float = _D.top_p
-    max_tokens: int = _D.max_tokens
-    fail_threshold: float = _D.fail_threshold
-    probe_intervention: str = _D.probe_intervention
-    probe_interventions: list[str] = list(_D.probe_interventions)
-    probe_samples: int = _D.probe_samples
-    shift_threshold: float = _D.shift_threshold
-    headroom_threshold: float = _D.headroom_threshold
-    interventions: list[str] = list(_D.interventions)
-    retry_budget: int = _D.retry_budget
-    intervention_budget: int = _D.intervention_budget
-    eval_budget: int = _D.eval_budget
-    cluster_method: str = _D.cluster_method
-    cluster_seeds: int = _D.cluster_seeds
-    cluster_bootstraps: int = _D.cluster_bootstraps
-    ablation_seeds: int = _D.ablation_seeds
-    null_permutations: int = _D.null_permutations
-    baseline_null_permutations: int = _D.baseline_null_permutations
-    label_replicate: bool = _D.label_replicate
-    label_block: int = _D.label_block
-    label_early_stop: bool = _D.label_early_stop
-    eval_retry_samples: int = _D.eval_retry_samples
-    seed: int = _D.seed
-    commit_every: int = _D.commit_every
-    # several suites per checkpoint: [{name: gsm8k, problem_format: gsm8k, problem_path: ...}, {name: math, ...}],
-    # each entry overriding the settings above for its suite (fixability_dag.pipeline.config.AuditConfig.suites)
-    suites: list[dict[str, Any]] = []
+
+class AuditSettings(create_model("AuditSettingsFields", __base__=ConfigurableResource, **_fields(_DEFAULTS, _SOURCE))):
+    """How a checkpoint is audited (every key: README, "The settings file"). Changing any setting but
+    ``commit_every`` changes the config hash, and the nightly schedule re-audits checkpoints audited under another."""
+
+    @model_validator(mode="after")
+    def _checked(self):
+        self.config()
+        return self
+
+    def values(self) -> dict:
+        """The settings, as the file and the run config spell them."""
+        return {name: getattr(self, name) for name in AuditConfig.__dataclass_fields__}
 
     def config(self) -> AuditConfig:
-        return AuditConfig.from_mapping({name: getattr(self, name) for name in AuditConfig.__dataclass_fields__})
+        return config_from_mapping(self.values(), self.settings_file or "audit settings")
+
+    @classmethod
+    def from_file(cls, path: Path | str) -> AuditSettings:
+        """The settings a file holds (every key not in it: the demo default), checked."""
+        path = Path(path).expanduser().resolve()
+        return cls(settings_file=str(path), **read_settings_file(path).as_dict())
+
+    @classmethod
+    def from_env(cls) -> AuditSettings:
+        """The settings of ``$FIXABILITY_SETTINGS``, read now (unset: the demo defaults)."""
+        path = settings_path_from_env()
+        return cls.from_file(path) if path else cls(settings_file=None, **AuditConfig().as_dict())
+
+    def reread(self) -> AuditSettings:
+        """These settings as their file holds them now (itself when they came from no file)."""
+        return type(self).from_file(self.settings_file) if self.settings_file else self
+
+    def run_config(self) -> dict:
+        """The run config that makes a run audit with exactly these settings."""
+        return {"resources": {"settings": {"config": {**self.values(), "settings_file": self.settings_file}}}}

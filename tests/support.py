@@ -354,11 +354,12 @@ def age(path, seconds=3600):
         os.utime(f, (old, old))
 
 
-def evaluate(instance, root, cursor=None, settle=60.0, db=None):
+def evaluate(instance, root, cursor=None, settle=60.0, db=None, settings=None):
     db = db or f"sqlite:///{root.parent / 'sensor.db'}"
     with build_sensor_context(
         instance=instance, cursor=cursor,
-        resources={"checkpoints": CheckpointDirectory(root=str(root), settle_seconds=settle), "settings": AuditSettings(),
+        resources={"checkpoints": CheckpointDirectory(root=str(root), settle_seconds=settle),
+                   "settings": settings or AuditSettings(),
                    "database": ResultsDatabase(url=db)},
     ) as context:
         return checkpoint_sensor(context)

@@ -1,10 +1,30 @@
 """The command line."""
 
 import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import yaml
 
 from fixability_dag.cli import main as cli_main
+from fixability_dag.storage.store import AuditStore
+from resources import AuditSettings
 
-from tests.support import FakeEngine, behaviour, record_audit, run_audit, write_jsonl
+from tests.support import (
+    REPO,
+    TINY,
+    FakeEngine,
+    behaviour,
+    check_invariants,
+    demo_checkpoint,
+    evaluate,
+    record_audit,
+    run_audit,
+    write_jsonl,
+)
 
 
 def test_validate_command_reports_without_running(tmp_path, capsys):
@@ -46,3 +66,77 @@ def test_regrade_command_recomputes_a_stored_audit(sqlite_store, capsys):
     assert "diagnostic 0" in out and "recomputed without generating: probe_rollouts, failure_features" in out
     assert cli_main(["regrade", "nowhere", "--db", sqlite_store.url]) == 2
     assert "no successful audit step" in capsys.readouterr().err
+
+
+def test_audit_refuses_bad_settings_before_any_run(tmp_path):
+    bad = tmp_path / "audit.yaml"
+    bad.write_text("n_samples: 0\n")
+    done = subprocess.run([sys.executable, "-m", "fixability_dag.cli", "audit", str(demo_checkpoint()), "--config", str(bad)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "DAGSTER_HOME": str(tmp_path / "home")})
+    assert done.returncode == 2 and f"invalid settings: {bad}: n_samples must be >= 1" in done.stderr
+    assert not (tmp_path / "home").exists()  # refused before the instance was touched
+
+
+def test_audit_runs_the_job_through_the_instance_with_the_settings_file(tmp_path):
+    """A real small audit (vLLM on a demo checkpoint) launched by ``fixability audit``: the run is in the instance
+    with the code location's origin (the UI's timeline shows it; its job re-executes from the workspace the UI
+    loads), carries the file's settings, prints each generating phase's progress, and stamps the file in
+    audit_runs; the sensor, reading the same file, finds nothing left to audit."""
+    from dagster import DagsterInstance, DagsterRunStatus
+    from dagster._core.execution.plan.resume_retry import ReexecutionStrategy
+
+    from fixability_dag.orchestration.launch import code_location, follow
+
+    home, ckpts = tmp_path / "home", tmp_path / "ckpts"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    checkpoint = shutil.copytree(demo_checkpoint(), ckpts / demo_checkpoint().name)
+    config = tmp_path / "audit.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    db_url = f"sqlite:///{tmp_path / 'audit.db'}"
+    env = {**os.environ, "DAGSTER_HOME": str(home), "FIXABILITY_DB_URL": db_url, "VLLM_CPU_KVCACHE_SPACE": "2"}
+    env.pop("FIXABILITY_SETTINGS", None)
+    done = subprocess.run([sys.executable, "-m", "fixability_dag.cli", "audit", str(checkpoint), "--config", str(config)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    key = checkpoint.name
+    assert f"settings {config}" in done.stdout
+    for phase in ("base_rollouts: diagnostic", "probe_rollouts: probe", "rescue_rollouts: label", "rescue_evaluation: eval"):
+        assert re.search(rf"\[{key}\] {phase}: \d+(/| of at most )\d+ requests", done.stdout), phase
+    assert f"[{key}] rescue_evaluation: done" in done.stdout and "Traceback" not in done.stdout
+
+    with DagsterInstance.from_config(str(home)) as instance:
+        [report, run] = instance.get_runs()  # newest first
+        assert run.job_name == "audit_checkpoint" and run.status == DagsterRunStatus.SUCCESS
+        assert run.tags["dagster/partition"] == key and run.tags["fixability/trigger"] == "cli"
+        assert report.job_name == "failure_topography_report" and report.status == DagsterRunStatus.SUCCESS
+        settings = run.run_config["resources"]["settings"]["config"]
+        assert settings["settings_file"] == str(config) and settings["n_samples"] == TINY["n_samples"]
+        origin = run.remote_job_origin
+        assert origin is not None and run.job_code_origin is not None
+        with code_location(instance) as workspace:  # what the UI's re-execute button does
+            location = workspace.get_code_location(origin.repository_origin.code_location_origin.location_name)
+            repository = location.get_repository(origin.repository_origin.repository_name)
+            assert repository.has_job(run.job_name)
+            again = instance.create_reexecuted_run(
+                request_context=workspace, parent_run=run, code_location=location,
+                remote_job=repository.get_full_job(run.job_name), strategy=ReexecutionStrategy.ALL_STEPS,
+                use_parent_run_tags=True)  # as the UI's "Re-execute all" does
+            assert again.parent_run_id == run.run_id and again.tags["dagster/partition"] == key
+            assert again.run_config == run.run_config and again.remote_job_origin == origin
+            # the report's re-execution is cheap (no engine): launch it for real
+            rerun = instance.create_reexecuted_run(
+                request_context=workspace, parent_run=report, code_location=location,
+                remote_job=repository.get_full_job(report.job_name), strategy=ReexecutionStrategy.ALL_STEPS)
+            instance.launch_run(rerun.run_id, workspace)
+            assert follow(instance, rerun.run_id, lambda line: None) == DagsterRunStatus.SUCCESS
+
+    store = AuditStore(db_url)
+    runs = store.read("audit_runs", key)
+    file_settings = AuditSettings.from_file(config)
+    assert set(runs["settings_file"]) == {str(config)} and (runs["status"] == "success").all()
+    assert set(runs["config_hash"]) == {file_settings.config().config_hash()}
+    check_invariants(store, key, file_settings.config())
+    result = evaluate(DagsterInstance.ephemeral(), ckpts, settle=0, db=db_url, settings=file_settings)
+    assert result.run_requests == []  # the sensor, on the same file, sees the CLI's audit as current

@@ -13,6 +13,8 @@ from resources import AuditSettings, ResultsDatabase
 @schedule(cron_schedule="0 2 * * *", job=audit_checkpoint_job, execution_timezone="UTC",
           default_status=DefaultScheduleStatus.STOPPED)
 def nightly_audit(context: ScheduleEvaluationContext, database: ResultsDatabase, settings: AuditSettings):
+    """Re-reads the settings file at each tick, as the sensor does, and puts every setting into the run config."""
+    settings = settings.reread()
     keys = checkpoint_partitions.get_partition_keys(dynamic_partitions_store=context.instance)
     config_hash = settings.config().config_hash()
     stale = checkpoints_to_audit(database.store(), keys, config_hash)
@@ -21,6 +23,6 @@ def nightly_audit(context: ScheduleEvaluationContext, database: ResultsDatabase,
     day = context.scheduled_execution_time.strftime("%Y-%m-%d") if context.scheduled_execution_time else "adhoc"
     return [
         RunRequest(partition_key=key, run_key=f"nightly:{day}:{key}:{CODE_VERSION}:{config_hash}",
-                   tags={"fixability/trigger": "nightly", "fixability/reason": why})
+                   run_config=settings.run_config(), tags={"fixability/trigger": "nightly", "fixability/reason": why})
         for key, why in stale.items()
     ]

@@ -45,7 +45,12 @@ def checkpoint_sensor(context: SensorEvaluationContext, checkpoints: CheckpointD
     The cursor maps checkpoint id to the fingerprint last requested. A directory that is incomplete, corrupt or
     has an unsafe name (see :mod:`fixability_dag.inputs.checkpoints`) is never added as a partition: each tick logs why,
     and a tick that requests nothing says so in its skip reason (first three, visible in the UI).
+
+    Each tick re-reads the settings file (``$FIXABILITY_SETTINGS``): a file that became invalid fails the tick with
+    the key named, before any run is requested; each run request carries every setting in its run config, so the
+    run audits with what the tick checked and hashed.
     """
+    settings = settings.reread()
     complete, skipped = checkpoints.scan()
     requested: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     known = set(checkpoint_partitions.get_partition_keys(dynamic_partitions_store=context.instance))
@@ -68,7 +73,8 @@ def checkpoint_sensor(context: SensorEvaluationContext, checkpoints: CheckpointD
         requested[c.checkpoint_id] = c.fingerprint
     return SensorResult(
         run_requests=[RunRequest(partition_key=c.checkpoint_id, run_key=audit_run_key(c.checkpoint_id, c.fingerprint, config_hash),
-                                 tags={"fixability/trigger": "sensor"}) for c in candidates],
+                                 run_config=settings.run_config(), tags={"fixability/trigger": "sensor"})
+                      for c in candidates],
         dynamic_partitions_requests=[checkpoint_partitions.build_add_request(new_keys)] if new_keys else [],
         cursor=json.dumps(requested, sort_keys=True),
     )

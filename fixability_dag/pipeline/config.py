@@ -78,6 +78,9 @@ class AuditConfig:
             raise ValueError(f"problem_format must be one of {PROBLEM_FORMATS}, got {self.problem_format!r}")
         if self.problem_format != "arith" and not self.problem_path:
             raise ValueError(f"problem_format {self.problem_format!r} needs problem_path")
+        if self.problem_format == "arith" and self.problem_path:
+            raise ValueError(f"problem_path {self.problem_path!r} is set but problem_format is 'arith' (the built-in "
+                             "suite, which reads no file): set problem_format to the file's format")
         unknown = [i for i in (*self.interventions, self.probe_intervention) if i not in CATALOG]
         if unknown:
             raise ValueError(f"unknown interventions {unknown}; known: {list(CATALOG)}")
@@ -98,6 +101,13 @@ class AuditConfig:
         if self.eval_retry_samples < self.eval_budget:
             raise ValueError(f"eval_retry_samples ({self.eval_retry_samples}) must be >= eval_budget ({self.eval_budget}): "
                              "the equal-samples comparison scores retry on its first eval_budget eval draws")
+        if self.label_block > min(self.retry_budget, self.intervention_budget):
+            raise ValueError(f"label_block ({self.label_block}) must be <= retry_budget ({self.retry_budget}) and "
+                             f"intervention_budget ({self.intervention_budget}): every group's rates are read from "
+                             "its first block, which must be drawn whole under each budget")
+        for name in ("shift_threshold", "headroom_threshold"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1]")
         if self.cluster_bootstraps < 0:
             raise ValueError("cluster_bootstraps must be >= 0")
         if not 0.0 <= self.fail_threshold < 1.0:

@@ -233,6 +233,8 @@ class AuditRun(Base):
     code_version: Mapped[str] = mapped_column(String(32))
     config_hash: Mapped[str] = mapped_column(String(64))
     config: Mapped[dict] = mapped_column(JSON)
+    settings_file: Mapped[str | None] = mapped_column(
+        String(1024), comment="settings file the step read; NULL: the demo defaults (or not recorded)")
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     seconds: Mapped[float | None] = mapped_column(Float)

@@ -328,11 +328,13 @@ class AuditStore:
         return self.upsert("problems", rows)
 
     # -- audit runs ----------------------------------------------------------------------------------------------
-    def start_run(self, run_id: str, checkpoint_id: str, asset: str, code_version: str, config_hash: str, config: dict) -> int:
+    def start_run(self, run_id: str, checkpoint_id: str, asset: str, code_version: str, config_hash: str, config: dict,
+                  settings_file: str | None = None) -> int:
         with _database_errors(self.url, f"record the start of {asset} for {checkpoint_id}"), self.engine.begin() as conn:
             result = conn.execute(AuditRun.__table__.insert().values(
                 run_id=run_id, checkpoint_id=checkpoint_id, asset=asset, code_version=code_version,
-                config_hash=config_hash, config=config, started_at=datetime.now(timezone.utc), status="running"))
+                config_hash=config_hash, config=config, settings_file=settings_file,
+                started_at=datetime.now(timezone.utc), status="running"))
             return int(result.inserted_primary_key[0])
 
     def finish_run(self, audit_run_id: int, status: str, rows_written: int | None = None, summary: dict | None = None) -> None:

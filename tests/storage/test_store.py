@@ -158,7 +158,7 @@ def test_upgrade_from_0005_gives_existing_rows_their_suite_and_lets_suites_share
                           "tokens, samples, skipped) VALUES ('ck', 'routed', 'all', 'samples', 1, 0, 0, 0, 1)"))
         conn.execute(text("INSERT INTO regime_reports (checkpoint_id, method, failed_problems) VALUES ('ck', 'gmm', 1)"))
     store.migrate()
-    assert current_revision(store.engine) == head_revision() == "0006"
+    assert current_revision(store.engine) == head_revision() == "0007"
     for table, rows in (("problems", 2), ("rollouts", 6), ("problem_features", 1), ("regime_labels", 1),
                         ("routing_plans", 1), ("rescue_evaluations", 1), ("regime_reports", 1)):
         frame = store.read(table)
@@ -183,6 +183,7 @@ def test_downgrade_below_0006_is_refused_while_suites_share_an_id(sqlite_store):
     sqlite_store.migrate()
     sqlite_store.upsert_problems([Problem("1", "a", "q", "1"), Problem("1", "b", "q", "1")])
     cfg = alembic_config(sqlite_store.url)
+    command.downgrade(cfg, "0006")  # later revisions first: a refused 0006 must not leave them half undone
     with pytest.raises(RuntimeError, match="problem id '1' exists in more than one suite"):
         command.downgrade(cfg, "0005")
     with sqlite_store.engine.begin() as conn:
