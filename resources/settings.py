@@ -33,11 +33,15 @@ def _fields(defaults: AuditConfig, source: Path | None) -> dict:
     fields = {}
     for f in dataclasses.fields(AuditConfig):
         hint, value = hints[f.name], getattr(defaults, f.name)
+        optional = type(None) in typing.get_args(hint)
+        if optional and any(typing.get_origin(a) is tuple for a in typing.get_args(hint)):
+            hint = next(a for a in typing.get_args(hint) if typing.get_origin(a) is tuple)  # e.g. stop: a list or null
         if typing.get_origin(hint) is tuple:
             item = typing.get_args(hint)[0]
             if item is Mapping or typing.get_origin(item) is Mapping:
                 item = dict[str, typing.Any]  # Dagster config types: a dict, not an abstract Mapping
-            hint, value = list[item], [dict(v) if isinstance(v, Mapping) else v for v in value]
+            hint = list[item] | None if optional else list[item]
+            value = None if value is None else [dict(v) if isinstance(v, Mapping) else v for v in value]
         fields[f.name] = (hint, Field(default=value))
     fields["settings_file"] = (str | None, Field(default=str(source) if source else None, description=(
         f"the YAML file these settings were read from (${SETTINGS_ENV}; unset: the demo defaults); recorded in "

@@ -126,6 +126,24 @@ def checkpoint_copy(tmp_path) -> Path:
     return dst
 
 
+DEMO_CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}{% if m['role'] == 'system' %}{{ m['content'] + '\\n\\n' }}"
+                      "{% elif m['role'] == 'user' %}{{ 'Q: ' + m['content'] + '\\nA: ' }}{% else %}{{ m['content'] }}"
+                      "{% if not loop.last %}{{ '\\n\\n' }}{% endif %}{% endif %}{% endfor %}")
+"""A chat template for the demo model, which was trained on ``Q: ...\nA: ``: a user turn renders as that frame, an
+assistant turn as its content (a blank line after a finished one), so chat mode reaches the same tokens the model
+knows and a few-shot conversation renders exactly as the completion-mode few-shot text. Newlines are Jinja string
+literals: Hugging Face renders templates with ``trim_blocks``, which drops a newline written after a block tag."""
+
+
+def chat_checkpoint(dst: Path) -> Path:
+    """A copy of a real demo checkpoint whose tokenizer carries :data:`DEMO_CHAT_TEMPLATE`."""
+    shutil.copytree(demo_checkpoint(), dst)
+    config_path = dst / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**config, "chat_template": DEMO_CHAT_TEMPLATE}, indent=2))
+    return dst
+
+
 # --- a deterministic stand-in engine for fast unit tests of the statistics (never the only test of a path:
 # the same paths run on the real vLLM engine in tests/engines and tests/system) ---
 

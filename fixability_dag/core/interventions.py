@@ -1,6 +1,8 @@
 """The intervention catalog: bounded ways to change how a problem is attempted.
 
-Each intervention is a pure function from (problem, base decoding, exemplar pool) to a prompt and a decoding. Its
+Each intervention is a pure function from (problem, base decoding, exemplar pool, prompt format) to a prompt and a
+decoding; the prompt format (:mod:`fixability_dag.core.prompts`) decides whether that prompt is a text or a chat
+conversation, so every intervention works in both modes. Its
 budget (how many samples) is decided by the caller, and its compute is counted afterwards in generated tokens, so
 policies are compared at matched compute rather than matched request counts.
 """
@@ -12,6 +14,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 
 from fixability_dag.core.problems import Problem
+from fixability_dag.core.prompts import Prompt, PromptFormat
 from fixability_dag.core.sampling import Decoding, GenerationRequest, derive_seed
 from fixability_dag.core.stopping import blocks
 
@@ -22,7 +25,7 @@ RETRY = "retry"
 class Attempt:
     """What an intervention asks the engine for: a prompt, a decoding, and a cap on useful samples."""
 
-    prompt: str
+    prompt: Prompt
     decoding: Decoding
     max_useful_samples: int | None = None  # greedy decoding gives the same answer every time
 
@@ -32,18 +35,18 @@ class Intervention:
     name: str
     kind: str  # retry | decoding | prefix | prompt
     description: str
-    build: Callable[[Problem, Decoding, Sequence[Problem]], Attempt]
+    build: Callable[[Problem, Decoding, Sequence[Problem], PromptFormat], Attempt]
     deterministic: bool = False
     """One useful sample (greedy): measured once in the label phase, never redrawn as if it were fresh."""
 
 
-def _retry(problem: Problem, base: Decoding, exemplars: Sequence[Problem]) -> Attempt:
-    return Attempt(problem.prompt, base)
+def _retry(problem: Problem, base: Decoding, exemplars: Sequence[Problem], fmt: PromptFormat) -> Attempt:
+    return Attempt(fmt.render(problem), base)
 
 
-def _temperature(t: float) -> Callable[[Problem, Decoding, Sequence[Problem]], Attempt]:
-    def build(problem: Problem, base: Decoding, exemplars: Sequence[Problem]) -> Attempt:
-        return Attempt(problem.prompt, dataclasses.replace(base, temperature=t), 1 if t == 0.0 else None)
+def _temperature(t: float) -> Callable[[Problem, Decoding, Sequence[Problem], PromptFormat], Attempt]:
+    def build(problem: Problem, base: Decoding, exemplars: Sequence[Problem], fmt: PromptFormat) -> Attempt:
+        return Attempt(fmt.render(problem), dataclasses.replace(base, temperature=t), 1 if t == 0.0 else None)
 
     return build
 
@@ -63,8 +66,9 @@ def solution_prefix_text(problem: Problem) -> str:
     return "".join(step + "\n" for step in steps[: max(1, len(steps) // 2)])
 
 
-def _solution_prefix(problem: Problem, base: Decoding, exemplars: Sequence[Problem]) -> Attempt:
-    return Attempt(problem.prompt + solution_prefix_text(problem), base)
+def _solution_prefix(problem: Problem, base: Decoding, exemplars: Sequence[Problem], fmt: PromptFormat) -> Attempt:
+    """The frame followed by the prefix; in chat mode the prefix is an assistant message the model continues."""
+    return Attempt(fmt.render(problem, prefix=solution_prefix_text(problem)), base)
 
 
 def _exemplar_key(problem_id: str, other_id: str) -> str:
@@ -98,9 +102,9 @@ def choose_exemplars(problem: Problem, pool: Sequence[Problem], k: int = 2) -> l
     return ranked[:k]
 
 
-def _few_shot(problem: Problem, base: Decoding, exemplars: Sequence[Problem]) -> Attempt:
-    shots = "".join(ex.prompt + ex.reference_solution + "\n\n" for ex in choose_exemplars(problem, exemplars))
-    return Attempt(shots + problem.prompt, base)
+def _few_shot(problem: Problem, base: Decoding, exemplars: Sequence[Problem], fmt: PromptFormat) -> Attempt:
+    """Solved exemplars before the question; in chat mode each is an earlier user/assistant exchange."""
+    return Attempt(fmt.render(problem, exemplars=choose_exemplars(problem, exemplars)), base)
 
 
 CATALOG: dict[str, Intervention] = {
@@ -132,14 +136,16 @@ def build_requests(
     seed: int,
     exemplar_pool: Sequence[Problem] = (),
     block: int | None = None,
+    prompt_format: PromptFormat = PromptFormat(),
 ) -> list[GenerationRequest]:
     """One request per problem for ``intervention`` at ``budget`` samples, each with its own derived seed; with
     ``block``, one request per block of ``block`` samples instead, each block with a seed of its own (so a run
-    that stops after some blocks draws exactly the first blocks of the full run)."""
+    that stops after some blocks draws exactly the first blocks of the full run). ``prompt_format`` frames every
+    prompt (text or chat)."""
     spec = get_intervention(intervention)
     requests = []
     for problem in problems:
-        attempt = spec.build(problem, base, exemplar_pool)
+        attempt = spec.build(problem, base, exemplar_pool, prompt_format)
         n = min(budget, attempt.max_useful_samples or budget)
         parts = (problem.problem_id, phase, intervention)
         drawn = [(0, n, derive_seed(seed, *parts))] if block is None else [

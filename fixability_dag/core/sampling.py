@@ -19,6 +19,7 @@ import pandas as pd
 
 from fixability_dag.core.answers import MAX_ANSWER_CHARS, grade
 from fixability_dag.core.problems import Problem
+from fixability_dag.core.prompts import COMPLETION_STOP, Prompt
 
 PHASES = ("diagnostic", "probe", "label", "label_replicate", "eval")
 """diagnostic: the N base samples; probe: the small batch behind probe shift; label: rescues that define the
@@ -36,7 +37,7 @@ class Decoding:
     temperature: float = 1.0
     top_p: float = 1.0
     max_tokens: int = 128
-    stop: tuple[str, ...] = ("\n\n",)
+    stop: tuple[str, ...] = COMPLETION_STOP
 
     @property
     def greedy(self) -> bool:
@@ -48,7 +49,8 @@ class GenerationRequest:
     problem_id: str
     phase: str
     intervention: str
-    prompt: str
+    prompt: Prompt
+    """A text (completion mode) or a :class:`~fixability_dag.core.prompts.ChatPrompt` (the checkpoint's chat template)."""
     n: int
     seed: int
     decoding: Decoding
@@ -79,6 +81,43 @@ class RolloutEngine(Protocol):
     """Anything that turns requests into ``n`` completions each, in request order."""
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]: ...
+
+
+class ContextAware(Protocol):
+    """An engine that can say how long a prompt is and how much context it has (both vLLM engines can): the audit
+    then skips what cannot fit instead of failing the step (:func:`split_by_context`)."""
+
+    max_model_len: int
+
+    def prompt_tokens(self, requests: Sequence[GenerationRequest]) -> list[int]: ...
+
+
+SKIP_COLUMNS = ["problem_id", "phase", "intervention", "prompt_tokens", "max_tokens", "max_model_len", "reason"]
+
+
+def split_by_context(requests: Sequence[GenerationRequest], prompt_tokens: Sequence[int],
+                     max_model_len: int) -> tuple[list[GenerationRequest], list[dict]]:
+    """The requests whose prompt plus ``max_tokens`` fits the context, and one skip row for each (problem,
+    intervention) that does not.
+
+    The rule asks room for the whole ``max_tokens``, not just one generated token (vLLM's own limit): a group whose
+    samples the context would cut short of ``max_tokens`` would be compared with groups that had the full budget,
+    and its truncated rollouts would read as failures of the model rather than of the prompt.
+    """
+    fitting, skipped, seen = [], [], set()
+    for request, length in zip(requests, prompt_tokens, strict=True):
+        need = int(length) + request.decoding.max_tokens
+        if need <= max_model_len:
+            fitting.append(request)
+        elif (request.problem_id, request.intervention) not in seen:  # a group drawn in blocks is skipped once
+            seen.add((request.problem_id, request.intervention))
+            skipped.append({
+                "problem_id": request.problem_id, "phase": request.phase, "intervention": request.intervention,
+                "prompt_tokens": int(length), "max_tokens": request.decoding.max_tokens, "max_model_len": max_model_len,
+                "reason": f"prompt of {length} tokens + max_tokens {request.decoding.max_tokens} = {need} exceeds the "
+                          f"context of {max_model_len} tokens",
+            })
+    return fitting, skipped
 
 
 def derive_seed(base_seed: int, *parts: str) -> int:

@@ -15,6 +15,11 @@ engine dies with "CPU Generator does not use offset". Two things cause partial p
 
 If the engine dies anyway, the error says what to change.
 
+Chat prompts (:class:`~fixability_dag.core.prompts.ChatPrompt`) are rendered here with the checkpoint tokenizer's own
+chat template (``apply_chat_template``; a final assistant message is continued, with no generation prompt) and sent
+as token ids, so one ``generate`` call still carries every request with its ``n``; text prompts go as they always
+did. :meth:`VLLMEngine.prompt_tokens` counts a prompt's tokens the way vLLM will see them, for the context check.
+
 When the engine-core process exits in the middle of a batch (killed by the OOM killer, a segfault in a kernel, an
 operator's ``kill``), vLLM 0.32's monitor thread notices and marks the client dead, but the synchronous
 ``LLM.generate`` keeps waiting on its output queue forever. :meth:`VLLMEngine.generate` runs a small watchdog that
@@ -34,6 +39,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from fixability_dag.core.prompts import ChatPrompt
 from fixability_dag.core.sampling import Completion, GenerationRequest
 from fixability_dag.engines.quiet import engine_error, quiet_engine, verbose
 
@@ -67,6 +73,10 @@ def describe_batch(requests: Sequence[GenerationRequest]) -> str:
     return (f"a batch of {len(requests)} requests ({sum(r.n for r in requests)} samples; phase {'/'.join(phases)}; "
             f"intervention {'/'.join(interventions[:4])}{'/...' if len(interventions) > 4 else ''}; problems "
             f"{requests[0].problem_id} .. {requests[-1].problem_id})")
+
+
+def _request_name(request: GenerationRequest) -> str:
+    return f"problem {request.problem_id}, intervention {request.intervention} (phase {request.phase})"
 
 
 def _engine_client(llm):
@@ -224,6 +234,42 @@ class VLLMEngine:
             raise engine_error(RolloutEngineError(f"vLLM could not load checkpoint {self.model_path}: "
                                                   f"{type(exc).__name__}: {exc}"), exc)
 
+    @property
+    def max_model_len(self) -> int:
+        """The context the engine was built with (prompt plus generated tokens)."""
+        return int(self.llm.llm_engine.model_config.max_model_len)
+
+    def _chat_token_ids(self, request: GenerationRequest) -> list[int]:
+        """A chat prompt rendered by the checkpoint's chat template, as token ids (the template writes its own
+        special tokens, so none are added, as vLLM's chat path does)."""
+        tokenizer = self.llm.get_tokenizer()
+        prompt = request.prompt
+        if not getattr(tokenizer, "chat_template", None):
+            raise RolloutEngineError(f"chat is set but the tokenizer of checkpoint {self.model_path} has no chat_template "
+                                     f"(tokenizer_config.json); set chat: false or use a checkpoint with one")
+        try:
+            text = tokenizer.apply_chat_template(prompt.as_dicts(), tokenize=False,
+                                                 add_generation_prompt=prompt.add_generation_prompt,
+                                                 continue_final_message=prompt.continue_final_message)
+        except Exception as exc:
+            raise RolloutEngineError(f"the chat template of checkpoint {self.model_path.name} failed on "
+                                     f"{_request_name(request)}: {type(exc).__name__}: {exc}") from exc
+        return list(tokenizer.encode(text, add_special_tokens=False))
+
+    def _engine_prompt(self, request: GenerationRequest):
+        if isinstance(request.prompt, ChatPrompt):
+            from vllm.inputs import TokensPrompt
+
+            return TokensPrompt(prompt_token_ids=self._chat_token_ids(request))
+        return request.prompt
+
+    def prompt_tokens(self, requests: Sequence[GenerationRequest]) -> list[int]:
+        """Each request's prompt length in tokens, as vLLM counts it (a text prompt with the tokenizer's special
+        tokens, a chat prompt as its template renders it)."""
+        tokenizer = self.llm.get_tokenizer()
+        return [len(self._chat_token_ids(r)) if isinstance(r.prompt, ChatPrompt) else len(tokenizer.encode(r.prompt))
+                for r in requests]
+
     def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
         if not requests:
             return []
@@ -231,10 +277,16 @@ class VLLMEngine:
         if engine_is_dead(self.llm):
             raise EngineDied(self.model_path.name, batch, "the engine process had already exited before this batch")
         params = [sampling_params(r) for r in requests]
+        prompts = [self._engine_prompt(r) for r in requests]
+        for request, length in zip(requests, self.prompt_tokens(requests)):  # vLLM's own error names no request
+            if length >= self.max_model_len:
+                raise RolloutEngineError(f"prompt of {_request_name(request)} has {length} tokens, no room in the "
+                                         f"context of {self.max_model_len} tokens of {self.model_path.name}; the audit "
+                                         f"skips such requests (skipped_requests), a direct caller must shorten it")
         watch = _DeathWatch(self.llm)
         try:
             with watch:
-                outputs = self.llm.generate([r.prompt for r in requests], params, use_tqdm=False)
+                outputs = self.llm.generate(prompts, params, use_tqdm=False)
         except Exception as exc:
             if watch.fired or engine_is_dead(self.llm) or type(exc).__name__ == "EngineDeadError":
                 raise engine_error(EngineDied(self.model_path.name, batch, f"{type(exc).__name__}: {exc}"), exc)

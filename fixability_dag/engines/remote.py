@@ -6,7 +6,8 @@ own seed: which server draws the samples does not change them (same vLLM build a
 
 What it guarantees, and why:
 
-* **Same fields as the in-process engine.** A request is one ``POST /v1/completions`` with ``n`` and ``seed``
+* **Same fields as the in-process engine.** A request is one ``POST /v1/completions`` (a chat prompt: one
+  ``POST /v1/chat/completions``, the server applying its checkpoint's chat template) with ``n`` and ``seed``
   (no seed for greedy decoding, as :class:`~fixability_dag.engines.inprocess.VLLMEngine` does), ``logprobs=0`` (the sampled
   token's logprob, summed into ``cumulative_logprob``) and ``return_token_ids`` (``num_tokens``). ``top_k``,
   ``min_p`` and the penalties are sent explicitly, so a server's ``--generation-config`` defaults cannot change the
@@ -40,6 +41,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from fixability_dag.core.prompts import ChatPrompt
 from fixability_dag.core.sampling import Completion, GenerationRequest
 from fixability_dag.engines.inprocess import RolloutEngineError
 
@@ -110,6 +112,7 @@ def served_model_matches(card: dict, model_path: Path, served_model_name: str | 
 class _Server:
     url: str
     model: str | None = None  # the served model id to put in requests, once verified
+    max_model_len: int | None = None  # the served model's context, from its model card
     in_flight: int = 0
     peak_in_flight: int = 0
     sent: int = 0
@@ -213,6 +216,8 @@ class RemoteEngine:
                                         f"mix its samples into this audit. Restart it on that checkpoint or remove it "
                                         f"from the URL list.")
             server.model = str(matches[0]["id"])
+            if isinstance(matches[0].get("max_model_len"), int):
+                server.max_model_len = matches[0]["max_model_len"]
             log.info("%s serves %s as %r", server.url, self.model_path.name, server.model)
 
     def _verify_all(self) -> None:
@@ -296,10 +301,11 @@ class RemoteEngine:
     # -- one request ------------------------------------------------------------------------------------------------
 
     def _payload(self, request: GenerationRequest, model: str) -> dict:
+        """The request body: ``/v1/completions`` for a text prompt, ``/v1/chat/completions`` (the server renders its
+        checkpoint's chat template; a final assistant message is continued) for a chat prompt, same sampling."""
         d = request.decoding
-        return {
+        sampling = {
             "model": model,
-            "prompt": request.prompt,
             "n": request.n,
             "seed": None if d.greedy else request.seed,
             "temperature": d.temperature,
@@ -311,25 +317,59 @@ class RemoteEngine:
             "frequency_penalty": 0.0,
             "max_tokens": d.max_tokens,
             "stop": list(d.stop) or None,
-            "logprobs": 0,
             "return_token_ids": True,
         }
+        prompt = request.prompt
+        if isinstance(prompt, ChatPrompt):
+            return {**sampling, "messages": prompt.as_dicts(), "add_generation_prompt": prompt.add_generation_prompt,
+                    "continue_final_message": prompt.continue_final_message, "logprobs": True, "top_logprobs": 0}
+        return {**sampling, "prompt": prompt, "logprobs": 0}
 
     def _post(self, server: _Server, request: GenerationRequest) -> list[Completion]:
         self._verify(server)
+        path = "/v1/chat/completions" if isinstance(request.prompt, ChatPrompt) else "/v1/completions"
         body = _json_body(
-            lambda: self._client.post(f"{server.url}/v1/completions", json=self._payload(request, server.model)),
-            "POST /v1/completions", f"{server.url} refused request {_describe(request)}", limit=500)
+            lambda: self._client.post(f"{server.url}{path}", json=self._payload(request, server.model)),
+            f"POST {path}", f"{server.url} refused request {_describe(request)}", limit=500)
         return parse_completions(body, request, server.url)
 
-    def _run(self, request: GenerationRequest) -> list[Completion]:
+    def _tokenize(self, server: _Server, request: GenerationRequest) -> int:
+        """The prompt's length as the server's tokenizer (and chat template) counts it: ``POST /tokenize``."""
+        self._verify(server)
+        prompt = request.prompt
+        payload = ({"model": server.model, "messages": prompt.as_dicts(), "add_generation_prompt": prompt.add_generation_prompt,
+                    "continue_final_message": prompt.continue_final_message} if isinstance(prompt, ChatPrompt)
+                   else {"model": server.model, "prompt": prompt})
+        body = _json_body(lambda: self._client.post(f"{server.url}/tokenize", json=payload), "POST /tokenize",
+                          f"{server.url} refused to tokenize request {_describe(request)}", limit=500)
+        if not isinstance(body, dict) or not isinstance(body.get("count"), int):
+            raise RemoteEngineError(f"{server.url}: POST /tokenize for {_describe(request)} has no token count: {str(body)[:300]}")
+        if isinstance(body.get("max_model_len"), int):
+            server.max_model_len = body["max_model_len"]
+        return body["count"]
+
+    @property
+    def max_model_len(self) -> int:
+        """The smallest context among the verified servers (``max_model_len`` of their model cards)."""
+        lengths = [s.max_model_len for s in self.servers if s.model is not None and s.max_model_len]
+        if not lengths:
+            raise RemoteEngineError(f"no server of {self.model_path.name} reported its max_model_len "
+                                    "(GET /v1/models of a vLLM server does)")
+        return min(lengths)
+
+    def prompt_tokens(self, requests: Sequence[GenerationRequest]) -> list[int]:
+        """Each request's prompt length in tokens, counted by the servers (retried like generation)."""
+        return self._map(requests, lambda server, request: self._tokenize(server, request))
+
+    def _run(self, request: GenerationRequest, call):
+        """``call(server, request)`` (generate or tokenize) on the least loaded server, retried on transient errors."""
         tried: list[str] = []
         avoid: set[str] = set()
         attempts = 1 + self.options.max_retries
         for attempt in range(1, attempts + 1):
             server = self._acquire(avoid)
             try:
-                completions = self._post(server, request)
+                completions = call(server, request)
             except _Transient as exc:
                 self._release(server, str(exc))
                 tried.append(f"{server.url}: {exc}")
@@ -353,12 +393,17 @@ class RemoteEngine:
     def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
         """``n`` completions per request, in request order; the first request that fails for good fails the batch
         (the others are cancelled) with its error."""
+        return self._map(requests, self._post)
+
+    def _map(self, requests: Sequence[GenerationRequest], call) -> list:
+        """``call`` on every request across the servers, results in request order; the first request that fails
+        for good fails the batch (the others are cancelled) with its error, which names that request."""
         if not requests:
             return []
         self._cancelled.clear()
         workers = min(len(requests), len(self.servers) * self.options.max_concurrency)
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vllm-remote")
-        futures = [pool.submit(self._run, r) for r in requests]
+        futures = [pool.submit(self._run, r, call) for r in requests]
         done, _ = concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)
         failed = next((f for f in futures if f in done and f.exception() is not None), None)
         if failed is None:
@@ -395,7 +440,15 @@ def parse_completions(body: dict, request: GenerationRequest, server: str = "ser
     out = []
     for choice in sorted(choices, key=lambda c: c["index"]):
         logprobs = choice.get("logprobs") or {}
-        token_logprobs = logprobs.get("token_logprobs")
+        if "message" in choice:  # /v1/chat/completions: per-token entries under logprobs.content
+            message = choice.get("message") or {}
+            text = message.get("content")
+            if isinstance(message.get("reasoning"), str) and message["reasoning"]:  # a server-side reasoning parser
+                text = f"<think>{message['reasoning']}</think>{text or ''}"  # split it off: keep both, as generated
+            token_logprobs = [entry.get("logprob") for entry in logprobs.get("content") or []] or None
+        else:
+            text = choice.get("text")
+            token_logprobs = logprobs.get("token_logprobs")
         token_ids = choice.get("token_ids")
         if token_ids is not None:
             num_tokens = len(token_ids)
@@ -405,7 +458,6 @@ def parse_completions(body: dict, request: GenerationRequest, server: str = "ser
             raise RemoteEngineError(f"{where}: choice {choice['index']} has neither token_ids nor logprobs "
                                     f"(a vLLM server with 'return_token_ids' and 'logprobs' support is required)")
         cumulative = None if token_logprobs is None else float(sum(lp for lp in token_logprobs if lp is not None))
-        text = choice.get("text")
         if not isinstance(text, str):
             raise RemoteEngineError(f"{where}: choice {choice['index']} has no text")
         out.append(Completion(text=text, num_tokens=num_tokens, cumulative_logprob=cumulative,

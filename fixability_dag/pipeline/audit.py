@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import logging
 from collections.abc import Callable
 
 import numpy as np
@@ -41,7 +42,7 @@ from fixability_dag.core.regimes import (
 )
 from fixability_dag.core.rescue import evaluate_policies, interventions_needed, policy_choices, summarize
 from fixability_dag.core.routing import CATALOG_RULE_VERSION, fit_thresholds, route_actions, route_catalog
-from fixability_dag.core.sampling import RolloutEngine, graded_chunks
+from fixability_dag.core.sampling import RolloutEngine, graded_chunks, split_by_context
 from fixability_dag.core.signals import retry_headroom, shift_features
 from fixability_dag.core.stats import cohen_kappa, majority_share, matched_accuracy
 from fixability_dag.core.stopping import decided, savings
@@ -50,6 +51,8 @@ from fixability_dag.pipeline.config import AuditConfig
 from fixability_dag.pipeline.progress import Progress
 from fixability_dag.pipeline.resume import group_key, plan_resume, request_hash
 from fixability_dag.storage.store import AuditStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -147,8 +150,10 @@ def sample_phase(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, p
 
     Groups already stored with the same request hash and all their samples are kept; groups no request asks for any
     more are removed; the rest is generated ``commit_every`` requests at a time, each chunk committed in one
-    transaction. Returns the phase's rows as stored; ``frame.attrs`` says how many requests were kept / generated.
+    transaction. Returns the phase's rows as stored; ``frame.attrs`` says how many requests were kept / generated /
+    skipped (prompt too long for the context, see :func:`fit_context`).
     """
+    requests, skipped = fit_context(store, engine, checkpoint_id, phase, requests, run_id)
     registered = store.checkpoint(checkpoint_id)
     fingerprint = registered["fingerprint"] if registered else None
     hashes = {group_key(r): request_hash(r, fingerprint) for r in requests}
@@ -164,7 +169,7 @@ def sample_phase(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, p
     _generate_and_commit(store, engine, checkpoint_id, plan.todo, problems_by_id(problems), lambda r: hashes[group_key(r)],
                          run_id, commit_every, Progress(phase, len(plan.todo), plan.kept))
     frame = _sorted_phase(store, checkpoint_id, phase)
-    frame.attrs.update(requests=len(requests), kept_requests=plan.kept, generated_requests=len(plan.todo))
+    frame.attrs.update(requests=len(requests), kept_requests=plan.kept, generated_requests=len(plan.todo), **skipped)
     return frame
 
 
@@ -198,8 +203,10 @@ def sample_blocks(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, 
     Resume works per block: stored blocks are kept from each group's first block on while their hash matches and
     they are whole (and, with ``stop``, until the group is decided); everything after the first block not kept
     is deleted up front, as are groups no request asks for. A kill at any point therefore resumes to the rows an
-    uninterrupted run draws. ``frame.attrs`` says how many block requests were planned / kept / generated.
+    uninterrupted run draws. ``frame.attrs`` says how many block requests were planned / kept / generated, and
+    which groups were skipped (prompt too long for the context).
     """
+    requests, skipped = fit_context(store, engine, checkpoint_id, phase, requests, run_id)
     registered = store.checkpoint(checkpoint_id)
     fingerprint = registered["fingerprint"] if registered else None
     hashes = {r: request_hash(r, fingerprint) for r in requests}
@@ -241,19 +248,53 @@ def sample_blocks(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, 
         generated += len(todo)
     reporter.finish()
     frame = _sorted_phase(store, checkpoint_id, phase)
-    frame.attrs.update(requests=len(requests), kept_requests=kept_blocks, generated_requests=generated)
+    frame.attrs.update(requests=len(requests), kept_requests=kept_blocks, generated_requests=generated, **skipped)
     return frame
 
 
+def fit_context(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, phase: str, requests,
+                run_id: str | None = None) -> tuple[list, dict]:
+    """The requests whose prompt and ``max_tokens`` fit the engine's context; the others are recorded in
+    ``skipped_requests`` (replacing the phase's earlier skips) with their reason, and left out.
+
+    A skipped (problem, intervention) group is *missing*, not failed: it has no rollouts, so it gives no evidence
+    either way (no outcome row, no probe shift; a policy that would pick it is not scored on that problem). The
+    prompt is counted with the checkpoint's tokenizer by the engine itself (an engine that cannot count, such as a
+    test double, skips nothing). Returns the requests kept and ``{"skipped_requests": count, "skipped_groups": keys}``.
+    """
+    requests = list(requests)
+    skipped: list[dict] = []
+    if requests and hasattr(engine, "prompt_tokens"):
+        firsts = {}  # blocks of a group share its prompt: count it once
+        for r in requests:
+            firsts.setdefault(group_key(r), r)
+        lengths = dict(zip(firsts, engine.prompt_tokens(list(firsts.values()))))
+        requests, skipped = split_by_context(requests, [lengths[group_key(r)] for r in requests], engine.max_model_len)
+    store.replace("skipped_requests", checkpoint_id, [{**row, "run_id": run_id} for row in skipped], phase=phase)
+    if skipped:
+        log.warning("%s/%s: %d (problem, intervention) groups skipped, prompt too long for the context (first: %s/%s, %s)",
+                    checkpoint_id, phase, len(skipped), skipped[0]["problem_id"], skipped[0]["intervention"],
+                    skipped[0]["reason"])
+    return requests, {"skipped_requests": len(skipped),
+                      "skipped_groups": [(row["problem_id"], row["intervention"]) for row in skipped]}
+
+
+def _requests(cfg: AuditConfig, problems, intervention: str, phase: str, budget: int, exemplars=(),
+              block: int | None = None):
+    """The requests of one intervention in one phase, under the audit's decoding, seed and prompt format."""
+    return build_requests(problems, intervention, phase, budget, cfg.decoding, cfg.seed, exemplars, block=block,
+                          prompt_format=cfg.prompt_format)
+
+
 def _resume_summary(frame: pd.DataFrame) -> dict:
-    return {k: int(frame.attrs[k]) for k in ("kept_requests", "generated_requests") if k in frame.attrs}
+    return {k: int(frame.attrs[k]) for k in ("kept_requests", "generated_requests", "skipped_requests") if k in frame.attrs}
 
 
 @per_suite
 def diagnose(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: AuditConfig, run_id: str | None = None) -> StageResult:
     """N base samples per problem, in one request per problem (prompt shared through ``n``)."""
     problems = audit_problems(store, cfg)
-    requests = build_requests(problems, RETRY, "diagnostic", cfg.n_samples, cfg.decoding, cfg.seed)
+    requests = _requests(cfg, problems, RETRY, "diagnostic", cfg.n_samples)
     frame = sample_phase(store, engine, checkpoint_id, "diagnostic", requests, problems, run_id, cfg.commit_every)
     rates = pass_rates(frame)
     difficulty = {p.problem_id: p.difficulty for p in problems}
@@ -285,7 +326,7 @@ def probe(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: Aud
     exemplars = audit_problems(store, cfg)
     requests = []
     for name in cfg.probe_interventions:
-        requests += build_requests(problems, name, "probe", cfg.probe_samples, cfg.decoding, cfg.seed, exemplars)
+        requests += _requests(cfg, problems, name, "probe", cfg.probe_samples, exemplars)
     frame = sample_phase(store, engine, checkpoint_id, "probe", requests, problems, run_id, cfg.commit_every)
     summary = {"failed_problems": len(failed), "rollouts": len(frame), "interventions": list(cfg.probe_interventions),
                "probe_share_of_diagnostic": len(cfg.probe_interventions) * cfg.probe_samples / cfg.n_samples,
@@ -349,8 +390,7 @@ def measure_rescues(store: AuditStore, engine: RolloutEngine, checkpoint_id: str
     for phase in (LABEL_PHASE, REPLICATE_PHASE) if cfg.label_replicate else (LABEL_PHASE,):
         requests = []
         for name in cfg.interventions:  # the phase name enters every seed: the replicate's draws are independent
-            requests += build_requests(problems, name, phase, cfg.budget_for(name), cfg.decoding, cfg.seed, exemplars,
-                                       block=cfg.label_block)
+            requests += _requests(cfg, problems, name, phase, cfg.budget_for(name), exemplars, block=cfg.label_block)
         frames[phase] = sample_blocks(store, engine, checkpoint_id, phase, requests, problems, run_id, cfg.commit_every,
                                       stop=cfg.label_early_stop)
         budgets = {}
@@ -494,8 +534,11 @@ def evaluate(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: 
     for name, pids in sorted(interventions_needed(choices).items()):
         # retry draws more: its first eval_budget samples score it at equal samples, its first m at equal tokens
         budget = cfg.eval_retry_samples if name == RETRY else cfg.eval_budget
-        requests += build_requests([problems[p] for p in sorted(pids)], name, "eval", budget, cfg.decoding, cfg.seed, exemplars)
+        requests += _requests(cfg, [problems[p] for p in sorted(pids)], name, "eval", budget, exemplars)
     frame = sample_phase(store, engine, checkpoint_id, "eval", requests, list(problems.values()), run_id, cfg.commit_every)
+    missing = set(frame.attrs.get("skipped_groups", ()))  # a choice the context cannot hold is missing, not failed
+    choices = {policy: {pid: name for pid, name in per.items() if (pid, name) not in missing}
+               for policy, per in choices.items()}
     evaluations = evaluate_policies(choices, frame, truth, _upfront_tokens(store, checkpoint_id, failed, outcomes),
                                     cfg.eval_budget)
     store.replace("rescue_evaluations", checkpoint_id, evaluations)
@@ -504,7 +547,7 @@ def evaluate(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: 
                      "retry_samples", "baseline_rescued", "lift_vs_retry"]
     return StageResult(len(evaluations), summary, evaluations, {
         **{k: summary.get(k) for k in ("failed_problems", "steerable_hard_lift", "steerable_hard_lift_equal_tokens",
-                                       "compute_saved_routed_vs_retry")},
+                                       "compute_saved_routed_vs_retry", "skipped_requests")},
         **metrics.policy_numbers(evaluations), "evaluation": evaluations[shown_columns]})
 
 

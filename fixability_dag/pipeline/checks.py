@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 import pandas as pd
 
 from fixability_dag.core.features import failed_problem_ids
+from fixability_dag.core.interventions import RETRY
 from fixability_dag.core.regimes import REGIMES
 from fixability_dag.core.rescue import HINDSIGHT, POLICIES, TOKEN_MATCHED
 from fixability_dag.core.stats import cohen_kappa
@@ -56,6 +57,18 @@ class Facts:
     def failed(self) -> set[str]:
         diagnostic = self.store.read("rollouts", self.checkpoint_id, phase="diagnostic")
         return set(failed_problem_ids(diagnostic, self.cfg.fail_threshold)) if len(diagnostic) else set()
+
+    @functools.cached_property
+    def skipped(self) -> set[tuple[str, str, str]]:
+        """(phase, problem, intervention) groups the context could not hold: missing by design, not by fault."""
+        rows = self.read("skipped_requests")
+        return set(zip(rows["phase"], rows["problem_id"], rows["intervention"])) if len(rows) else set()
+
+    def expected(self, phase: str, groups: dict) -> dict:
+        """``groups`` ((problem, intervention) -> rows, or problem -> rows for the retry-only diagnostic phase)
+        without those skipped in ``phase``."""
+        return {k: n for k, n in groups.items()
+                if (phase, *(k if isinstance(k, tuple) else (k, RETRY))) not in self.skipped}
 
     def read(self, table: str, **filters) -> pd.DataFrame:
         return self.store.read(table, self.checkpoint_id, **filters)
@@ -125,13 +138,13 @@ def _all(*outcomes: Outcome) -> Outcome:
 
 def diagnostic_rows(f: Facts) -> Outcome:
     return _group_sizes("diagnostic rollouts per problem", f.read("rollouts", phase="diagnostic"), ["problem_id"],
-                        {pid: f.cfg.n_samples for pid in f.problem_ids})
+                        f.expected("diagnostic", {pid: f.cfg.n_samples for pid in f.problem_ids}))
 
 
 def probe_rows(f: Facts) -> Outcome:
     expected = {(pid, name): f.cfg.probe_samples for pid in f.failed for name in f.cfg.probe_interventions}
     return _group_sizes("probe rollouts per failed problem and probe", f.read("rollouts", phase="probe"),
-                        ["problem_id", "intervention"], expected)
+                        ["problem_id", "intervention"], f.expected("probe", expected))
 
 
 def features_complete(f: Facts) -> Outcome:
@@ -143,7 +156,7 @@ def features_complete(f: Facts) -> Outcome:
 def outcomes_complete(f: Facts) -> Outcome:
     expected = {(pid, name): 1 for pid in f.failed for name in f.cfg.interventions}
     return _group_sizes("rescue outcomes per failed problem and intervention", f.read("intervention_outcomes"),
-                        ["problem_id", "intervention"], expected)
+                        ["problem_id", "intervention"], f.expected("label", expected))
 
 
 def labels_complete(f: Facts) -> Outcome:
@@ -229,11 +242,16 @@ def evaluation_consistent(f: Facts) -> Outcome:
     rows = _group_sizes("evaluation rows per policy, regime and matching", base, ["policy", "regime", "matching"], expected)
     everything = evals[(evals["regime"] == "all") & (evals["matching"] == "samples")].set_index("policy")
     bounded = everything["rescued"].max() <= everything["rescued"].get(HINDSIGHT, -1) if len(everything) else False
-    counted = bool((everything["problems"] == len(f.failed)).all()) if len(everything) else False
+    # a policy's choice the context cannot hold is not scored on that problem (at most one skip per eval group)
+    unscored = sum(phase == "eval" for phase, _, _ in f.skipped)
+    problems = everything["problems"] if len(everything) else pd.Series(dtype=int)
+    counted = bool(len(everything) and problems.between(len(f.failed) - unscored, len(f.failed)).all()
+                   and everything["problems"].get("uniform_retry", -1) == len(f.failed))
     return _all(rows, _in_unit_interval("rescue rates", evals["rescue_rate"], allow_missing=True),
                 Outcome(bool(bounded), "no policy rescues more than the hindsight oracle" if bounded
                         else "a policy rescues more than the hindsight oracle"),
-                Outcome(counted, f"every policy scored on all {len(f.failed)} failed problems" if counted
+                Outcome(counted, f"every policy scored on all {len(f.failed)} failed problems but the {unscored} "
+                        "choices skipped for the context" if counted
                         else "some policy was not scored on every failed problem"))
 
 
@@ -245,7 +263,8 @@ def topography_consistent(table: pd.DataFrame) -> Outcome:
 
 CHECKS: dict[str, tuple[Invariant, ...]] = {
     "base_rollouts": (Invariant("rows_per_problem", "Every configured problem has exactly n_samples diagnostic "
-                                "rollouts (the pass rates and features read them).", True, diagnostic_rows),),
+                                "rollouts (the pass rates and features read them), except those in skipped_requests "
+                                "(prompt too long for the context).", True, diagnostic_rows),),
     "probe_rollouts": (Invariant("rows_per_failed_problem", "Every failed problem has probe_samples rollouts under "
                                  "each probe intervention, and nothing else is stored.", True, probe_rows),),
     "failure_features": (Invariant("every_failed_problem_has_features", "Features exist for exactly the failed "

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from fixability_dag.core.interventions import CATALOG, RETRY
 from fixability_dag.core.problems import ArithmeticSuiteSpec, Problem, arithmetic_suite
+from fixability_dag.core.prompts import PromptFormat
 from fixability_dag.core.routing import CatalogRule
 from fixability_dag.core.sampling import Decoding
 from fixability_dag.inputs.problem_files import MAX_SUITE_CHARS, PROBLEM_FORMATS, ColumnMapping, load_problems
@@ -20,6 +21,10 @@ CODE_VERSION = "0.5.0"
 
 OPERATIONAL_FIELDS = frozenset({"commit_every"})
 """Settings that do not change results: changing them must not make the nightly schedule re-audit everything."""
+
+HASHED_WHEN_SET = {"chat": False, "prompt_template": None, "system_prompt": None, "stop": None}
+"""Settings added after 0.5.0 and their defaults: they enter the config hash only when set otherwise, so audits made
+before they existed (which used exactly these defaults) keep their hash and are not re-audited for nothing."""
 
 
 SUITE_NAME = "name"
@@ -41,8 +46,13 @@ class AuditConfig:
     n_samples: int = 16
     temperature: float = 1.0
     top_p: float = 1.0
-    max_tokens: int = 128
+    max_tokens: int = 128  # up to the context: a request whose prompt + max_tokens exceeds it is skipped
     fail_threshold: float = 0.0
+    # prompt format (core.prompts): the checkpoint tokenizer's chat template, the frame, the system turn, stops
+    chat: bool = False
+    prompt_template: str | None = None  # with {question}; default 'Q: {question}\nA: ' (completion) / the question (chat)
+    system_prompt: str | None = None  # chat only
+    stop: tuple[str, ...] | None = None  # default ['\n\n'] (completion) / none beyond EOS (chat); [] = EOS only
     # features
     probe_intervention: str = "solution_prefix"  # the legacy probe_shift feature (clusters) reads this probe
     probe_interventions: tuple[str, ...] = ("temp_low", "temp_high", "solution_prefix", "few_shot")
@@ -114,6 +124,7 @@ class AuditConfig:
             raise ValueError("fail_threshold must be in [0, 1)")
         if self.cluster_method not in ("gmm", "kmeans"):
             raise ValueError("cluster_method must be 'gmm' or 'kmeans'")
+        self.prompt_format  # noqa: B018 - validates prompt_template, system_prompt and stop together
         self._check_suites()
 
     def _check_suites(self) -> None:
@@ -166,8 +177,14 @@ class AuditConfig:
         return "arith" if cfg.problem_format == "arith" else Path(cfg.problem_path).stem
 
     @property
+    def prompt_format(self) -> PromptFormat:
+        return PromptFormat(chat=self.chat, template=self.prompt_template, system_prompt=self.system_prompt,
+                            stop=None if self.stop is None else tuple(self.stop))
+
+    @property
     def decoding(self) -> Decoding:
-        return Decoding(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens)
+        return Decoding(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens,
+                        stop=self.prompt_format.stops)
 
     def routing_rule(self) -> CatalogRule:
         return CatalogRule(self.shift_threshold, self.headroom_threshold, self.retry_budget, self.intervention_budget)
@@ -182,7 +199,8 @@ class AuditConfig:
         return {**values, "suites": suites} if suites else values
 
     def config_hash(self) -> str:
-        science = {k: v for k, v in self.as_dict().items() if k not in OPERATIONAL_FIELDS}
+        science = {k: v for k, v in self.as_dict().items() if k not in OPERATIONAL_FIELDS
+                   and not (k in HASHED_WHEN_SET and v == HASHED_WHEN_SET[k])}
         return hashlib.sha256(json.dumps(science, sort_keys=True).encode()).hexdigest()[:16]
 
     def load_problems(self) -> list[Problem]:

@@ -14,6 +14,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 
+from fixability_dag.core.prompts import prompt_payload
 from fixability_dag.core.sampling import GenerationRequest
 
 GroupKey = tuple[str, str]
@@ -25,9 +26,10 @@ def group_key(request: GenerationRequest) -> GroupKey:
 
 
 def request_hash(request: GenerationRequest, weights_fingerprint: str | None) -> str:
-    """Everything that decides a group's samples: prompt, n, seed, decoding, and the checkpoint's weights."""
+    """Everything that decides a group's samples: prompt, n, seed, decoding, and the checkpoint's weights. A text
+    prompt enters as itself, so completion-mode groups stored before chat prompts existed keep their hashes."""
     payload = {
-        "prompt": request.prompt, "n": request.n, "seed": request.seed, "phase": request.phase,
+        "prompt": prompt_payload(request.prompt), "n": request.n, "seed": request.seed, "phase": request.phase,
         "intervention": request.intervention, "decoding": dataclasses.asdict(request.decoding),
         "weights": weights_fingerprint,
     }

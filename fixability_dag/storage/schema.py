@@ -292,6 +292,24 @@ class RegimeTransfer(Base):
     plan_agreement: Mapped[float | None] = mapped_column(Float, comment="share of target problems routed alike by source and own thresholds")
 
 
+class SkippedRequest(Base):
+    """A (problem, intervention) group of a phase that was not generated, and why (its prompt and ``max_tokens``
+    do not fit the context): missing evidence, not a failure. Keyed by suite like every per-problem table (two
+    suites may reuse an id); not a foreign key to ``problems``: it records a request, not a stored problem row."""
+
+    __tablename__ = "skipped_requests"
+    checkpoint_id: Mapped[str] = mapped_column(ForeignKey("checkpoints.checkpoint_id", ondelete="CASCADE"), primary_key=True)
+    suite: Mapped[str] = _suite_column()
+    phase: Mapped[str] = mapped_column(String(16), primary_key=True)
+    problem_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    intervention: Mapped[str] = mapped_column(String(64), primary_key=True)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, comment="prompt length with the checkpoint's tokenizer")
+    max_tokens: Mapped[int] = mapped_column(Integer)
+    max_model_len: Mapped[int] = mapped_column(Integer, comment="the engine's context")
+    reason: Mapped[str] = mapped_column(Text)
+    run_id: Mapped[str | None] = mapped_column(String(64))
+
+
 class CheckpointLease(Base):
     """Who is auditing a checkpoint right now: one row per checkpoint, held by one run at a time.
 

@@ -203,3 +203,18 @@ def test_urls_models_and_responses_are_validated():
     assert not served_model_matches({"id": "arith-sft-s03000", "root": "/srv/arith-sft-s1000"}, SERVED_CHECKPOINT)
     with pytest.raises(RemoteEngineError, match="neither token_ids nor logprobs"):
         parse_completions({"choices": [{"index": 0, "text": "x"}]}, requests(1, n=1)[0])
+
+
+def test_chat_completion_choices_are_parsed_with_the_servers_reasoning_kept():
+    """``/v1/chat/completions`` answers carry ``message`` and ``logprobs.content``; a server-side reasoning parser's
+    ``reasoning`` goes back inside ``<think>`` so the grader reads the answer after it, as for an unparsed reply."""
+    [request] = requests(1, n=2)
+    body = {"choices": [
+        {"index": 1, "message": {"content": "The answer is 7."}, "token_ids": [1, 2, 3], "finish_reason": "stop",
+         "logprobs": {"content": [{"logprob": -0.5}, {"logprob": -0.25}, {"logprob": -0.25}]}},
+        {"index": 0, "message": {"content": "#### 7", "reasoning": "3 + 4 = 7"}, "finish_reason": "length",
+         "logprobs": {"content": [{"logprob": -1.0}, {"logprob": -1.0}]}},
+    ]}
+    first, second = parse_completions(body, request)
+    assert (first.text, first.num_tokens, first.cumulative_logprob) == ("<think>3 + 4 = 7</think>#### 7", 2, -2.0)
+    assert (second.text, second.num_tokens, second.cumulative_logprob, second.finish_reason) == ("The answer is 7.", 3, -1.0, "stop")

@@ -6,7 +6,7 @@ import pytest
 
 from fixability_dag.core.regimes import REGIMES
 from fixability_dag.core.rescue import POLICIES, TOKEN_MATCHED
-from fixability_dag.pipeline import audit
+from fixability_dag.pipeline import audit, checks
 
 from tests.support import FAKE_CFG, GOLD, FakeEngine, behaviour, planted, run_audit
 
@@ -135,3 +135,62 @@ def test_an_evaluable_run_reports_accuracies_and_nothing_missing(sqlite_store):
     assert "not_computed" not in report
     stored = sqlite_store.read("regime_reports", "ck").set_index("method")
     assert stored.loc["gmm", "accuracy"] is not None and stored["note"].isna().all()
+
+
+class ShortContextEngine(FakeEngine):
+    """The fake engine with a context: a prompt counts a token per four characters, so with ``max_tokens`` 128 the
+    few-shot prompts of the longer chains (and only those) exceed it. Stands in for the real engine's count
+    (tests/engines/test_chat_engine.py)."""
+
+    max_model_len = FAKE_CFG.max_tokens + 30
+
+    def prompt_tokens(self, requests):
+        return [len(r.prompt) // 4 for r in requests]
+
+
+def test_groups_that_do_not_fit_are_skipped_counted_and_missing_downstream(sqlite_store):
+    engine = ShortContextEngine(behaviour)
+    diag, labels, report, plan, evaluations, summary = run_audit(sqlite_store, engine)
+    skipped = sqlite_store.read("skipped_requests", "ck")
+    assert len(skipped) and set(skipped["intervention"]) == {"few_shot"}
+    assert set(skipped["phase"]) <= {"probe", "label", "eval"} and "probe" in set(skipped["phase"])
+    assert (skipped["prompt_tokens"] + FAKE_CFG.max_tokens > engine.max_model_len).all()
+    assert all(n + FAKE_CFG.max_tokens <= engine.max_model_len  # never sent
+               for call in engine.calls for n in engine.prompt_tokens(call))
+    # missing, not failed: no outcome row and no probe shift for a skipped group; every later stage still completes
+    outcomes = sqlite_store.read("intervention_outcomes", "ck")
+    label_skips = set(map(tuple, skipped.loc[skipped["phase"] == "label", ["problem_id", "intervention"]].values))
+    assert label_skips and not label_skips & set(zip(outcomes["problem_id"], outcomes["intervention"]))
+    shifts = sqlite_store.read("probe_shifts", "ck")
+    probe_skips = skipped.loc[skipped["phase"] == "probe", "problem_id"]
+    assert shifts[shifts["problem_id"].isin(probe_skips) & (shifts["intervention"] == "few_shot")]["shift"].isna().all()
+    assert diag["skipped_requests"] == 0 and len(labels) and len(evaluations)
+    assert "skipped_requests" in summary
+    _assert_checks_pass(sqlite_store)
+
+
+def _assert_checks_pass(store):
+    """Every asset check holds: the checks expect no rows for the skipped groups."""
+    failed = [(asset, inv.name, out.message) for asset in checks.CHECKS
+              for inv, out in checks.evaluate(asset, store, "ck", FAKE_CFG) if inv.blocking and not out.passed]
+    assert not failed
+
+
+def test_a_policy_choice_the_context_cannot_hold_is_not_scored_on_that_problem(sqlite_store):
+    """Few-shot rescues every problem it fits (the 2- and 3-step chains), so it is the best single intervention and is
+    chosen for the 4-step chains too, whose few-shot prompt does not fit: those choices are missing (left out of best_single's problems), not failures."""
+    def sampler(request, rng):
+        if request.intervention == "few_shot" and request.phase in ("label", "eval"):
+            return GOLD[request.problem_id]
+        return behaviour(request, rng)
+
+    engine = ShortContextEngine(sampler)
+    engine.max_model_len = FAKE_CFG.max_tokens + 36  # few-shot fits the 3-step chains, not the 4-step ones
+    *_, evaluations, summary = run_audit(sqlite_store, engine)
+    skipped = sqlite_store.read("skipped_requests", "ck")
+    eval_skips = set(skipped.loc[skipped["phase"] == "eval", "problem_id"])
+    assert eval_skips and summary["skipped_requests"] == len(eval_skips)
+    rows = evaluations[(evaluations["regime"] == "all") & (evaluations["matching"] == "samples")].set_index("policy")
+    assert rows.loc["best_single", "problems"] == rows.loc["uniform_retry", "problems"] - len(eval_skips)
+    assert rows.loc["best_single", "rescued"] == rows.loc["best_single", "problems"]  # every scored choice rescued
+    _assert_checks_pass(sqlite_store)

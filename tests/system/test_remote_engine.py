@@ -21,12 +21,13 @@ from dagster import DagsterInstance, materialize
 from assets import CHECKPOINT_ASSETS
 from fixability_dag.core.interventions import build_requests
 from fixability_dag.core.problems import ArithmeticSuiteSpec, arithmetic_suite
+from fixability_dag.core.prompts import PromptFormat
 from fixability_dag.core.sampling import Decoding
 from fixability_dag.engines.inprocess import EngineOptions, VLLMEngine
 from fixability_dag.engines.remote import RemoteEngine, RemoteEngineError, RemoteOptions
 from resources import CheckpointDirectory, RemoteVLLMResource, ResultsDatabase
 
-from tests.support import DEMO_CHECKPOINTS, SETTINGS, check_invariants, demo_checkpoint, free_port
+from tests.support import DEMO_CHAT_TEMPLATE, DEMO_CHECKPOINTS, SETTINGS, check_invariants, demo_checkpoint, free_port
 
 pytestmark = pytest.mark.vllm
 
@@ -91,7 +92,8 @@ class Server:
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
     logs = tmp_path_factory.mktemp("vllm-serve")
-    started = [Server(CHECKPOINT, logs / "by-path.log"),
+    (logs / "chat_template.jinja").write_text(DEMO_CHAT_TEMPLATE)  # the first server also answers chat requests
+    started = [Server(CHECKPOINT, logs / "by-path.log", "--chat-template", str(logs / "chat_template.jinja")),
                Server(CHECKPOINT, logs / "by-name.log", "--served-model-name", CHECKPOINT.name)]
     try:
         for s in started:
@@ -136,6 +138,25 @@ def test_remote_completions_equal_the_in_process_engine(servers, monkeypatch):
     for r, g in zip(remote, local):
         assert [(c.text, c.num_tokens, c.finish_reason) for c in r] == [(c.text, c.num_tokens, c.finish_reason) for c in g]
         assert [c.cumulative_logprob for c in r] == pytest.approx([c.cumulative_logprob for c in g], abs=1e-4)
+
+
+def test_chat_prompts_go_to_chat_completions_with_n_and_seed(servers):
+    """The chat template renders the demo frame, so chat and completion requests with one seed draw the same samples;
+    the continued assistant prefix and the few-shot turns reach the server, and /tokenize counts them."""
+    engine = RemoteEngine([servers[0].url], CHECKPOINT)
+    decoding = Decoding(max_tokens=32)
+    completion, chat = [build_requests(PROBLEMS[:4], "solution_prefix", "label", 3, decoding, seed=9,
+                                       prompt_format=PromptFormat(chat=chat)) for chat in (False, True)]
+    assert chat[0].prompt.continue_final_message
+    served = [[(c.text, c.num_tokens) for c in group] for group in engine.generate(chat)]
+    assert served == [[(c.text, c.num_tokens) for c in group] for group in engine.generate(completion)]
+    assert [len(group) for group in served] == [3] * 4
+    assert "POST /v1/chat/completions" in servers[0].log_path.read_text(errors="replace")
+    few_shot = build_requests(PROBLEMS[:4], "few_shot", "label", 3, decoding, seed=9, exemplar_pool=PROBLEMS,
+                              prompt_format=PromptFormat(chat=True))
+    assert engine.max_model_len == 512
+    assert engine.prompt_tokens(chat) == engine.prompt_tokens(completion)
+    assert all(f > c for f, c in zip(engine.prompt_tokens(few_shot), engine.prompt_tokens(chat)))
 
 
 def test_two_servers_share_the_load_and_agree_with_one(servers):
