@@ -32,6 +32,7 @@ class AuditSettings(ConfigurableResource):
     shift_threshold: float = _D.shift_threshold
     headroom_threshold: float = _D.headroom_threshold
     interventions: list[str] = list(_D.interventions)
+    max_tool_calls: int = _D.max_tool_calls
     retry_budget: int = _D.retry_budget
     intervention_budget: int = _D.intervention_budget
     eval_budget: int = _D.eval_budget
