@@ -10,7 +10,9 @@ The protocol is GSM8K's calculator annotation, ``23*17=<<23*17=391>>391``: the m
 expression and ``=``; the tool writes the result and ``>>``; the model goes on (it was trained to copy the result
 after ``>>``). Per sample:
 
-1. The first call is the request itself (its ``n`` samples, its seed) with ``=`` added to its stop strings.
+1. The first call is the request itself (its ``n`` samples, its seed) with ``=`` added to its stop strings. A
+   prompt that ends at the ``=`` of an open annotation (a solution prefix ``...<<57+38=``) gets that tool call
+   first, and its result opens every sample's text.
 2. A sample that stops on ``=`` gets its ``=`` back (vLLM drops the stop string from the text). If the text since
    the last ``<<`` (prompt included, so a prompt may end inside an annotation) has no ``>>``, that text is the
    expression: the tool computes it and ``result>>`` is appended; when the tool refuses
@@ -125,14 +127,29 @@ class _Sample:
             return
         if expression is None:
             self.plain += 1
+            self.last_call = self.plain >= MAX_PLAIN_CONTINUATIONS
         else:
-            self.calls += 1
-            try:
-                self.text += TOOLS[d.tool](expression) + CLOSE
-            except CalculatorRefusal:
-                self.refusals += 1
-        self.last_call = self.calls >= d.max_tool_calls or self.plain >= MAX_PLAIN_CONTINUATIONS
+            self._call(expression)
         self.continuations += 1
+
+    def start(self) -> None:
+        """Before the first call: a prompt that ends at the ``=`` of an open annotation (``...<<57+38=``) gets its
+        tool call now, as if the model had written that ``=``."""
+        d = self.request.decoding
+        self.last_call = d.max_tool_calls == 0
+        prompt = self.request.prompt
+        expression = pending_expression(prompt[: -len(TOOL_STOP)]) if prompt.endswith(TOOL_STOP) else None
+        if expression is not None and not self.last_call:
+            self._call(expression)
+
+    def _call(self, expression: str) -> None:
+        d = self.request.decoding
+        self.calls += 1
+        try:
+            self.text += TOOLS[d.tool](expression) + CLOSE
+        except CalculatorRefusal:
+            self.refusals += 1
+        self.last_call = self.last_call or self.calls >= d.max_tool_calls
 
     def completion(self) -> Completion:
         return Completion(text=self.text, num_tokens=self.tokens, cumulative_logprob=self.logprob,
@@ -158,9 +175,11 @@ class ToolEngine:
                 first.append(r)
                 continue
             check_tool_request(r)
-            group = [_Sample(r, i, last_call=r.decoding.max_tool_calls == 0) for i in range(r.n)]
+            group = [_Sample(r, i) for i in range(r.n)]
+            for sample in group:
+                sample.start()
             groups.append(group)
-            first.append(dataclasses.replace(r, decoding=group[0].decoding(first=True)))
+            first.append(dataclasses.replace(r, prompt=r.prompt + group[0].text, decoding=group[0].decoding(first=True)))
         outputs = _checked(self.inner, first)
         for group, output in zip(groups, outputs):
             for sample, completion in zip(group or (), output):

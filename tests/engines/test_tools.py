@@ -108,6 +108,16 @@ def test_a_prompt_that_ends_inside_an_annotation_is_computed():
     assert c.text == "12=144>>144" and c.tool_calls == 1
 
 
+def test_a_prompt_that_ends_at_the_equals_of_an_annotation_gets_its_call_first():
+    engine = CharEngine(scripted(product_plan(23, 17, wrong=392)))
+    [samples] = ToolEngine(engine).generate([request(prompt="Q: 23*17\nA: <<23*17=", n=2)])
+    assert [c.text for c in samples] == ["391>>391\n#### 391"] * 2 and all(c.tool_calls == 1 for c in samples)
+    assert engine.calls[0][0].prompt == "Q: 23*17\nA: <<23*17=391>>" and engine.calls[0][0].n == 2
+    assert samples[0].num_tokens == len("391\n#### 391") + 1
+    [[capped]] = ToolEngine(engine).generate([request(prompt="Q: 23*17\nA: <<23*17=", max_tool_calls=0)])
+    assert capped.text == "392>>392\n#### 392" and capped.tool_calls == 0
+
+
 def test_tool_calls_stop_at_the_cap_and_the_model_computes_the_rest():
     steps = [(11, 12), (13, 14), (15, 16)]
 
