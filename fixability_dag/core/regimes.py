@@ -41,7 +41,8 @@ REGIMES = ("retry_recoverable", "steerable_hard", "structural")
 
 
 OUTCOME_COLUMNS = ["problem_id", "intervention", "budget", "samples", "correct", "rescued", "majority_answer",
-                   "majority_correct", "tokens", "first_block_samples", "first_block_correct", "first_block_tokens", "tool_calls"]
+                   "majority_correct", "tokens", "first_block_samples", "first_block_correct", "first_block_tokens",
+                   "tool_calls"]
 
 
 def intervention_outcomes(label_rollouts: pd.DataFrame, block: int | None = None,

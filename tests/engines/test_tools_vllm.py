@@ -27,9 +27,10 @@ def product_problems(count: int = 12, seed: int = 5) -> list[Problem]:
         numbers = [rng.randint(10, 99), rng.randint(1, 9), rng.randint(11, 99)]
         first = rng.choice("+-")
         total = numbers[0] + numbers[1] if first == "+" else numbers[0] - numbers[1]
-        steps = (f"<<{numbers[0]}{first}{numbers[1]}={total}>>{total}", f"<<{total}*{numbers[2]}={total * numbers[2]}>>{total * numbers[2]}")
+        product = total * numbers[2]
+        steps = (f"<<{numbers[0]}{first}{numbers[1]}={total}>>{total}", f"<<{total}*{numbers[2]}={product}>>{product}")
         problems.append(Problem(f"product-{i:02d}", "products", f"{numbers[0]}{first}{numbers[1]}*{numbers[2]}",
-                                str(total * numbers[2]), steps, 2))
+                                str(product), steps, 2))
     return problems
 
 

@@ -159,13 +159,15 @@ def test_the_calculator_stores_tool_calls_and_every_generated_token(store):
     run_audit(store, ToolEngine(AnnotatingEngine(behaviour)), cfg)
     label = store.read("rollouts", "ck", phase="label")
     tooled = label[label["intervention"] == "calculator"]
-    assert len(tooled) and (tooled["tool_calls"] == 1).all() and (label.loc[label.index.difference(tooled.index), "tool_calls"] == 0).all()
+    others = label[label["intervention"] != "calculator"]
+    assert len(tooled) and (tooled["tool_calls"] == 1).all() and (others["tool_calls"] == 0).all()
     assert tooled["text"].str.startswith("<<6*7=42>>1+1=2\n").all()
     body = tooled["text"].str.len() - len("<<6*7=42>>")
     assert (tooled["num_tokens"] == body + 4).all()  # the tool's "42>>" is not generated, the model's "=" is
     outcomes = store.read("intervention_outcomes", "ck").set_index(["problem_id", "intervention"])
     mine = outcomes.xs("calculator", level="intervention")
-    assert (mine["tool_calls"] == mine["samples"]).all() and (outcomes.drop("calculator", level="intervention")["tool_calls"] == 0).all()
+    assert (mine["tool_calls"] == mine["samples"]).all()
+    assert (outcomes.drop("calculator", level="intervention")["tool_calls"] == 0).all()
     sums = tooled.groupby("problem_id")["num_tokens"].sum()
     assert (mine.loc[sums.index, "tokens"] == sums).all()  # the intervention's cost: every generated token
     assert FAKE_CFG.config_hash() == dataclasses.replace(FAKE_CFG, max_tool_calls=2).config_hash()  # no tool: not hashed
