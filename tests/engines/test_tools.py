@@ -10,10 +10,13 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
+from fixability_dag.core.calculator import calculate
 from fixability_dag.core.interventions import CATALOG, DEFAULT_INTERVENTIONS, build_requests
 from fixability_dag.core.problems import Problem
 from fixability_dag.core.sampling import Completion, Decoding, GenerationRequest, derive_seed, refuse_tool_requests
 from fixability_dag.engines.tools import MAX_PLAIN_CONTINUATIONS, ToolEngine, pending_expression
+
+from tests.support import GSM8K_ROWS
 
 Writer = Callable[[str, int], str | None]
 """Next character after ``prompt`` (the prompt plus what the call wrote so far) for a sample seeded with the int,
@@ -116,6 +119,33 @@ def test_a_prompt_that_ends_at_the_equals_of_an_annotation_gets_its_call_first()
     assert samples[0].num_tokens == len("391\n#### 391") + 1
     [[capped]] = ToolEngine(engine).generate([request(prompt="Q: 23*17\nA: <<23*17=", max_tool_calls=0)])
     assert capped.text == "392>>392\n#### 392" and capped.tool_calls == 0
+
+
+ANNOTATION = re.compile(r"<<([^=<>]*)=([^<>]*)>>")
+
+
+def test_gsm8k_solutions_get_every_annotation_computed():
+    """Real GSM8K rows through the GSM8K loader: a model that writes each reference solution but cannot compute
+    (every annotation's result 7777) gets every annotation right from the tool, none refused."""
+    for problem in GSM8K_ROWS[:12]:
+        solution = problem.reference_solution
+
+        def plan(body: str, rng: random.Random, solution=solution) -> str:
+            out, pos = "", 0
+            for m in ANNOTATION.finditer(solution):
+                out += solution[pos:m.start()] + f"<<{m.group(1)}="
+                told = re.match(re.escape(out) + r"([^<>]*)>>", body)
+                out += (told.group(1) if told else "7777") + ">>"
+                pos = m.end()
+            return out + solution[pos:]
+
+        engine = CharEngine(scripted(plan))
+        [[plain]] = engine.generate([request(prompt=problem.prompt, tool=None, max_tokens=2000)])
+        [[c]] = ToolEngine(engine).generate([request(prompt=problem.prompt, max_tokens=2000)])
+        expected = ANNOTATION.findall(solution)
+        assert [r for _, r in ANNOTATION.findall(plain.text)] == ["7777"] * len(expected)
+        assert [(e, r) for e, r in ANNOTATION.findall(c.text)] == [(e, calculate(e)) for e, _ in expected]
+        assert (c.tool_calls, c.tool_refusals) == (len(expected), 0) and c.text.endswith(f"#### {problem.gold_answer}")
 
 
 def test_tool_calls_stop_at_the_cap_and_the_model_computes_the_rest():
