@@ -4,6 +4,9 @@ The generating assets ask their ``vllm`` resource for ``engine(model_path)`` and
 :class:`RolloutEngineResource` can stand there: :class:`~resources.vllm_engine.VLLMResource` loads the checkpoint
 into this process, :class:`~resources.remote_vllm.RemoteVLLMResource` talks to ``vllm serve`` servers. Which one a
 deployment uses is decided in ``fixability_dag/definitions.py`` (``FIXABILITY_VLLM_URLS``), never in an asset.
+
+Whichever it is, the engine handed out is wrapped in :class:`~fixability_dag.engines.tools.ToolEngine`, so tool
+interventions (the ``calculator``) run through both; every other request reaches the engine unchanged.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from dagster import ConfigurableResource, InitResourceContext
 from pydantic import PrivateAttr
 
 from fixability_dag.core.sampling import RolloutEngine
+from fixability_dag.engines.tools import ToolEngine
 
 
 class RolloutEngineResource(ConfigurableResource):
@@ -27,7 +31,7 @@ class RolloutEngineResource(ConfigurableResource):
         if model_path not in self._engines:
             for other in list(self._engines):  # one checkpoint per run: never keep two engines around
                 _close(self._engines.pop(other))
-            self._engines[model_path] = self.build_engine(model_path)
+            self._engines[model_path] = ToolEngine(self.build_engine(model_path))
         return self._engines[model_path]
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:

@@ -64,6 +64,30 @@ def demo_checkpoint(name: str | None = None) -> Path:
     return next(p for p in candidates if "sft" in p.name)
 
 
+ORGANISM_CHECKPOINTS = REPO / "demo" / "organism"
+ORGANISM_ENV = "FIXABILITY_TEST_ORGANISM"
+
+
+def organism_checkpoint(name: str | None = None) -> Path:
+    """A committed model-organism checkpoint that writes GSM8K calculator annotations (its
+    ``fixability_checkpoint.json`` says ``"annotations": "gsm8k"``): the named one, else the most trained one;
+    ``$FIXABILITY_TEST_ORGANISM`` names another directory. Fails (does not skip) when there is none, so a missing
+    checkpoint cannot pass the calculator's real-engine test unnoticed."""
+    if os.environ.get(ORGANISM_ENV):
+        return Path(os.environ[ORGANISM_ENV])
+    if name:
+        return ORGANISM_CHECKPOINTS / name
+    found = []
+    for meta in ORGANISM_CHECKPOINTS.glob("*/fixability_checkpoint.json"):
+        info = json.loads(meta.read_text())
+        if info.get("annotations") == "gsm8k":
+            found.append((int(info.get("step") or 0), meta.parent.name, meta.parent))
+    if not found:
+        pytest.fail(f"no checkpoint under {ORGANISM_CHECKPOINTS} has \"annotations\": \"gsm8k\" in its "
+                    f"fixability_checkpoint.json (set ${ORGANISM_ENV} to use another)")
+    return max(found)[2]
+
+
 def write_jsonl(path: Path, rows) -> Path:
     """A JSONL file of ``rows``: dicts as JSON, strings written as they are (to plant broken lines)."""
     path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n", encoding="utf-8")

@@ -5,6 +5,12 @@ decoding; the prompt format (:mod:`fixability_dag.core.prompts`) decides whether
 conversation, so every intervention works in both modes. Its
 budget (how many samples) is decided by the caller, and its compute is counted afterwards in generated tokens, so
 policies are compared at matched compute rather than matched request counts.
+
+A *tool* intervention (kind ``tool``: the ``calculator``) only marks its decoding with the tool's name; the engine
+wrapper :class:`fixability_dag.engines.tools.ToolEngine` runs the tool loop, and every token the model generates
+across the loop is in the rollout's ``num_tokens``, so its cost is counted like any other intervention's. It is in
+the catalog but not in :data:`DEFAULT_INTERVENTIONS`: a model that never writes ``<<expr=`` annotations gains nothing
+from it.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ class Attempt:
 @dataclasses.dataclass(frozen=True)
 class Intervention:
     name: str
-    kind: str  # retry | decoding | prefix | prompt
+    kind: str  # retry | decoding | prefix | prompt | tool
     description: str
     build: Callable[[Problem, Decoding, Sequence[Problem], PromptFormat], Attempt]
     deterministic: bool = False
@@ -64,6 +70,10 @@ def solution_prefix_text(problem: Problem) -> str:
         head, sep, _ = steps[0].partition("=")
         return head + sep if sep else ""
     return "".join(step + "\n" for step in steps[: max(1, len(steps) // 2)])
+
+
+def _calculator(problem: Problem, base: Decoding, exemplars: Sequence[Problem], fmt: PromptFormat) -> Attempt:
+    return Attempt(fmt.render(problem), dataclasses.replace(base, tool="calculator"))
 
 
 def _solution_prefix(problem: Problem, base: Decoding, exemplars: Sequence[Problem], fmt: PromptFormat) -> Attempt:
@@ -116,8 +126,14 @@ CATALOG: dict[str, Intervention] = {
         Intervention("greedy", "decoding", "greedy decoding (one sample: it is deterministic)", _temperature(0.0), True),
         Intervention("solution_prefix", "prefix", "first half of the reference steps appended to the prompt", _solution_prefix),
         Intervention("few_shot", "prompt", "two solved exemplars of the same difficulty before the question", _few_shot),
+        Intervention("calculator", "tool", "base prompt and decoding; each <<expr= the model writes is computed by an "
+                     "exact arithmetic parser, which appends result>> (at most max_tool_calls per sample)", _calculator),
     )
 }
+
+DEFAULT_INTERVENTIONS: tuple[str, ...] = tuple(name for name, i in CATALOG.items() if i.kind != "tool")
+"""What an audit measures unless its settings name others: the catalog without tool interventions (a setting that
+lists ``calculator`` selects it)."""
 
 
 def get_intervention(name: str) -> Intervention:

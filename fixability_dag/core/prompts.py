@@ -71,6 +71,27 @@ Prompt = str | ChatPrompt
 """A completion-mode text or a chat conversation."""
 
 
+def continued(prompt: Prompt, text: str) -> Prompt:
+    """``prompt`` with ``text`` already written by the model (a tool loop's continuation): appended to a text
+    prompt; in chat mode, added to the final assistant message the model continues (opened if there is none)."""
+    if isinstance(prompt, str):
+        return prompt + text
+    if not text:
+        return prompt
+    *head, last = prompt.messages
+    if last.role == "assistant":
+        return ChatPrompt((*head, ChatMessage("assistant", last.content + text)))
+    return ChatPrompt((*prompt.messages, ChatMessage("assistant", text)))
+
+
+def answer_so_far(prompt: Prompt) -> str:
+    """The part of ``prompt`` the model's answer continues: a text prompt itself; a chat prompt's final assistant
+    message (a solution prefix), else nothing."""
+    if isinstance(prompt, str):
+        return prompt
+    return prompt.messages[-1].content if prompt.continue_final_message else ""
+
+
 def prompt_payload(prompt: Prompt) -> str | dict:
     """A JSON-able form of a prompt for request hashes: a text prompt is itself (hashes of completion-mode requests
     are what they always were), a chat prompt its messages and whether the last one is continued."""

@@ -41,13 +41,15 @@ REGIMES = ("retry_recoverable", "steerable_hard", "structural")
 
 
 OUTCOME_COLUMNS = ["problem_id", "intervention", "budget", "samples", "correct", "rescued", "majority_answer",
-                   "majority_correct", "tokens", "first_block_samples", "first_block_correct", "first_block_tokens"]
+                   "majority_correct", "tokens", "first_block_samples", "first_block_correct", "first_block_tokens",
+                   "tool_calls"]
 
 
 def intervention_outcomes(label_rollouts: pd.DataFrame, block: int | None = None,
                           budgets: Mapping[str, int] | None = None) -> pd.DataFrame:
-    """Per (problem, intervention): samples drawn of the budget, correct samples, rescued, tokens spent, and the
-    first block's samples, successes and tokens.
+    """Per (problem, intervention): samples drawn of the budget, correct samples, rescued, tokens spent (every token
+    generated, over all the calls of a tool intervention's loop), tool calls, and the first block's samples,
+    successes and tokens.
 
     ``rescued`` (any success) reads every drawn sample: a stopped group stopped because it was decided
     (:mod:`fixability_dag.core.stopping`). The majority vote and anything read as a rate come from the first
@@ -75,9 +77,17 @@ def intervention_outcomes(label_rollouts: pd.DataFrame, block: int | None = None
                 "first_block_samples": len(head),
                 "first_block_correct": int(head["is_correct"].sum()),
                 "first_block_tokens": int(head["num_tokens"].sum()),
+                "tool_calls": _tool_calls(group),
             }
         )
     return pd.DataFrame(rows, columns=OUTCOME_COLUMNS)
+
+
+def _tool_calls(group: pd.DataFrame) -> int:
+    """Tool calls of a group's samples; rows without the column or with NULL (before tool interventions) made none."""
+    if "tool_calls" not in group:
+        return 0
+    return int(pd.to_numeric(group["tool_calls"], errors="coerce").fillna(0).sum())
 
 
 def ground_truth(outcomes: pd.DataFrame, problem_ids: list[str]) -> pd.DataFrame:

@@ -28,7 +28,7 @@ rescues that score routing policies."""
 
 ROLLOUT_COLUMNS = [
     "problem_id", "phase", "intervention", "sample_index", "seed", "text", "answer", "is_correct",
-    "num_tokens", "cumulative_logprob", "mean_logprob", "finish_reason",
+    "num_tokens", "cumulative_logprob", "mean_logprob", "finish_reason", "tool_calls",
 ]
 
 
@@ -38,6 +38,15 @@ class Decoding:
     top_p: float = 1.0
     max_tokens: int = 128
     stop: tuple[str, ...] = COMPLETION_STOP
+    tool: str | None = None
+    """A tool the sample may call (``"calculator"``): only :class:`~fixability_dag.engines.tools.ToolEngine` runs
+    such requests; a plain engine refuses them (:func:`refuse_tool_requests`)."""
+    max_tool_calls: int = 8
+    """Tool calls per sample at most (read only when ``tool`` is set)."""
+
+    def __post_init__(self) -> None:
+        if self.max_tool_calls < 0:
+            raise ValueError("max_tool_calls must be >= 0")
 
     @property
     def greedy(self) -> bool:
@@ -75,6 +84,13 @@ class Completion:
     num_tokens: int
     cumulative_logprob: float | None
     finish_reason: str | None
+    stop_reason: str | None = None
+    """The stop string that ended the sample (``finish_reason`` ``stop``), ``None`` for end of sequence or a length
+    cut: the tool loop needs to know whether a sample stopped on its ``=``."""
+    tool_calls: int = 0
+    """Tool calls made while generating this sample (refused ones included)."""
+    tool_refusals: int = 0
+    """Of those, the calls the tool refused (the model then continued by itself)."""
 
 
 class RolloutEngine(Protocol):
@@ -118,6 +134,17 @@ def split_by_context(requests: Sequence[GenerationRequest], prompt_tokens: Seque
                           f"context of {max_model_len} tokens",
             })
     return fitting, skipped
+
+
+def refuse_tool_requests(requests: Sequence[GenerationRequest], engine: str) -> None:
+    """Raise if a request asks for a tool: a plain engine would sample it without the tool, silently measuring
+    something else than the intervention named."""
+    tooled = [r for r in requests if r.decoding.tool is not None]
+    if tooled:
+        r = tooled[0]
+        raise ValueError(f"{engine} cannot run tool requests ({len(tooled)} in this batch, e.g. {r.problem_id}/"
+                         f"{r.intervention} with tool {r.decoding.tool!r}): wrap it in "
+                         f"fixability_dag.engines.tools.ToolEngine")
 
 
 def derive_seed(base_seed: int, *parts: str) -> int:
@@ -193,6 +220,7 @@ def grade_completions(request: GenerationRequest, problem: Problem, completions:
                 "cumulative_logprob": cumulative,
                 "mean_logprob": mean_lp,
                 "finish_reason": None if c.finish_reason is None else str(c.finish_reason)[:16],
+                "tool_calls": int(c.tool_calls),
             }
         )
     return rows

@@ -40,7 +40,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fixability_dag.core.prompts import ChatPrompt
-from fixability_dag.core.sampling import Completion, GenerationRequest
+from fixability_dag.core.sampling import Completion, GenerationRequest, refuse_tool_requests
 from fixability_dag.engines.quiet import engine_error, quiet_engine, verbose
 
 log = logging.getLogger(__name__)
@@ -273,6 +273,7 @@ class VLLMEngine:
     def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
         if not requests:
             return []
+        refuse_tool_requests(requests, "VLLMEngine")
         batch = describe_batch(requests)
         if engine_is_dead(self.llm):
             raise EngineDied(self.model_path.name, batch, "the engine process had already exited before this batch")
@@ -303,6 +304,7 @@ class VLLMEngine:
                     num_tokens=len(c.token_ids),
                     cumulative_logprob=None if c.cumulative_logprob is None else float(c.cumulative_logprob),
                     finish_reason=c.finish_reason,
+                    stop_reason=c.stop_reason if isinstance(c.stop_reason, str) else None,
                 )
                 for c in sorted(output.outputs, key=lambda c: c.index)
             ])

@@ -42,7 +42,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from fixability_dag.core.prompts import ChatPrompt
-from fixability_dag.core.sampling import Completion, GenerationRequest
+from fixability_dag.core.sampling import Completion, GenerationRequest, refuse_tool_requests
 from fixability_dag.engines.inprocess import RolloutEngineError
 
 log = logging.getLogger(__name__)
@@ -400,6 +400,7 @@ class RemoteEngine:
         for good fails the batch (the others are cancelled) with its error, which names that request."""
         if not requests:
             return []
+        refuse_tool_requests(requests, "RemoteEngine")
         self._cancelled.clear()
         workers = min(len(requests), len(self.servers) * self.options.max_concurrency)
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vllm-remote")
@@ -460,6 +461,8 @@ def parse_completions(body: dict, request: GenerationRequest, server: str = "ser
         cumulative = None if token_logprobs is None else float(sum(lp for lp in token_logprobs if lp is not None))
         if not isinstance(text, str):
             raise RemoteEngineError(f"{where}: choice {choice['index']} has no text")
+        stop_reason = choice.get("stop_reason")  # vLLM's extension: the stop string matched (a token id is not one)
         out.append(Completion(text=text, num_tokens=num_tokens, cumulative_logprob=cumulative,
-                              finish_reason=choice.get("finish_reason")))
+                              finish_reason=choice.get("finish_reason"),
+                              stop_reason=stop_reason if isinstance(stop_reason, str) else None))
     return out

@@ -402,7 +402,8 @@ def measure_rescues(store: AuditStore, engine: RolloutEngine, checkpoint_id: str
     store.replace("intervention_outcomes", checkpoint_id, outcomes)
     table = (outcomes.groupby("intervention")
              .agg(problems=("problem_id", "size"), rescued=("rescued", "sum"), majority_correct=("majority_correct", "sum"),
-                  samples=("samples", "sum"), budget=("budget", "sum"), tokens=("tokens", "sum")).reset_index())
+                  samples=("samples", "sum"), budget=("budget", "sum"), tokens=("tokens", "sum"),
+                  tool_calls=("tool_calls", "sum")).reset_index())
     rows = int(outcomes["samples"].sum()) if len(outcomes) else 0
     resume = _resume_summary(frames[LABEL_PHASE])
     summary = {"by_intervention": table.to_dict("records"), "early_stop": cfg.label_early_stop,

@@ -8,7 +8,7 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from fixability_dag.core.interventions import CATALOG, RETRY
+from fixability_dag.core.interventions import CATALOG, DEFAULT_INTERVENTIONS, RETRY
 from fixability_dag.core.problems import ArithmeticSuiteSpec, Problem, arithmetic_suite
 from fixability_dag.core.prompts import PromptFormat
 from fixability_dag.core.routing import CatalogRule
@@ -60,7 +60,8 @@ class AuditConfig:
     shift_threshold: float = 0.35  # routing: corrected TV a probe must move (see core.routing.CatalogRule)
     headroom_threshold: float = 0.5  # routing: retry when P(success within retry_budget) exceeds this
     # ground truth and evaluation
-    interventions: tuple[str, ...] = tuple(CATALOG)
+    interventions: tuple[str, ...] = DEFAULT_INTERVENTIONS  # add "calculator" (a tool intervention) by name
+    max_tool_calls: int = 8  # tool interventions: tool calls per sample at most (hashed only when one is selected)
     retry_budget: int = 16
     intervention_budget: int = 8
     eval_budget: int = 8
@@ -118,6 +119,8 @@ class AuditConfig:
         for name in ("shift_threshold", "headroom_threshold"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]")
+        if self.max_tool_calls < 0:
+            raise ValueError("max_tool_calls must be >= 0")
         if self.cluster_bootstraps < 0:
             raise ValueError("cluster_bootstraps must be >= 0")
         if not 0.0 <= self.fail_threshold < 1.0:
@@ -184,7 +187,7 @@ class AuditConfig:
     @property
     def decoding(self) -> Decoding:
         return Decoding(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens,
-                        stop=self.prompt_format.stops)
+                        stop=self.prompt_format.stops, max_tool_calls=self.max_tool_calls)
 
     def routing_rule(self) -> CatalogRule:
         return CatalogRule(self.shift_threshold, self.headroom_threshold, self.retry_budget, self.intervention_budget)
@@ -201,6 +204,8 @@ class AuditConfig:
     def config_hash(self) -> str:
         science = {k: v for k, v in self.as_dict().items() if k not in OPERATIONAL_FIELDS
                    and not (k in HASHED_WHEN_SET and v == HASHED_WHEN_SET[k])}
+        if not any(CATALOG[i].kind == "tool" for i in self.interventions):
+            science.pop("max_tool_calls", None)  # read by tool interventions only: configs without one keep their hashes
         return hashlib.sha256(json.dumps(science, sort_keys=True).encode()).hexdigest()[:16]
 
     def load_problems(self) -> list[Problem]:

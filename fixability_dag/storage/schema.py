@@ -98,6 +98,8 @@ class RolloutRow(Base):
     cumulative_logprob: Mapped[float | None] = mapped_column(Float)
     mean_logprob: Mapped[float | None] = mapped_column(Float)
     finish_reason: Mapped[str | None] = mapped_column(String(16))
+    tool_calls: Mapped[int | None] = mapped_column(Integer, server_default="0",
+                                                   comment="tool calls the sample made (tool interventions), refused ones included")
     run_id: Mapped[str | None] = mapped_column(String(64))
     request_hash: Mapped[str | None] = mapped_column(
         String(32), comment="hash of what produced the sample group (prompt, n, seed, decoding, weights): a resumed run "
@@ -161,6 +163,8 @@ class InterventionOutcome(Base):
     first_block_samples: Mapped[int | None] = mapped_column(Integer, comment="the fixed first block: rates read from it")
     first_block_correct: Mapped[int | None] = mapped_column(Integer)
     first_block_tokens: Mapped[int | None] = mapped_column(Integer)
+    tool_calls: Mapped[int | None] = mapped_column(Integer, server_default="0",
+                                                   comment="tool calls of the group's samples (tool interventions)")
     __table_args__ = (Index("ix_intervention_outcomes_intervention", "intervention", "checkpoint_id"), _problem_fk())
 
 

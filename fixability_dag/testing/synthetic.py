@@ -26,7 +26,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from fixability_dag.core.interventions import CATALOG, RETRY
+from fixability_dag.core.interventions import DEFAULT_INTERVENTIONS, RETRY
 from fixability_dag.core.regimes import REGIMES
 from fixability_dag.core.sampling import ROLLOUT_COLUMNS
 
@@ -238,10 +238,10 @@ def planted_catalog_frames(
     that dispersed problems get solved now and then) and ``n_easy`` easy ones (rate uniform in [0.3, 0.9]), which
     make the rate non-monotone in answer dispersion, as the easy problems of a real suite do. Probes
     (``probe_samples`` each, greedy included) exist for the failed problems under every intervention in
-    ``interventions`` (default: every non-retry catalog entry). Problem ids do not name the label.
+    ``interventions`` (default: every non-retry entry of the default intervention list). Problem ids do not name the label.
     With ``signal=False`` each failed problem is drawn as a kind chosen at random, whatever its label.
     """
-    names = tuple(interventions) if interventions is not None else tuple(n for n in CATALOG if n != RETRY)
+    names = tuple(interventions) if interventions is not None else tuple(n for n in DEFAULT_INTERVENTIONS if n != RETRY)
     unknown = [x for x in steering if x not in names]
     if unknown:
         raise ValueError(f"steering interventions {unknown} have no probe among {names}")

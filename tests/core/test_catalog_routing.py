@@ -5,13 +5,13 @@ import pandas as pd
 import pytest
 
 from fixability_dag.core.features import compute_features
-from fixability_dag.core.interventions import CATALOG, RETRY
+from fixability_dag.core.interventions import DEFAULT_INTERVENTIONS, RETRY
 from fixability_dag.core.routing import CATALOG_RULE_VERSION, CatalogRule, fit_thresholds, route, route_catalog
 from fixability_dag.core.signals import retry_headroom, shift_features
 from fixability_dag.core.stats import shuffled_null
 from fixability_dag.testing.synthetic import planted_catalog_frames
 
-PROBES = tuple(name for name in CATALOG if name != RETRY)
+PROBES = tuple(name for name in DEFAULT_INTERVENTIONS if name != RETRY)
 STEERING = ("few_shot", "solution_prefix")
 OLD_PROBE = "solution_prefix"  # AuditConfig.probe_intervention: the one probe the current rule reads
 

@@ -1,11 +1,14 @@
 """The audit stages end to end on a fake engine with known per-difficulty behaviour (fast; the same stages run on
 the real vLLM engine in test_end_to_end.py)."""
 
+import dataclasses
 
 import pytest
 
 from fixability_dag.core.regimes import REGIMES
 from fixability_dag.core.rescue import POLICIES, TOKEN_MATCHED
+from fixability_dag.core.sampling import Completion
+from fixability_dag.engines.tools import ToolEngine
 from fixability_dag.pipeline import audit, checks
 
 from tests.support import FAKE_CFG, GOLD, FakeEngine, behaviour, planted, run_audit
@@ -194,3 +197,37 @@ def test_a_policy_choice_the_context_cannot_hold_is_not_scored_on_that_problem(s
     assert rows.loc["best_single", "problems"] == rows.loc["uniform_retry", "problems"] - len(eval_skips)
     assert rows.loc["best_single", "rescued"] == rows.loc["best_single", "problems"]  # every scored choice rescued
     _assert_checks_pass(sqlite_store)
+
+
+class AnnotatingEngine(FakeEngine):
+    """A FakeEngine whose samples open a GSM8K annotation when ``=`` is a stop string: ``<<6*7`` and a stop on
+    ``=`` (4 tokens, the ``=`` among them), then, once the tool has closed it, the fake's usual body."""
+
+    def generate(self, requests):
+        out = []
+        for r in requests:
+            if "=" in r.decoding.stop and not r.prompt.endswith(">>"):
+                out.append([Completion("<<6*7", 4, -2.0, "stop", stop_reason="=") for _ in range(r.n)])
+            else:
+                out += super().generate([r])
+        return out
+
+
+def test_the_calculator_stores_tool_calls_and_every_generated_token(store):
+    cfg = dataclasses.replace(FAKE_CFG, interventions=(*FAKE_CFG.interventions, "calculator"))
+    run_audit(store, ToolEngine(AnnotatingEngine(behaviour)), cfg)
+    label = store.read("rollouts", "ck", phase="label")
+    tooled = label[label["intervention"] == "calculator"]
+    others = label[label["intervention"] != "calculator"]
+    assert len(tooled) and (tooled["tool_calls"] == 1).all() and (others["tool_calls"] == 0).all()
+    assert tooled["text"].str.startswith("<<6*7=42>>1+1=2\n").all()
+    body = tooled["text"].str.len() - len("<<6*7=42>>")
+    assert (tooled["num_tokens"] == body + 4).all()  # the tool's "42>>" is not generated, the model's "=" is
+    outcomes = store.read("intervention_outcomes", "ck").set_index(["problem_id", "intervention"])
+    mine = outcomes.xs("calculator", level="intervention")
+    assert (mine["tool_calls"] == mine["samples"]).all()
+    assert (outcomes.drop("calculator", level="intervention")["tool_calls"] == 0).all()
+    sums = tooled.groupby("problem_id")["num_tokens"].sum()
+    assert (mine.loc[sums.index, "tokens"] == sums).all()  # the intervention's cost: every generated token
+    assert FAKE_CFG.config_hash() == dataclasses.replace(FAKE_CFG, max_tool_calls=2).config_hash()  # no tool: not hashed
+    assert cfg.config_hash() != dataclasses.replace(cfg, max_tool_calls=2).config_hash()

@@ -167,3 +167,20 @@ def test_a_changed_block_size_or_stopping_setting_replaces_what_it_must(store):
     stochastic = redrawn["intervention"] != "greedy"
     assert set(redrawn.loc[stochastic, "run_id"]) == {"run-4"} and set(redrawn.loc[~stochastic, "run_id"]) == {"run-1"}
     assert not redrawn.duplicated(KEYS).any() and (redrawn.loc[stochastic].groupby(["problem_id", "intervention", "seed"]).size() <= 3).all()
+
+
+def test_the_tool_fields_leave_existing_hashes_alone_and_enter_them_when_set():
+    """The literals were computed at code 0.5.0 before Decoding had tool fields: rows stored then keep their
+    request hashes (a resumed run keeps them) and audits without a tool intervention keep their config hash."""
+    import dataclasses
+
+    from fixability_dag.core.sampling import Decoding, GenerationRequest
+
+    plain = GenerationRequest("p1", "label", "retry", "Q: 1+1\nA: ", 4, 123, Decoding(temperature=0.5, max_tokens=64))
+    assert request_hash(plain, "fp") == "948cad8209389391cb2d0d8abc8f711f"
+    assert request_hash(dataclasses.replace(plain, decoding=Decoding(0.5, max_tokens=64, max_tool_calls=2)), "fp") == \
+        "948cad8209389391cb2d0d8abc8f711f"  # read only with a tool
+    assert AuditConfig().config_hash() == "de951b0d4b2a924b"
+    tooled = dataclasses.replace(plain, decoding=Decoding(0.5, max_tokens=64, tool="calculator"))
+    fewer = dataclasses.replace(plain, decoding=Decoding(0.5, max_tokens=64, tool="calculator", max_tool_calls=2))
+    assert len({request_hash(r, "fp") for r in (plain, tooled, fewer)}) == 3

@@ -7,6 +7,7 @@ import pytest
 from dagster import EnvVar, asset, materialize
 
 from fixability_dag.engines.remote import RemoteEngine
+from fixability_dag.engines.tools import ToolEngine
 from resources import RemoteVLLMResource, RolloutEngineResource, VLLMResource, engine_resource_from_env
 
 from tests.support import SERVED_CHECKPOINT, FlakyServer, requests
@@ -63,4 +64,6 @@ def test_dagster_runs_an_asset_typed_with_the_base_class_on_the_remote_resource(
     with FlakyServer() as server:
         result = materialize([sampled], resources={"vllm": RemoteVLLMResource(base_urls=[server.url])})
     assert result.success and [len(c) for c in seen["out"]] == [3, 3, 3]
-    assert isinstance(seen["engine"], RemoteEngine) and seen["engine"]._client.is_closed  # closed at teardown
+    inner = seen["engine"].inner  # wrapped, so tool interventions run through the remote engine too
+    assert isinstance(seen["engine"], ToolEngine) and isinstance(inner, RemoteEngine)
+    assert inner._client.is_closed  # closed at teardown

@@ -22,9 +22,10 @@ from assets import CHECKPOINT_ASSETS
 from fixability_dag.core.interventions import build_requests
 from fixability_dag.core.problems import ArithmeticSuiteSpec, arithmetic_suite
 from fixability_dag.core.prompts import PromptFormat
-from fixability_dag.core.sampling import Decoding
+from fixability_dag.core.sampling import Decoding, GenerationRequest
 from fixability_dag.engines.inprocess import EngineOptions, VLLMEngine
 from fixability_dag.engines.remote import RemoteEngine, RemoteEngineError, RemoteOptions
+from fixability_dag.engines.tools import ToolEngine
 from resources import CheckpointDirectory, RemoteVLLMResource, ResultsDatabase
 
 from tests.support import DEMO_CHAT_TEMPLATE, DEMO_CHECKPOINTS, SETTINGS, check_invariants, demo_checkpoint, free_port
@@ -157,6 +158,33 @@ def test_chat_prompts_go_to_chat_completions_with_n_and_seed(servers):
     assert engine.max_model_len == 512
     assert engine.prompt_tokens(chat) == engine.prompt_tokens(completion)
     assert all(f > c for f, c in zip(engine.prompt_tokens(few_shot), engine.prompt_tokens(chat)))
+
+
+def tool_requests(seed: int) -> list[GenerationRequest]:
+    """Calculator requests the demo model (which never opens ``<<`` itself) must still call the tool on: prompts
+    that end inside an annotation, at its ``=`` (a call before the first token) or at ``<<`` (the model writes the
+    expression and its ``=``)."""
+    tool = Decoding(max_tokens=48, tool="calculator")
+    prompts = ["Q: 57+38\nA: <<57+38=", "Q: 23+45-12\nA: <<", "Q: 68-12\nA: <<68-"]
+    return [GenerationRequest(f"t{i}", "label", "calculator", p, 3, seed + i, tool) for i, p in enumerate(prompts)]
+
+
+def test_tool_requests_run_through_the_remote_engine_as_in_process(servers, monkeypatch):
+    requests = tool_requests(seed=8)
+    remote = ToolEngine(RemoteEngine([servers[0].url], CHECKPOINT)).generate(requests)
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
+    local_engine = ToolEngine(VLLMEngine(CHECKPOINT, EngineOptions()))
+    try:
+        local = local_engine.generate(requests)
+    finally:
+        local_engine.close()
+    fields = ("text", "num_tokens", "finish_reason", "tool_calls", "tool_refusals")
+    for r, g in zip(remote, local):
+        assert [tuple(getattr(c, f) for f in fields) for c in r] == [tuple(getattr(c, f) for f in fields) for c in g]
+        assert [c.cumulative_logprob for c in r] == pytest.approx([c.cumulative_logprob for c in g], abs=1e-3)
+    assert all(c.text.startswith("95>>") and c.tool_calls >= 1 for c in remote[0])
+    assert sum(c.tool_calls for group in remote[1:] for c in group) >= 1
+    assert all(1 <= c.num_tokens <= 48 for group in remote for c in group)
 
 
 def test_two_servers_share_the_load_and_agree_with_one(servers):
