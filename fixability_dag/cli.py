@@ -24,6 +24,7 @@ from fixability_dag.core.answers import grade
 from fixability_dag.core.regimes import REGIMES
 from fixability_dag.engines.quiet import quiet_engine
 from fixability_dag.inputs.problem_files import (
+    BUILTIN_FORMATS,
     PROBLEM_FORMATS,
     ColumnMapping,
     ProblemFileError,
@@ -269,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("validate", help="check a problem file and report the first error (file, line, field)")
-    p.add_argument("format", choices=[f for f in PROBLEM_FORMATS if f != "arith"])
+    p.add_argument("format", choices=[f for f in PROBLEM_FORMATS if f not in BUILTIN_FORMATS])
     p.add_argument("path", type=Path)
     p.add_argument("--question-field", default="question")
     p.add_argument("--answer-field", default="answer")

@@ -51,6 +51,7 @@ class Problem:
             "reference_steps": list(self.reference_steps),
             "difficulty": self.difficulty,
             "template_id": self.template_id,
+            "family": self.family,
         }
 
 

@@ -30,6 +30,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from fixability_dag.core.answers import last_boxed
+from fixability_dag.core.organism import organism_suite
 from fixability_dag.core.problems import Problem, arithmetic_suite
 
 MAX_GOLD_CHARS = 200
@@ -308,15 +309,19 @@ def load_generic(path: Path | str, mapping: ColumnMapping = ColumnMapping(), sui
     return _collect(path, rows, build, suite)
 
 
-PROBLEM_FORMATS = ("arith", "gsm8k", "math", "jsonl", "csv")
+BUILTIN_FORMATS = ("arith", "organism")
+"""Suites generated in code, read from no file: the procedural arithmetic suite and the model organism's."""
+PROBLEM_FORMATS = (*BUILTIN_FORMATS, "gsm8k", "math", "jsonl", "csv")
 
 
 def load_problems(fmt: str, path: Path | str | None = None, mapping: ColumnMapping | None = None,
                   suite: str | None = None) -> list[Problem]:
-    """Dispatch on a format name; ``arith`` needs no path. ``suite`` names the problems' suite (default: the file
-    name without extension)."""
+    """Dispatch on a format name; the built-in ``arith`` and ``organism`` need no path. ``suite`` names the
+    problems' suite (default: the file name without extension)."""
     if fmt == "arith":
         return arithmetic_suite()
+    if fmt == "organism":
+        return organism_suite()
     if path is None:
         raise ValueError(f"problem format '{fmt}' needs a file path")
     if fmt == "gsm8k":

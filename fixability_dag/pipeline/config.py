@@ -9,11 +9,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from fixability_dag.core.interventions import CATALOG, DEFAULT_INTERVENTIONS, RETRY
+from fixability_dag.core.organism import OrganismSpec, organism_suite
 from fixability_dag.core.problems import ArithmeticSuiteSpec, Problem, arithmetic_suite
 from fixability_dag.core.prompts import PromptFormat
 from fixability_dag.core.routing import CatalogRule
 from fixability_dag.core.sampling import Decoding
-from fixability_dag.inputs.problem_files import MAX_SUITE_CHARS, PROBLEM_FORMATS, ColumnMapping, load_problems
+from fixability_dag.inputs.problem_files import BUILTIN_FORMATS, MAX_SUITE_CHARS, PROBLEM_FORMATS, ColumnMapping, load_problems
 
 CODE_VERSION = "0.5.0"
 """Bump when a change alters what an audit computes; the nightly schedule re-audits checkpoints stamped older."""
@@ -87,11 +88,12 @@ class AuditConfig:
     def __post_init__(self) -> None:
         if self.problem_format not in PROBLEM_FORMATS:
             raise ValueError(f"problem_format must be one of {PROBLEM_FORMATS}, got {self.problem_format!r}")
-        if self.problem_format != "arith" and not self.problem_path:
+        if self.problem_format not in BUILTIN_FORMATS and not self.problem_path:
             raise ValueError(f"problem_format {self.problem_format!r} needs problem_path")
-        if self.problem_format == "arith" and self.problem_path:
-            raise ValueError(f"problem_path {self.problem_path!r} is set but problem_format is 'arith' (the built-in "
-                             "suite, which reads no file): set problem_format to the file's format")
+        if self.problem_format in BUILTIN_FORMATS and self.problem_path:
+            raise ValueError(f"problem_path {self.problem_path!r} is set but problem_format is "
+                             f"{self.problem_format!r} (a built-in suite, which reads no file): set problem_format to "
+                             "the file's format")
         unknown = [i for i in (*self.interventions, self.probe_intervention) if i not in CATALOG]
         if unknown:
             raise ValueError(f"unknown interventions {unknown}; known: {list(CATALOG)}")
@@ -177,7 +179,7 @@ class AuditConfig:
         cfg = configs[0]  # a single entry's overrides applied (its problem_path names the suite)
         if cfg.suites and cfg.suites[0].get(SUITE_NAME):
             return cfg.suites[0][SUITE_NAME]
-        return "arith" if cfg.problem_format == "arith" else Path(cfg.problem_path).stem
+        return cfg.problem_format if cfg.problem_format in BUILTIN_FORMATS else Path(cfg.problem_path).stem
 
     @property
     def prompt_format(self) -> PromptFormat:
@@ -222,6 +224,8 @@ class AuditConfig:
                 **({"name": named} if named else {}),
             )
             return arithmetic_suite(spec)
+        if self.problem_format == "organism":
+            return organism_suite(OrganismSpec(**({"name": named} if named else {})))
         mapping = ColumnMapping(question=self.question_field, answer=self.answer_field, id=self.id_field)
         return load_problems(self.problem_format, self.problem_path, mapping, named)
 

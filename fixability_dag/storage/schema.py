@@ -78,6 +78,7 @@ class ProblemRow(Base):
     reference_steps: Mapped[list | None] = mapped_column(JSON)
     difficulty: Mapped[int | None] = mapped_column(Integer, index=True)
     template_id: Mapped[str | None] = mapped_column(String(200))
+    family: Mapped[str | None] = mapped_column(String(32), comment="a model-organism problem's planted mechanism (validation only, never a feature)")
     content_hash: Mapped[str] = mapped_column(String(64))
 
 

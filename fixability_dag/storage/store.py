@@ -323,7 +323,8 @@ class AuditStore:
         rows = []
         for p in problems:
             row = p.as_row()
-            row["content_hash"] = hashlib.sha256(json.dumps(row, sort_keys=True).encode()).hexdigest()
+            hashed = {k: v for k, v in row.items() if not (k == "family" and v is None)}  # hashes before families
+            row["content_hash"] = hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()
             rows.append(row)
         return self.upsert("problems", rows)
 
@@ -374,7 +375,8 @@ class AuditStore:
     def problems(self, problem_ids: Iterable[str] | None = None) -> list[Problem]:
         frame = self.read("problems", problem_id=list(problem_ids)) if problem_ids is not None else self.read("problems")
         return [
-            Problem(r.problem_id, r.suite, r.question, r.gold_answer, tuple(r.reference_steps or ()), r.difficulty, r.template_id)
+            Problem(r.problem_id, r.suite, r.question, r.gold_answer, tuple(r.reference_steps or ()), r.difficulty, r.template_id,
+                    r.family)
             for r in frame.itertuples(index=False)
         ]
 

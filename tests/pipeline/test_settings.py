@@ -90,3 +90,14 @@ def test_the_readme_documents_every_setting():
     rows = [line for line in table.splitlines() if line.startswith("| `")]
     documented = {key.strip("` ") for row in rows for key in row.split("|")[1].split(",")}
     assert documented == set(AuditConfig.__dataclass_fields__)
+
+
+def test_the_organism_is_a_built_in_suite():
+    """``problem_format: organism`` reads no file (a path is refused) and loads the generator's problems, families
+    included, under the suite name ``organism``."""
+    cfg = AuditConfig(problem_format="organism")
+    problems = cfg.load_problems()
+    assert cfg.suite_name == "organism" and len(problems) == 400
+    assert {p.suite for p in problems} == {"organism"} and all(p.family for p in problems)
+    with pytest.raises(ValueError, match="built-in suite"):
+        AuditConfig(problem_format="organism", problem_path="x.jsonl")

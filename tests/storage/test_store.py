@@ -3,6 +3,7 @@ import pytest
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError
 
+from fixability_dag.core.organism import OrganismSpec, organism_suite
 from fixability_dag.core.problems import ArithmeticSuiteSpec, Problem, arithmetic_suite
 from fixability_dag.storage.migrations import alembic_config, current_revision
 from fixability_dag.storage.schema import TABLES
@@ -34,6 +35,17 @@ def test_problem_upsert_never_duplicates(store):
     assert store.upsert_problems(problems) == 4
     assert store.count("problems") == 4
     assert store.problems([problems[0].problem_id]) == [problems[0]]
+
+
+def test_organism_problems_keep_their_family_and_others_keep_their_hash(store):
+    """The family round-trips (it is what the gate table reads); a family-less problem's content hash is what it
+    was before families existed (a stored suite is not seen as changed)."""
+    organism = organism_suite(OrganismSpec(counts=(("control", 2), ("numeric", 1))))
+    store.upsert_problems(organism)
+    assert store.problems() == organism and {p.family for p in store.problems()} == {"control", "numeric"}
+    store.upsert_problems(arithmetic_suite(ArithmeticSuiteSpec(chain_lengths=(1,), templates_per_length=1, variants_per_template=1)))
+    stored = store.read("problems").set_index("problem_id")
+    assert stored.loc["arith-L1-T0-V0", "content_hash"] == "da92e9ae1497ef31a5d63902b0fd963afbe5e5bd6b8be8392b87f39975aac6b3"  # before 0010
 
 
 def test_rollout_inserts_never_duplicate_and_group_deletes_remove_what_they_name(store):
@@ -158,7 +170,7 @@ def test_upgrade_from_0005_gives_existing_rows_their_suite_and_lets_suites_share
                           "tokens, samples, skipped) VALUES ('ck', 'routed', 'all', 'samples', 1, 0, 0, 0, 1)"))
         conn.execute(text("INSERT INTO regime_reports (checkpoint_id, method, failed_problems) VALUES ('ck', 'gmm', 1)"))
     store.migrate()
-    assert current_revision(store.engine) == head_revision() == "0009"
+    assert current_revision(store.engine) == head_revision() == "0010"
     for table, rows in (("problems", 2), ("rollouts", 6), ("problem_features", 1), ("regime_labels", 1),
                         ("routing_plans", 1), ("rescue_evaluations", 1), ("regime_reports", 1)):
         frame = store.read(table)
