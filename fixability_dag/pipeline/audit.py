@@ -153,7 +153,7 @@ def sample_phase(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, p
     transaction. Returns the phase's rows as stored; ``frame.attrs`` says how many requests were kept / generated /
     skipped (prompt too long for the context, see :func:`fit_context`).
     """
-    requests, skipped = fit_context(store, engine, checkpoint_id, phase, requests, run_id)
+    requests, skipped = fit_context(store, engine, checkpoint_id, phase, requests, problems, run_id)
     registered = store.checkpoint(checkpoint_id)
     fingerprint = registered["fingerprint"] if registered else None
     hashes = {group_key(r): request_hash(r, fingerprint) for r in requests}
@@ -206,7 +206,7 @@ def sample_blocks(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, 
     uninterrupted run draws. ``frame.attrs`` says how many block requests were planned / kept / generated, and
     which groups were skipped (prompt too long for the context).
     """
-    requests, skipped = fit_context(store, engine, checkpoint_id, phase, requests, run_id)
+    requests, skipped = fit_context(store, engine, checkpoint_id, phase, requests, problems, run_id)
     registered = store.checkpoint(checkpoint_id)
     fingerprint = registered["fingerprint"] if registered else None
     hashes = {r: request_hash(r, fingerprint) for r in requests}
@@ -252,7 +252,7 @@ def sample_blocks(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, 
     return frame
 
 
-def fit_context(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, phase: str, requests,
+def fit_context(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, phase: str, requests, problems,
                 run_id: str | None = None) -> tuple[list, dict]:
     """The requests whose prompt and ``max_tokens`` fit the engine's context; the others are recorded in
     ``skipped_requests`` (replacing the phase's earlier skips) with their reason, and left out.
@@ -270,7 +270,9 @@ def fit_context(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, ph
             firsts.setdefault(group_key(r), r)
         lengths = dict(zip(firsts, engine.prompt_tokens(list(firsts.values()))))
         requests, skipped = split_by_context(requests, [lengths[group_key(r)] for r in requests], engine.max_model_len)
-    store.replace("skipped_requests", checkpoint_id, [{**row, "run_id": run_id} for row in skipped], phase=phase)
+    suite_of = {p.problem_id: p.suite for p in problems}  # a skip is keyed by its problem's suite, as rollouts are
+    store.replace("skipped_requests", checkpoint_id,
+                  [{**row, "suite": suite_of[row["problem_id"]], "run_id": run_id} for row in skipped], phase=phase)
     if skipped:
         log.warning("%s/%s: %d (problem, intervention) groups skipped, prompt too long for the context (first: %s/%s, %s)",
                     checkpoint_id, phase, len(skipped), skipped[0]["problem_id"], skipped[0]["intervention"],
