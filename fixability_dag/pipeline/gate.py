@@ -56,6 +56,11 @@ def gate_frame(problems: pd.DataFrame, diagnostic: pd.DataFrame, outcomes: pd.Da
             row[regime] = int((mine["true_regime"] == regime).sum()) if failed else 0
         expected = EXPECTED_REGIME.get(family)
         row["landed_as_designed"] = (row[expected] / failed if failed and expected in REGIMES else None)
+        if row["landed_as_designed"] is not None:
+            lo, hi = wilson_interval(row[expected], failed)
+            row["landed_ci"] = f"[{lo:.2f}, {hi:.2f}]"
+        else:
+            row["landed_ci"] = "n/a"
         o = out[(out["checkpoint_id"] == checkpoint) & (out["family"] == family)] if len(out) else out
         for name in interventions:
             g = o[o["intervention"] == name]
@@ -78,12 +83,13 @@ def gate_markdown(frame: pd.DataFrame) -> str:
     if frame.empty:
         return "_No organism problems audited: the gate table needs problems with a stored family._"
     regimes = ["checkpoint", "family", "problems", "pass_rate", "pass_ci", "failed", *REGIMES, "expected",
-               "landed_as_designed"]
+               "landed_as_designed", "landed_ci"]
     rescue = ["checkpoint", "family", "failed", "expected_rescuer",
               *[c for c in frame.columns if c.startswith("rescued_")]]
     return "\n".join([
         "Regimes of the failed problems per family, against the design (`landed_as_designed`: the share of the "
-        "family's failed problems labelled with the regime it was built for):", "",
+        "family's failed problems labelled with the regime it was built for, with its 95% Wilson interval at n = "
+        "`failed`; the gate criterion of analysis plan v3 is a share of at least one half):", "",
         markdown_table(frame, regimes), "",
         "Share of each family's failed problems each intervention rescued in the label phase (the first-block "
         "success rates per sample are in `fixability_dag.pipeline.gate.gate_table`):", "",

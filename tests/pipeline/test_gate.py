@@ -31,7 +31,7 @@ def test_each_family_row_reads_its_own_problems_only():
     assert numeric["failed"] == 2 and numeric["steerable_hard"] == 2 and numeric["landed_as_designed"] == 1.0
     assert numeric["rescued_calculator"] == 1.0 and numeric["rate_calculator"] == 0.75 and numeric["rescued_retry"] == 0.0
     fmt = frame.loc["format"]
-    assert fmt["structural"] == 1 and fmt["landed_as_designed"] == 0.0 and fmt["expected_rescuer"] == "few_shot"
+    assert fmt["structural"] == 1 and fmt["landed_as_designed"] == 0.0 and fmt["landed_ci"].startswith("[0.00") and fmt["expected_rescuer"] == "few_shot"
     assert "| numeric" in gate_markdown(frame.reset_index())
 
 
