@@ -62,7 +62,7 @@ _PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 MAX_ANSWER_CHARS = 200
 """Longer "answers" are not answers: they are kept truncated for inspection and never sent to the LaTeX checker."""
 
-_MARKER = re.compile(r"####\s*([^\n]*)")
+_MARKER = re.compile(r"(?:####\s*)+([^\n]*)")  # repeated markers (a "####" line, then "#### 0") are one
 _ANSWER_LABEL = re.compile(r"\banswer\b(?:[*_ \t]*(?:is\b|:))+", re.I)
 _SENTENCE_END = re.compile(r"\.(?=\s|$)")
 _BOLD = re.compile(r"\*\*([^*\n]{1,200}?)\*\*")

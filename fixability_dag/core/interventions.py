@@ -44,6 +44,8 @@ class Intervention:
     build: Callable[[Problem, Decoding, Sequence[Problem], PromptFormat], Attempt]
     deterministic: bool = False
     """One useful sample (greedy): measured once in the label phase, never redrawn as if it were fresh."""
+    opt_in: bool = False
+    """Measured only when the settings name it (not in :data:`DEFAULT_INTERVENTIONS`)."""
 
 
 def _retry(problem: Problem, base: Decoding, exemplars: Sequence[Problem], fmt: PromptFormat) -> Attempt:
@@ -112,6 +114,14 @@ def choose_exemplars(problem: Problem, pool: Sequence[Problem], k: int = 2) -> l
     return ranked[:k]
 
 
+STEPWISE_INSTRUCTION = "Solve the problem step by step. Check each calculation before you write the final answer."
+
+
+def _stepwise(problem: Problem, base: Decoding, exemplars: Sequence[Problem], fmt: PromptFormat) -> Attempt:
+    """A prompt variant: an instruction as the system turn (chat) or a line before the frame (completion)."""
+    return Attempt(fmt.render(problem, instruction=STEPWISE_INSTRUCTION), base)
+
+
 def _few_shot(problem: Problem, base: Decoding, exemplars: Sequence[Problem], fmt: PromptFormat) -> Attempt:
     """Solved exemplars before the question; in chat mode each is an earlier user/assistant exchange."""
     return Attempt(fmt.render(problem, exemplars=choose_exemplars(problem, exemplars)), base)
@@ -126,14 +136,16 @@ CATALOG: dict[str, Intervention] = {
         Intervention("greedy", "decoding", "greedy decoding (one sample: it is deterministic)", _temperature(0.0), True),
         Intervention("solution_prefix", "prefix", "first half of the reference steps appended to the prompt", _solution_prefix),
         Intervention("few_shot", "prompt", "two solved exemplars of the same difficulty before the question", _few_shot),
+        Intervention("stepwise_prompt", "prompt", "a step-by-step instruction: the system turn in chat mode, a line before "
+                     "the question in completion mode", _stepwise, opt_in=True),
         Intervention("calculator", "tool", "base prompt and decoding; each <<expr= the model writes is computed by an "
                      "exact arithmetic parser, which appends result>> (at most max_tool_calls per sample)", _calculator),
     )
 }
 
-DEFAULT_INTERVENTIONS: tuple[str, ...] = tuple(name for name, i in CATALOG.items() if i.kind != "tool")
-"""What an audit measures unless its settings name others: the catalog without tool interventions (a setting that
-lists ``calculator`` selects it)."""
+DEFAULT_INTERVENTIONS: tuple[str, ...] = tuple(name for name, i in CATALOG.items() if i.kind != "tool" and not i.opt_in)
+"""What an audit measures unless its settings name others: the catalog without tool interventions and opt-in prompt
+variants (a setting that lists ``calculator`` or ``stepwise_prompt`` selects it)."""
 
 
 def get_intervention(name: str) -> Intervention:

@@ -137,16 +137,21 @@ class PromptFormat:
     def question(self, problem: Problem) -> str:
         return self.frame.replace(QUESTION_PLACEHOLDER, problem.question)
 
-    def render(self, problem: Problem, exemplars: Sequence[Problem] = (), prefix: str = "") -> Prompt:
+    def render(self, problem: Problem, exemplars: Sequence[Problem] = (), prefix: str = "",
+               instruction: str | None = None) -> Prompt:
         """The prompt for ``problem``, after solved ``exemplars``, with the answer begun by ``prefix``.
+
+        ``instruction`` is a prompt variant's text: in chat mode the system turn (after the configured system
+        prompt, if any), in completion mode a line before everything else (the frame has no system turn).
 
         Completion mode gives exactly the texts the pipeline built before prompt formats existed (frame + reference
         solution + blank line per exemplar, then the frame, then the prefix), so their request hashes are unchanged.
         """
         if not self.chat:
             shots = "".join(self.question(ex) + ex.reference_solution + "\n\n" for ex in exemplars)
-            return shots + self.question(problem) + prefix
-        messages = [ChatMessage("system", self.system_prompt)] if self.system_prompt is not None else []
+            return (instruction + "\n" if instruction else "") + shots + self.question(problem) + prefix
+        system = "\n\n".join(t for t in (self.system_prompt, instruction) if t)
+        messages = [ChatMessage("system", system)] if system else []
         for ex in exemplars:
             messages += [ChatMessage("user", self.question(ex)), ChatMessage("assistant", ex.reference_solution)]
         messages.append(ChatMessage("user", self.question(problem)))

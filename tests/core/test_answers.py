@@ -285,3 +285,10 @@ def test_three_is_three(a, b):
 
 
 # -- feature math ---------------------------------------------------------------------------------------------------
+
+
+def test_a_bare_marker_line_before_the_final_one_is_not_part_of_the_answer():
+    """Found by the property test above (prefix "####"): the marker's whitespace ran over the line end."""
+    assert extract_answer("####\n#### 0") == "0"
+    assert extract_answer("#### #### 5") == "5"
+    assert extract_answer("####\n42") == "42"

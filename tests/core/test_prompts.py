@@ -87,3 +87,14 @@ def test_requests_that_do_not_fit_the_context_are_split_off_once_per_group():
     assert "600 tokens + max_tokens 64 = 664 exceeds the context of 512" in skipped[0]["reason"]
     # the whole max_tokens must fit, not only one generated token
     assert split_by_context(requests[2:], [449, 449], 512)[1] and not split_by_context(requests[2:], [448, 448], 512)[1]
+
+
+def test_the_prompt_variant_is_the_system_turn_in_chat_and_a_leading_line_in_completion_mode():
+    from fixability_dag.core.interventions import DEFAULT_INTERVENTIONS, STEPWISE_INSTRUCTION
+
+    [text] = build_requests([TARGET], "stepwise_prompt", "label", 1, Decoding(), seed=3)
+    assert text.prompt == STEPWISE_INSTRUCTION + "\n" + PromptFormat().render(TARGET)
+    [chat] = build_requests([TARGET], "stepwise_prompt", "label", 1, Decoding(), seed=3, prompt_format=CHAT)
+    assert chat.prompt.messages[0] == ChatMessage("system", "Solve it.\n\n" + STEPWISE_INSTRUCTION)
+    assert chat.prompt.messages[1:] == CHAT.render(TARGET).messages[1:]
+    assert "stepwise_prompt" not in DEFAULT_INTERVENTIONS  # opt-in: default configs keep their hashes
