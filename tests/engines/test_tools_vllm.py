@@ -67,3 +67,40 @@ def test_sampled_tool_rollouts_are_reproducible_per_sample(engine):
     flat = [c for group in first for c in group]
     assert all(c.tool_calls >= 1 and 1 <= c.num_tokens <= 96 for c in flat)
     assert len({c.text for c in flat}) > 1
+
+
+SMALL_ORGANISM = (("control", 3), ("numeric", 4), ("format", 3), ("long", 2))
+
+
+def test_the_gate_table_reads_a_real_organism_audit(engine, sqlite_store, monkeypatch):
+    """A small audit of organism problems on the real engine, calculator included: the gate table has one row per
+    audited family, its pass rates are the stored diagnostic rollouts', its failed counts are the labelled
+    problems', and a rescue share exists for every label intervention (the calculator's among them)."""
+    import dataclasses
+
+    from fixability_dag.core import organism
+    from fixability_dag.pipeline import config as config_module
+    from fixability_dag.pipeline.config import AuditConfig
+    from fixability_dag.pipeline.gate import gate_markdown, gate_table
+
+    from tests.support import run_audit
+
+    monkeypatch.setattr(config_module, "organism_suite",
+                        lambda spec: organism.organism_suite(dataclasses.replace(spec, counts=SMALL_ORGANISM)))
+    cfg = AuditConfig(problem_format="organism", n_samples=4, max_tokens=128, probe_samples=2,
+                      probe_intervention="few_shot", probe_interventions=("few_shot", "calculator"),
+                      interventions=("retry", "few_shot", "calculator"),
+                      retry_budget=4, intervention_budget=4, label_block=4, eval_budget=2, eval_retry_samples=4,
+                      cluster_seeds=1, cluster_bootstraps=0, ablation_seeds=1, null_permutations=10,
+                      baseline_null_permutations=2)
+    run_audit(sqlite_store, engine, cfg)
+    gate = gate_table(sqlite_store).set_index("family")
+    assert list(gate.index) == [f for f, _ in SMALL_ORGANISM]
+    diagnostic = sqlite_store.read("rollouts", "ck", phase="diagnostic")
+    family = diagnostic["problem_id"].str.split("-").str[1]
+    assert gate["pass_rate"].to_dict() == pytest.approx(diagnostic.groupby(family)["is_correct"].mean().to_dict())
+    labels = sqlite_store.read("regime_labels", "ck")
+    assert gate["failed"].sum() == len(labels) and gate.loc["numeric", "failed"] == 4  # no numeric is solved
+    assert {"rescued_retry", "rescued_few_shot", "rescued_calculator"} <= set(gate.columns)
+    assert sqlite_store.read("intervention_outcomes", "ck").query("intervention == 'calculator'")["tool_calls"].sum() > 0
+    assert "| numeric" in gate_markdown(gate.reset_index())
