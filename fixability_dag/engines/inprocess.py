@@ -161,8 +161,25 @@ def is_cpu_build() -> bool:
         return False
 
 
+SIZE_KEYS = ("num_hidden_layers", "num_attention_heads", "num_key_value_heads", "hidden_size", "head_dim",
+             "max_position_embeddings")
+
+
 def _model_config(model_path: Path) -> dict:
-    return json.loads((model_path / "config.json").read_text())
+    """``config.json`` with the sizing keys under their standard names: families name them their own way (GPT-2:
+    ``n_layer``, ``n_head``, ``n_embd``, ``n_positions``), which transformers' config class of the family maps
+    (``attribute_map``). Without the mapping a GPT-2 checkpoint's KV cache was sized as one layer's."""
+    config = json.loads((model_path / "config.json").read_text())
+    try:
+        from transformers import AutoConfig
+
+        loaded = AutoConfig.from_pretrained(str(model_path))
+    except (OSError, ValueError, KeyError):  # an unknown model_type: the raw keys, and vLLM says what is wrong
+        return config
+    for key in SIZE_KEYS:
+        if key not in config and getattr(loaded, key, None) is not None:
+            config[key] = getattr(loaded, key)
+    return config
 
 
 def kv_bytes_per_token(model_path: Path, dtype_bytes: int = 4) -> int:

@@ -78,3 +78,14 @@ def test_missing_checkpoint_is_a_clear_error_reported_once(tmp_path, monkeypatch
         assert err.value.__cause__ is not None
     else:
         assert err.value.__cause__ is None and err.value.__suppress_context__
+
+
+def test_kv_sizing_reads_each_family_s_own_config_keys():
+    """GPT-2 names its sizes n_layer / n_head / n_embd / n_positions: the KV estimate must see all four layers."""
+    from fixability_dag.engines.inprocess import _model_config, kv_bytes_per_token
+
+    from tests.support import ORGANISM_CHECKPOINTS
+
+    gpt2, llama = (ORGANISM_CHECKPOINTS / f"org-{f}-seed7-rft-s1700" for f in ("gpt2", "llama"))
+    assert kv_bytes_per_token(gpt2) == kv_bytes_per_token(llama) == 2 * 4 * 4 * 32 * 4  # both: 4 layers, 4 heads of 32
+    assert _model_config(gpt2)["max_position_embeddings"] == 512  # n_positions, not the 4096 fallback
