@@ -85,9 +85,18 @@ def wait_for(driver, find, what: str, timeout: float = 120):
 def page(driver, url: str, ready, what: str):
     """Open ``url``, wait until ``ready(driver)``, and close the UI's first-visit newsletter prompt if it shows."""
     driver.get(url)
+    # The prompt opens 1 s after the UI mounts unless the browser dismissed it before ("communityNux" in local
+    # storage, read at mount): dismissed here for every later page, and closed on this one if it opens.
+    driver.execute_script("window.localStorage.setItem('communityNux', JSON.stringify('1'))")
     wait_for(driver, ready, what)
-    for button in driver.find_elements("xpath", "//div[contains(@class, 'bp5-dialog')]//button[normalize-space()='Skip']"):
-        button.click()
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        buttons = driver.find_elements("xpath", "//div[contains(@class, 'bp5-dialog')]//button[normalize-space()='Skip']")
+        if buttons:
+            buttons[0].click()
+            wait_for(driver, lambda d: not d.find_elements("css selector", ".bp5-overlay-backdrop"), "the prompt closed", 10)
+            break
+        time.sleep(0.25)
 
 
 def embedded_images(driver):
