@@ -117,7 +117,7 @@ train-demo: $(VENV)/.installed-cpu
 # save each (~25 min per run on 2 quiet cores).
 train-organism: $(VENV)/.installed-cpu
 	$(PY) -m scripts.train_organism --out demo/organism --arch llama --seed 7 --steps 1500 --save-steps 300 700 1500 --rft
-	$(PY) -m scripts.train_organism --out demo/organism --arch gpt2 --seed 7 --steps 1500 --save-steps 300 1500 --rft
+	$(PY) -m scripts.train_organism --out demo/organism --arch gpt2 --seed 7 --steps 1500 --save-steps 300 1500 --rft --threads 1
 
 # The reported organism audit (~7 min a checkpoint on 2 quiet cores) into its own database, then docs/results.md from it.
 # org-llama-seed7-sft-s0700 is the development checkpoint (plan v3): never reported, so not listed.

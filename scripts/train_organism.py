@@ -10,7 +10,9 @@ correct samples (rejection-sampling fine-tuning, a second post-training recipe).
 model family (GPT-2 blocks: learned positions, LayerNorm, GELU) with its own tokenizer (a vocabulary of its own
 order that also merges the annotation's ``<<``, ``>>`` and ``#### ``), on the same data.
 
-    python -m scripts.train_organism --out demo/organism --arch llama --seed 7 --steps 1600 --save-steps 400 800 1600 --rft
+    python -m scripts.train_organism --out demo/organism --arch llama --seed 7 --steps 1500 --save-steps 300 700 1500 --rft
+
+(the committed checkpoints' commands are `make train-organism`'s).
 """
 
 from __future__ import annotations

@@ -182,6 +182,11 @@ def _model_config(model_path: Path) -> dict:
     return config
 
 
+def context_length(model_path: Path, options: EngineOptions) -> int:
+    """The context the engine will run with: ``max_model_len`` when set, else the model's own."""
+    return options.max_model_len or int(_model_config(model_path).get("max_position_embeddings", 4096))
+
+
 def kv_bytes_per_token(model_path: Path, dtype_bytes: int = 4) -> int:
     """Bytes of KV cache one token needs, from the model's config (keys and values, every layer)."""
     config = _model_config(model_path)
@@ -193,7 +198,7 @@ def kv_bytes_per_token(model_path: Path, dtype_bytes: int = 4) -> int:
 
 def safe_max_num_seqs(model_path: Path, options: EngineOptions, ceiling: int = 256) -> int:
     """The most concurrent sequences whose full-length KV fits the CPU cache slab (so nothing is preempted)."""
-    max_len = options.max_model_len or int(_model_config(model_path).get("max_position_embeddings", 4096))
+    max_len = context_length(model_path, options)
     per_seq = kv_bytes_per_token(model_path) * max_len
     fits = int(options.cpu_kvcache_space_gib * (1 << 30) * 0.9 // per_seq)
     if fits < 1:
@@ -238,7 +243,7 @@ class VLLMEngine:
         if chunked is not None:
             kwargs["enable_chunked_prefill"] = chunked
         if chunked is False:
-            max_len = options.max_model_len or int(_model_config(self.model_path).get("max_position_embeddings", 4096))
+            max_len = context_length(self.model_path, options)
             kwargs["max_num_batched_tokens"] = max(max_len, 8192)
         if not cpu:
             kwargs["gpu_memory_utilization"] = options.gpu_memory_utilization
