@@ -15,7 +15,7 @@ from fixability_dag.core.regimes import REGIMES, REPORT_METHODS
 from fixability_dag.core.stats import newcombe_paired_diff, wilson_interval
 from fixability_dag.core.stopping import savings
 from fixability_dag.pipeline.audit import label_agreement, topography
-from fixability_dag.pipeline.gate import gate_markdown, gate_table
+from fixability_dag.pipeline.gate import diagnostic_pass_rates, gate_frame, gate_markdown
 from fixability_dag.pipeline.tables import markdown_table
 from fixability_dag.storage.store import AuditStore
 
@@ -36,7 +36,8 @@ def results_markdown(store: AuditStore) -> str:
     topo = topography(store)
     reports = store.read("regime_reports")
     evals = store.read("rescue_evaluations")
-    gate = gate_table(store)
+    outcomes, labels, problems = (store.read(t) for t in ("intervention_outcomes", "regime_labels", "problems"))
+    gate = gate_frame(problems, diagnostic_pass_rates(store), outcomes, labels)
     organism = not gate.empty
     lines = [
         "# Results on the model-organism checkpoints" if organism else "# Results on the demo checkpoints",
@@ -124,7 +125,6 @@ def results_markdown(store: AuditStore) -> str:
               "Each (problem, intervention) group is drawn in blocks and stops after its first block with a success "
               "(the labels only need to know whether the budget rescues); undrawn samples are priced at the group's "
               "first-block tokens per sample.", ""]
-    outcomes = store.read("intervention_outcomes")
     label_saved = label_savings(outcomes)
     lines.append(label_cost_table(label_saved))
     lines += ["", "## Label stability: the label phase again on independent seeds", ""]
@@ -139,7 +139,7 @@ def results_markdown(store: AuditStore) -> str:
         rank = ab.loc[ab["features"] == headline, "rank"]
         lines += [f"**{ck}** (headline triple ranks {int(rank.iloc[0]) if len(rank) else 'n/a'} of {len(ab)}):", "",
                   markdown_table(ab.head(5), ["rank", "features", "selection_accuracy", "accuracy", "accuracy_std"]), ""]
-    labels = store.read("regime_labels").merge(store.read("problems")[["problem_id", "difficulty"]], on="problem_id")
+    labels = labels.merge(problems[["problem_id", "difficulty"]], on="problem_id")
     by_difficulty = (labels["true_regime"] == "structural").groupby(labels["difficulty"]).mean() if len(labels) else pd.Series(dtype=float)
     lines += discussion(reports, evals, ablations, by_difficulty, outcomes, label_saved, organism)
     return "\n".join(lines) + "\n"
