@@ -7,6 +7,7 @@
     fixability audit CHECKPOINT --config audit.yaml  # audit through the Dagster instance (runs show in the UI)
     fixability demo                                # audit every complete checkpoint under demo/checkpoints
     fixability summary                             # per-checkpoint pass rate and regime shares from the database
+    fixability figures serve                       # the figures beside the database for the UI (make ui starts it)
 """
 
 from __future__ import annotations
@@ -265,6 +266,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return cmd_audit(argparse.Namespace(path=args.checkpoints, config=None, force=args.force))
 
 
+def cmd_figures_serve(args: argparse.Namespace) -> int:
+    """Serve the figure directory of ``--db`` on 127.0.0.1 until interrupted; exit 2 when the port is taken or
+    ``$FIXABILITY_FIGURE_URL`` is bad."""
+    from fixability_dag.pipeline.figure_server import FigureServer, FigureServerError, figure_base_url, figure_port
+    from fixability_dag.pipeline.plots import figure_dir
+
+    try:
+        base = figure_base_url()
+        server = FigureServer(figure_dir(args.db), figure_port(base) if args.port is None else args.port,
+                              verbose=args.verbose)
+    except FigureServerError as exc:
+        print(f"cannot serve figures: {exc}", file=sys.stderr)
+        return 2
+    print(f"serving the PNG files under {server.root} on http://127.0.0.1:{server.server_port}/ "
+          f"(the asset pages link {base}/...); Ctrl-C stops it", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fixability", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -312,6 +337,15 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("summary", help="per-checkpoint pass rate and regime shares read back from the database")
     p.add_argument("--db", default=default_url(), help="SQLAlchemy URL (default: $FIXABILITY_DB_URL or .fixability/audit.db)")
     p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("figures", help="the figures written beside the results database")
+    figures = p.add_subparsers(dest="figures_command", required=True)
+    p = figures.add_parser("serve", help="serve them read-only on 127.0.0.1 so the UI's asset pages show them "
+                           "(port of $FIXABILITY_FIGURE_URL, default 3001; make ui starts it)")
+    p.add_argument("--db", default=default_url(), help="SQLAlchemy URL (default: $FIXABILITY_DB_URL or .fixability/audit.db)")
+    p.add_argument("--port", type=int, help="listen here instead of $FIXABILITY_FIGURE_URL's port (0: any free port)")
+    p.add_argument("--verbose", action="store_true", help="log every request")
+    p.set_defaults(func=cmd_figures_serve)
 
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)
