@@ -1,7 +1,7 @@
 # fixability-dag: everything a fresh machine needs, from a clean clone.
 #   make demo   - install (CPU vLLM), audit every committed demo checkpoint, print the results read back from SQL
 #   make test   - install with test extras, check the import layering, run the whole test suite (real vLLM, SQLite, PostgreSQL)
-#   make ui     - the Dagster UI on http://127.0.0.1:3000
+#   make ui     - the Dagster UI on http://127.0.0.1:3000 (and its figures on :3001)
 #   make bench  - rollout throughput vs raw vLLM and lm-evaluation-harness; post-generation cost; tokens per audit mode (docs/performance.md)
 #   make replicate - audit the reported model-organism checkpoints, write docs/results.md from their database
 #   make reliability - kill/resume, concurrent audits and bad inputs, for real (docs/reliability.md)
@@ -15,6 +15,7 @@ PIP := $(VENV)/bin/pip
 TORCH_CPU_VERSION ?= 2.13.0+cpu
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 UI_PORT ?= 3000
+FIGURE_PORT ?= 3001
 PYTEST_ARGS ?=
 ENGINE ?= cpu
 INSTALLED := $(VENV)/.installed-$(ENGINE)
@@ -22,6 +23,8 @@ TEST_INSTALLED := $(VENV)/.installed-test-$(ENGINE)
 BENCH_INSTALLED := $(VENV)/.installed-bench-$(ENGINE)
 
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
+# Where the UI's asset pages fetch the figures from (make ui serves them there; make demo's runs link them there).
+export FIXABILITY_FIGURE_URL ?= http://127.0.0.1:$(FIGURE_PORT)
 # The CPU engine's KV cache (GiB). Unset, vLLM asks for 92% of RAM and will not start beside anything else.
 export VLLM_CPU_KVCACHE_SPACE ?= 4
 
@@ -107,7 +110,11 @@ bench: $(BENCH_INSTALLED)
 reliability: $(TEST_INSTALLED)
 	$(PY) -m scripts.reliability_report --write docs/reliability.md
 
+# The figure server (fixability figures serve) runs beside dagster dev and stops with it: the asset pages show the
+# figures from it (FIXABILITY_FIGURE_URL, also read by the runs that write the pages).
 ui: $(INSTALLED) $(DAGSTER_HOME)/dagster.yaml
+	$(VENV)/bin/fixability figures serve & figures=$$!; \
+	trap 'kill $$figures 2>/dev/null' EXIT INT TERM; \
 	$(VENV)/bin/dagster dev -h 127.0.0.1 -p $(UI_PORT) -w workspace.yaml
 
 # Re-create the committed demo checkpoints (~30 min on 2 cores); deterministic for a given torch build.

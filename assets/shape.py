@@ -6,12 +6,12 @@ Every audit step is a partitioned asset that holds the checkpoint's lease, recor
 an asset module only says what its step depends on and which stage it calls.
 """
 
-import base64
 import dataclasses
 import math
 import numbers
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -29,7 +29,7 @@ from dagster import (
 
 from assets.partitions import checkpoint_partitions
 from fixability_dag.inputs.checkpoints import METADATA_FILE
-from fixability_dag.pipeline import checks, progress
+from fixability_dag.pipeline import checks, figure_server, progress
 from fixability_dag.pipeline.audit import StageResult, merge_suites
 from fixability_dag.pipeline.config import CODE_VERSION, AuditConfig
 from fixability_dag.pipeline.plots import Figure, figure_dir
@@ -98,6 +98,7 @@ def audit_step(context: AssetExecutionContext, before: Callable[[Step], None] | 
     first step registers it there); if it writes, it takes the lease itself, after its checks.
     """
     settings = context.resources.settings
+    figure_server.figure_base_url()  # a bad FIXABILITY_FIGURE_URL fails here, not after the step's work
     store, config = context.resources.database.store(), settings.config()
     step = Step(context, store, config, context.partition_key, context.run.run_id)
     if before is not None:
@@ -118,10 +119,12 @@ def audit_step(context: AssetExecutionContext, before: Callable[[Step], None] | 
     store.finish_run(audit_id, "success", result.rows, result.summary)
 
 
-def metadata_value(value):
+def metadata_value(value, figures: Path | None = None):
     """A shown value as Dagster metadata: numbers stay numbers (rounded for reading, so the UI can chart them; numpy
-    scalars too, which are not ``int``), frames become markdown tables, anything else text. ``None`` and NaN become
-    the text ``n/a`` (a stage that knows why says so itself: :func:`fixability_dag.pipeline.metrics.not_computable`)."""
+    scalars too, which are not ``int``), frames become markdown tables, a figure a short markdown entry that shows
+    it (:func:`figure_markdown`; ``figures`` is the directory the figure server serves), anything else text.
+    ``None`` and NaN become the text ``n/a`` (a stage that knows why says so itself:
+    :func:`fixability_dag.pipeline.metrics.not_computable`)."""
     if isinstance(value, MetadataValue):
         return value
     if value is None or (isinstance(value, numbers.Real) and math.isnan(value)):
@@ -135,19 +138,20 @@ def metadata_value(value):
     if isinstance(value, pd.DataFrame):
         return MetadataValue.md(markdown_table(value))
     if isinstance(value, Figure):
-        return figure_markdown(value)
+        return figure_markdown(value, figures if figures is not None else value.path.parent)
     return MetadataValue.text(str(value))
 
 
-def figure_markdown(figure: Figure) -> MetadataValue:
-    """The PNG inline (a data URI in markdown), so the asset page shows the picture; the file's path under it."""
-    data = base64.b64encode(figure.png).decode()
-    return MetadataValue.md(f"![{figure.caption}](data:image/png;base64,{data})\n\n{figure.caption}. "
-                            f"File: `{figure.path}`")
+def figure_markdown(figure: Figure, figures: Path) -> MetadataValue:
+    """The picture as the figure server serves it (``$FIXABILITY_FIGURE_URL``), caption and file path under it:
+    short enough that the UI shows it in place (an inlined PNG is not: see
+    :mod:`fixability_dag.pipeline.figure_server`)."""
+    return MetadataValue.md(figure_server.figure_markdown(figure.caption, figure.path, figures, figure.png,
+                                                          figure_server.figure_base_url()))
 
 
-def as_metadata(shown: dict) -> dict:
-    return {name: metadata_value(value) for name, value in shown.items()}
+def as_metadata(shown: dict, figures: Path | None = None) -> dict:
+    return {name: metadata_value(value, figures) for name, value in shown.items()}
 
 
 def checkpoint_metadata(store: AuditStore, checkpoint_id: str) -> dict:
@@ -200,7 +204,7 @@ def checkpoint_asset(*, deps: Sequence = (), gpu: bool = False, kinds: Iterable[
                 result.summary["failed_checks"] = [inv.name for inv, outcome in evaluated if not outcome.passed]
                 done(result)
             return MaterializeResult(metadata={**checkpoint_metadata(step.store, step.checkpoint_id),
-                                               **as_metadata(result.shown)}, check_results=check_results(evaluated))
+                                               **as_metadata(result.shown, figure_dir(step.store.url))}, check_results=check_results(evaluated))
 
         return _asset
 

@@ -23,7 +23,8 @@ def failure_topography(context: AssetExecutionContext, database: ResultsDatabase
     table = topography_order(audit.topography(store))
     metadata = {"checkpoints": len(table), "topography": metadata_value(metrics.explained_table(table))}
     if len(table):
-        metadata["plot"] = metadata_value(topography_plot(table, figure_dir(store.url) / "topography.png"))
+        figures = figure_dir(store.url)
+        metadata["plot"] = metadata_value(topography_plot(table, figures / "topography.png"), figures)
         latest = table.iloc[-1]
         metadata.update({f"latest_{k}": metadata_value(metrics.rounded(latest[k])) for k in table.columns
                          if k.startswith(("share_", "rescue_")) or k == "pass_rate"})

@@ -7,6 +7,7 @@
     fixability audit CHECKPOINT --config audit.yaml  # audit through the Dagster instance (runs show in the UI)
     fixability demo                                # audit every complete checkpoint under demo/checkpoints
     fixability summary                             # per-checkpoint pass rate and regime shares from the database
+    fixability figures serve                       # the figures beside the database for the UI (make ui starts it)
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -159,11 +161,60 @@ def _checkpoints_at(path: Path) -> tuple[Path, list, dict[str, str]]:
     return path, in_training_order(complete), skipped
 
 
+def progress_bar(key: str, state, now: float, width: int) -> str:
+    """The one line a terminal shows for a checkpoint's run: its steps done, the step running and, in a generating
+    phase, that phase's requests as a bar with rate and time left (from the last progress line: at most one per
+    30 s, so the clock in the line is the run's elapsed time, which moves on its own)."""
+    elapsed = now - state.started
+    clock = f"{int(elapsed // 60)}m{int(elapsed % 60):02d}s"
+    head = f"[{key}] step {min(state.steps_done + 1, state.steps_total) if state.steps_total else '?'}" \
+           f"/{state.steps_total or '?'} {state.step or 'starting'}"
+    update = state.update
+    if update is None:
+        fraction, counts = (state.steps_done / state.steps_total if state.steps_total else 0.0), "steps"
+        tail = f" {clock}"
+    else:
+        fraction, counts = update.fraction, f"{update.phase} {update.done}/{update.total}"
+        rate = f" {update.tokens_per_s:.0f} tok/s" if update.tokens_per_s else ""
+        left = " done" if update.final else (f" ~{update.left:.0f} s left" if update.left is not None else "")
+        tail = f" {fraction:4.0%}{rate}{left} {clock}"
+    room = width - 1 - len(head) - len(counts) - len(tail) - 4
+    bar_width = max(min(room, 30), 0)
+    filled = round(fraction * bar_width)
+    bar = f" [{'#' * filled}{'.' * (bar_width - filled)}]" if bar_width >= 5 else ""
+    return f"{head} {counts}{bar}{tail}"[:max(width - 1, 0)]
+
+
+class TerminalProgress:
+    """A checkpoint's progress bar on the terminal's last line, redrawn in place; the run's other lines print above
+    it. Only for a terminal: elsewhere (a log file, a pipe) the progress lines print as they come."""
+
+    def __init__(self, key: str, stream=None):
+        self.key, self.stream, self.line = key, stream or sys.stdout, ""
+
+    def _draw(self) -> None:
+        self.stream.write(f"\r{self.line}\x1b[K")
+        self.stream.flush()
+
+    def emit(self, text: str) -> None:
+        self.stream.write("\r\x1b[K")
+        print(f"[{self.key}] {text}", file=self.stream)
+        self._draw()
+
+    def show(self, state) -> None:
+        self.line = progress_bar(self.key, state, time.monotonic(), shutil.get_terminal_size((100, 24)).columns)
+        self._draw()
+
+    def close(self) -> None:
+        self.stream.write("\r\x1b[K")
+        self.stream.flush()
+
+
 def audit_through_instance(root: Path, checkpoints: list, settings, force: bool = False) -> int:
     """Audit each checkpoint in its own run of the ``audit_checkpoint`` job, launched through the Dagster instance
     with the code location's origin (:mod:`fixability_dag.orchestration.launch`), so the runs are on the UI's
     timeline and re-execute from there, then the cross-checkpoint reports; progress is read from each run's event
-    log. Checkpoints already audited with this code and these settings are skipped unless ``force``."""
+    log (a progress bar per checkpoint on a terminal, the progress lines elsewhere). Checkpoints already audited with this code and these settings are skipped unless ``force``."""
     from dagster import DagsterInstance, DagsterRunStatus
 
     from assets.partitions import checkpoint_partitions
@@ -199,7 +250,14 @@ def audit_through_instance(root: Path, checkpoints: list, settings, force: bool 
                     run_id, how = launch(instance, workspace, "audit_checkpoint", run_config, partition_key=key,
                                          tags={"fixability/trigger": "cli"})
                     print(f"[{key}] run {run_id} {how}", flush=True)
-                    status = follow(instance, run_id, lambda line, key=key: print(f"[{key}] {line}", flush=True))
+                    if sys.stdout.isatty():
+                        bar = TerminalProgress(key)
+                        try:
+                            status = follow(instance, run_id, bar.emit, show=bar.show)
+                        finally:
+                            bar.close()
+                    else:
+                        status = follow(instance, run_id, lambda line, key=key: print(f"[{key}] {line}", flush=True))
                     if status != DagsterRunStatus.SUCCESS:
                         failures.append(key)
                         print(f"[{key}] audit {status.value.lower()}; see the run {run_id} in the Dagster UI",
@@ -265,6 +323,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return cmd_audit(argparse.Namespace(path=args.checkpoints, config=None, force=args.force))
 
 
+def cmd_figures_serve(args: argparse.Namespace) -> int:
+    """Serve the figure directory of ``--db`` on 127.0.0.1 until interrupted; exit 2 when the port is taken or
+    ``$FIXABILITY_FIGURE_URL`` is bad."""
+    from fixability_dag.pipeline.figure_server import FigureServer, FigureServerError, figure_base_url, figure_port
+    from fixability_dag.pipeline.plots import figure_dir
+
+    try:
+        base = figure_base_url()
+        server = FigureServer(figure_dir(args.db), figure_port(base) if args.port is None else args.port,
+                              verbose=args.verbose)
+    except FigureServerError as exc:
+        print(f"cannot serve figures: {exc}", file=sys.stderr)
+        return 2
+    print(f"serving the PNG files under {server.root} on http://127.0.0.1:{server.server_port}/ "
+          f"(the asset pages link {base}/...); Ctrl-C stops it", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fixability", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -312,6 +394,15 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("summary", help="per-checkpoint pass rate and regime shares read back from the database")
     p.add_argument("--db", default=default_url(), help="SQLAlchemy URL (default: $FIXABILITY_DB_URL or .fixability/audit.db)")
     p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("figures", help="the figures written beside the results database")
+    figures = p.add_subparsers(dest="figures_command", required=True)
+    p = figures.add_parser("serve", help="serve them read-only on 127.0.0.1 so the UI's asset pages show them "
+                           "(port of $FIXABILITY_FIGURE_URL, default 3001; make ui starts it)")
+    p.add_argument("--db", default=default_url(), help="SQLAlchemy URL (default: $FIXABILITY_DB_URL or .fixability/audit.db)")
+    p.add_argument("--port", type=int, help="listen here instead of $FIXABILITY_FIGURE_URL's port (0: any free port)")
+    p.add_argument("--verbose", action="store_true", help="log every request")
+    p.set_defaults(func=cmd_figures_serve)
 
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)

@@ -34,6 +34,7 @@ from fixability_dag.inputs.problem_files import load_gsm8k_jsonl, load_math_json
 from fixability_dag.orchestration.sensors import checkpoint_sensor
 from fixability_dag.pipeline import audit
 from fixability_dag.pipeline.config import CODE_VERSION, AuditConfig
+from fixability_dag.pipeline.figure_server import FIGURE_URL_ENV
 from fixability_dag.storage.store import AuditStore
 from fixability_dag.testing.scratch import ScratchDatabases, reset_schema, server_url
 from resources import AuditSettings, CheckpointDirectory, ResultsDatabase, VLLMResource
@@ -360,6 +361,7 @@ class AuditedInstance:
     db_url: str
     checkpoint_id: str
     results: list
+    figure_port: int  # the asset pages link their figures at http://127.0.0.1:<figure_port> (nothing serves it yet)
 
     def instance(self) -> DagsterInstance:
         return DagsterInstance.from_config(str(self.home))
@@ -379,13 +381,21 @@ def audited_instance(tmp_path_factory) -> AuditedInstance:
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     db_url = f"sqlite:///{home / 'audit.db'}"
     key = demo_checkpoint().name
-    with DagsterInstance.from_config(str(home)) as instance:
-        instance.add_dynamic_partitions(checkpoint_partitions.name, [key])
-        audit = materialize(CHECKPOINT_ASSETS, instance=instance, partition_key=key, resources=real_resources(db_url))
-        report = materialize(ALL_ASSETS, selection=["failure_topography"], instance=instance,
-                             resources=real_resources(db_url))
+    figure_port, before = free_port(), os.environ.get(FIGURE_URL_ENV)
+    os.environ[FIGURE_URL_ENV] = f"http://127.0.0.1:{figure_port}"  # read as the assets write their metadata
+    try:
+        with DagsterInstance.from_config(str(home)) as instance:
+            instance.add_dynamic_partitions(checkpoint_partitions.name, [key])
+            audit = materialize(CHECKPOINT_ASSETS, instance=instance, partition_key=key, resources=real_resources(db_url))
+            report = materialize(ALL_ASSETS, selection=["failure_topography"], instance=instance,
+                                 resources=real_resources(db_url))
+    finally:
+        if before is None:
+            os.environ.pop(FIGURE_URL_ENV, None)
+        else:
+            os.environ[FIGURE_URL_ENV] = before
     assert audit.success and report.success
-    return AuditedInstance(home, db_url, key, [audit, report])
+    return AuditedInstance(home, db_url, key, [audit, report], figure_port)
 
 
 # --- sensors ---

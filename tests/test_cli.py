@@ -9,6 +9,7 @@ import sys
 
 import yaml
 
+from assets import CHECKPOINT_ASSETS
 from fixability_dag.cli import main as cli_main
 from fixability_dag.storage.store import AuditStore
 from resources import AuditSettings
@@ -68,6 +69,25 @@ def test_regrade_command_recomputes_a_stored_audit(sqlite_store, capsys):
     assert "no successful audit step" in capsys.readouterr().err
 
 
+def test_the_progress_bar_says_step_phase_requests_rate_and_time_left():
+    from fixability_dag.cli import progress_bar
+    from fixability_dag.orchestration.launch import RunState
+    from fixability_dag.pipeline.progress import Update
+
+    state = RunState(steps_total=9, started=100.0)
+    assert progress_bar("ck", state, 103.0, 80) == "[ck] step 1/9 starting steps [" + "." * 30 + "] 0m03s"
+    state.steps_done, state.step = 2, "rescue_rollouts"
+    state.update = Update("label", 40, 160, 320, 850.0, 95.0)
+    line = progress_bar("ck", state, 165.0, 120)
+    assert line == "[ck] step 3/9 rescue_rollouts label 40/160 [" + "#" * 8 + "." * 22 + "]  25% 850 tok/s ~95 s left 1m05s"
+    state.update = Update("label", 70, 160, final=True)
+    assert progress_bar("ck", state, 165.0, 120).endswith("[" + "#" * 30 + "] 100% done 1m05s")
+    narrow = progress_bar("a-long-checkpoint-name", state, 165.0, 40)
+    assert len(narrow) == 39 and "[" not in narrow[25:]  # no room for a bar: the line is cut, never wrapped
+    for width in range(1, 120):
+        assert len(progress_bar("ck", state, 165.0, width)) <= max(width - 1, 0)
+
+
 def test_audit_refuses_bad_settings_before_any_run(tmp_path):
     bad = tmp_path / "audit.yaml"
     bad.write_text("n_samples: 0\n")
@@ -76,6 +96,45 @@ def test_audit_refuses_bad_settings_before_any_run(tmp_path):
                           env={**os.environ, "DAGSTER_HOME": str(tmp_path / "home")})
     assert done.returncode == 2 and f"invalid settings: {bad}: n_samples must be >= 1" in done.stderr
     assert not (tmp_path / "home").exists()  # refused before the instance was touched
+
+
+def run_on_a_terminal(argv: list[str], env: dict, columns: int = 120, timeout: float = 1800):
+    """Run ``argv`` with its stdout on a pseudo-terminal ``columns`` wide, as a user's shell would: its exit code,
+    the lines it left on the screen, the progress-bar frames it drew in place (each ``\\r`` redraw), and stderr."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+    import threading
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    process = subprocess.Popen(argv, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=slave, stderr=subprocess.PIPE)
+    os.close(slave)
+    chunks = []
+
+    def read():
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: every writer has closed the terminal
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        _, stderr = process.communicate(timeout=timeout)
+    finally:
+        process.kill()
+        reader.join(timeout=30)
+        os.close(master)
+    screen = b"".join(chunks).decode(errors="replace").replace("\r\n", "\n").replace("\x1b[K", "")
+    lines = [line.split("\r")[-1] for line in screen.split("\n")]
+    frames = [frame for line in screen.split("\n") for frame in line.split("\r")[:-1] if frame]
+    return process.returncode, "\n".join(lines), frames, stderr.decode(errors="replace")
 
 
 def test_audit_runs_the_job_through_the_instance_with_the_settings_file(tmp_path):
@@ -97,14 +156,21 @@ def test_audit_runs_the_job_through_the_instance_with_the_settings_file(tmp_path
     db_url = f"sqlite:///{tmp_path / 'audit.db'}"
     env = {**os.environ, "DAGSTER_HOME": str(home), "FIXABILITY_DB_URL": db_url, "VLLM_CPU_KVCACHE_SPACE": "2"}
     env.pop("FIXABILITY_SETTINGS", None)
-    done = subprocess.run([sys.executable, "-m", "fixability_dag.cli", "audit", str(checkpoint), "--config", str(config)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    env.pop("COLUMNS", None)
+    returncode, stdout, frames, stderr = run_on_a_terminal(
+        [sys.executable, "-m", "fixability_dag.cli", "audit", str(checkpoint), "--config", str(config)], env)
+    assert returncode == 0, stdout[-3000:] + stderr[-3000:]
     key = checkpoint.name
-    assert f"settings {config}" in done.stdout
+    assert f"settings {config}" in stdout
     for phase in ("base_rollouts: diagnostic", "probe_rollouts: probe", "rescue_rollouts: label", "rescue_evaluation: eval"):
-        assert re.search(rf"\[{key}\] {phase}: \d+(/| of at most )\d+ requests", done.stdout), phase
-    assert f"[{key}] rescue_evaluation: done" in done.stdout and "Traceback" not in done.stdout
+        assert re.search(rf"\[{key}\] {phase}: \d+(/| of at most )\d+ requests", stdout), phase  # each phase's last
+    assert f"[{key}] rescue_evaluation: done" in stdout and "Traceback" not in stdout + stderr
+    # the bar, redrawn in place on the terminal's last line: the run's steps, and a generating phase's requests
+    steps = {int(m[1]) for f in frames if (m := re.match(rf"\[{key}\] step \d+/(\d+) ", f))}
+    assert steps == {len(CHECKPOINT_ASSETS)}, frames[:5]
+    generating = [f for f in frames if re.match(rf"\[{key}\] step \d+/\d+ \w+_rollouts \w+ \d+/\d+ \[[#.]{{5,}}\]", f)]
+    assert generating, frames
+    assert all(len(f) < 120 for f in frames)  # fits the terminal's width: redrawn, never wrapped
 
     with DagsterInstance.from_config(str(home)) as instance:
         [report, run] = instance.get_runs()  # newest first

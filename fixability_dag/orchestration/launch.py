@@ -7,7 +7,8 @@ with its origin, and handed to the instance: to the run queue when the Dagster d
 pool and the one-run-per-checkpoint limit of ``deploy/dagster.yaml`` hold against the sensor's and the UI's runs),
 else to the run launcher directly (nothing else would dequeue it). The caller then reads the run's event log until
 it ends: step starts and ends, the generating phases' progress lines
-(:mod:`fixability_dag.pipeline.progress`) and a failure's error, once.
+(:mod:`fixability_dag.pipeline.progress`) and a failure's error, once; a progress bar gets the run's state
+(:class:`RunState`) instead of the progress lines.
 
 Dagster has no public API for this in 1.13; these are the calls ``dagster job launch`` makes
 (``dagster._cli.job.execute_launch_command``).
@@ -15,6 +16,7 @@ Dagster has no public API for this in 1.13; these are the calls ``dagster job la
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,6 +27,8 @@ from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.tags import PARTITION_NAME_TAG
 from dagster._core.workspace.context import BaseWorkspaceRequestContext, WorkspaceProcessContext
 from dagster._core.workspace.load_target import WorkspaceFileTarget
+
+from fixability_dag.pipeline import progress
 
 WORKSPACE = Path(__file__).resolve().parents[2] / "workspace.yaml"
 """The workspace the UI loads (``make ui``): the CLI's runs belong to the same code location."""
@@ -100,16 +104,55 @@ def describe(entry: EventLogEntry) -> str | None:
     return None
 
 
+@dataclasses.dataclass
+class RunState:
+    """How far a followed run is, for a progress bar: steps done of the run's steps, the step running now and the
+    latest progress of its generating phase (None outside one)."""
+
+    steps_total: int
+    started: float = dataclasses.field(default_factory=time.monotonic)
+    steps_done: int = 0
+    step: str | None = None
+    update: progress.Update | None = None
+
+    def read(self, entry: EventLogEntry) -> progress.Update | None:
+        """Take in one event; the progress update it carries, if any."""
+        event = entry.dagster_event
+        if event is None:
+            update = progress.parse(entry.user_message or "") if entry.step_key else None
+            if update is not None:
+                self.step, self.update = entry.step_key, update
+            return update
+        if event.is_step_start:
+            self.step, self.update = entry.step_key, None
+        elif event.is_step_success or event.is_step_skipped:
+            self.steps_done += 1
+        return None
+
+
+def _steps_total(instance: DagsterInstance, run) -> int:
+    if not run.execution_plan_snapshot_id:
+        return 0
+    return len(instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id).step_keys_to_execute)
+
+
 def follow(instance: DagsterInstance, run_id: str, emit: Callable[[str], None], poll: float = 1.0,
-           queued_notice: float = 30.0) -> DagsterRunStatus:
-    """Print ``describe``'d lines of the run's event log as they arrive, until the run ends; its final status."""
+           queued_notice: float = 30.0, show: Callable[[RunState], None] | None = None) -> DagsterRunStatus:
+    """Print ``describe``'d lines of the run's event log as they arrive, until the run ends; its final status.
+
+    With ``show`` (a progress bar), a generating phase's progress lines go to ``show(state)`` instead, except the
+    phase's last one, and ``show`` is called once per poll, so a bar's clock moves between lines."""
     cursor, started, noticed = None, time.monotonic(), False
+    state = None
     while True:
         run = instance.get_run_by_id(run_id)
+        if state is None:
+            state = RunState(_steps_total(instance, run), started)
         batch = instance.get_records_for_run(run_id, cursor=cursor)
         for record in batch.records:
+            update = state.read(record.event_log_entry)
             line = describe(record.event_log_entry)
-            if line:
+            if line and (show is None or update is None or update.final):
                 emit(line)
         cursor = batch.cursor
         if run.is_finished and not batch.has_more:
@@ -117,5 +160,7 @@ def follow(instance: DagsterInstance, run_id: str, emit: Callable[[str], None], 
         if run.status == DagsterRunStatus.QUEUED and not noticed and time.monotonic() - started > queued_notice:
             emit("queued behind other runs (the gpu pool and one run per checkpoint, deploy/dagster.yaml); waiting")
             noticed = True
+        if show is not None and not batch.has_more:
+            show(state)
         if not batch.has_more:
             time.sleep(poll)

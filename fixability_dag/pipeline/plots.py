@@ -1,9 +1,11 @@
-"""Figures for the UI and the docs (matplotlib, headless): each written as a PNG next to the results database and
-handed back as bytes, which the Dagster layer embeds in the asset's markdown metadata so the picture is on the
-asset page, not behind a file path.
+"""Figures for the UI and the docs (matplotlib, headless): each written as a PNG next to the results database
+(:func:`figure_dir`) and handed back with its bytes; the Dagster layer links it in the asset's markdown metadata as
+the figure server serves it (:mod:`fixability_dag.pipeline.figure_server`), so the picture is on the asset page,
+not behind a file path.
 
-Sizes are for the UI's default width: 7.5 x 3.4 inches at 100 dpi is 750 px, what the metadata panel shows without
-scrolling sideways at 1280 px.
+Sizes are for the asset page: 6.4 x 3.4 inches at 100 dpi is 640 px, what the page's metadata table shows beside
+its key and timestamp columns without scrolling sideways in a full-HD (1920 px) window (tests/system/test_ui.py
+checks it; at 750 px the table scrolled). A topography of more checkpoints than fit grows wider instead.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from fixability_dag.core.stats import wilson_interval
 from fixability_dag.storage.store import beside_database
 
 COLORS = {"retry_recoverable": "#4c9f70", "steerable_hard": "#e0a030", "structural": "#b04040"}
-WIDTH, HEIGHT, DPI = 7.5, 3.4, 100
+WIDTH, HEIGHT, DPI = 6.4, 3.4, 100
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +87,8 @@ def topography_plot(table: pd.DataFrame, path: Path) -> Figure:
     ax.set_ylabel("share of failed problems")
     ax.set_ylim(0, 1)
     ax.tick_params(axis="x", labelsize=8)
+    if len(table) > 4:  # the two-line labels would run into each other: slant them
+        plt.setp(ax.get_xticklabels(), rotation=20, ha="right", rotation_mode="anchor")
     twin = ax.twinx()
     twin.plot(labels, table["pass_rate"], "ko-", label="base pass rate")
     twin.set_ylabel("base pass rate")

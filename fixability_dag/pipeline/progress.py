@@ -3,14 +3,16 @@
 A long audit is otherwise silent until a step ends. Generation reports here; *where* the line goes is the caller's
 business (:func:`reporting`): the Dagster layer sends it to the run's log (the UI's run page), anything else gets
 Python logging. At most one line per ``interval`` seconds, plus the last one, so a 10,000-request phase does not
-flood the event log.
+flood the event log. :func:`parse` reads a line back (the command line draws its progress bar from the run's log).
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator
 
@@ -67,3 +69,40 @@ class Progress:
         eta = "done" if self.done >= self.total else (f"~{left:.0f} s left" if left != float("inf") else "time left unknown")
         return (f"{self.phase}: {self.done}/{self.total} requests ({100 * self.done / max(self.total, 1):.0f}%), "
                 f"{self.rollouts} rollouts, {self.tokens / elapsed:.0f} tokens/s, {elapsed:.0f} s elapsed, {eta}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Update:
+    """One progress line read back (:func:`parse`): what a progress bar draws. ``left`` is None when unknown."""
+
+    phase: str
+    done: int
+    total: int
+    rollouts: int = 0
+    tokens_per_s: float | None = None
+    left: float | None = None
+    final: bool = False
+
+    @property
+    def fraction(self) -> float:
+        return 1.0 if self.final else min(self.done / self.total, 1.0) if self.total else 0.0
+
+
+_START = re.compile(r"^(?P<phase>.+?): generating (?P<total>\d+) requests \((?P<kept>\d+) kept from an earlier run\)$")
+_LINE = re.compile(r"^(?P<phase>.+?): (?P<done>\d+)/(?P<total>\d+) requests \(\d+%\), (?P<rollouts>\d+) rollouts, "
+                   r"(?P<tps>\d+) tokens/s, \d+ s elapsed, (?:(?P<final>done)|~(?P<left>\d+) s left|time left unknown)$")
+_STOPPED = re.compile(r"^(?P<phase>.+?): (?P<done>\d+) of at most (?P<total>\d+) requests \(the rest were not needed\), "
+                      r"(?P<rollouts>\d+) rollouts, \d+ s elapsed, done$")
+
+
+def parse(line: str) -> Update | None:
+    """The :class:`Update` a line of :class:`Progress` says, or None for any other line (the follower of a run
+    reads them back from its event log to draw a bar; the format is this module's, so is the parser)."""
+    if m := _START.match(line):
+        return Update(m["phase"], 0, int(m["total"]))
+    if m := _LINE.match(line):
+        return Update(m["phase"], int(m["done"]), int(m["total"]), int(m["rollouts"]), float(m["tps"]),
+                      None if m["left"] is None else float(m["left"]), final=m["final"] is not None)
+    if m := _STOPPED.match(line):
+        return Update(m["phase"], int(m["done"]), int(m["total"]), int(m["rollouts"]), final=True)
+    return None

@@ -8,6 +8,7 @@ from dagster import DagsterInstance, materialize
 from assets import ALL_ASSETS, CHECKPOINT_ASSETS
 from fixability_dag.core.regimes import ground_truth, intervention_outcomes
 from fixability_dag.core.stopping import replay
+from fixability_dag.pipeline.figure_server import MARKDOWN_LIMIT
 from fixability_dag.testing.scratch import reset_schema
 from resources import AuditSettings, ResultsDatabase
 
@@ -152,7 +153,9 @@ def test_every_check_passes_and_the_numbers_can_be_charted(audited_instance):
                                ("rescue_evaluation", "rescue_by_policy_plot",
                                 figures / audited_instance.checkpoint_id / "rescue_by_policy.png")):
         value = metadata[asset][entry]
-        assert isinstance(value, MarkdownMetadataValue) and "](data:image/png;base64,iVBOR" in value.value
+        link = f"](http://127.0.0.1:{audited_instance.figure_port}/{path.relative_to(figures).as_posix()}?v="
+        assert isinstance(value, MarkdownMetadataValue) and link in value.value  # served by fixability figures serve
+        assert len(value.value) < MARKDOWN_LIMIT  # so the UI shows it in place
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and str(path) in value.value
 
 
