@@ -57,7 +57,7 @@ def audit_diagnostics(tmp_path, name: str, early_stop: bool):
     failed at <= 2 successes), stopped or not; returns the store, the instance and the run."""
     url = f"sqlite:///{tmp_path / f'{name}.db'}"
     instance = DagsterInstance.ephemeral()
-    key = demo_checkpoint().name
+    key = demo_checkpoint("arith-sft-s2000").name  # solves the short chains, fails the long ones
     instance.add_dynamic_partitions("checkpoints", [key])
     settings = AuditSettings(**{**TINY, "fail_threshold": 0.25, "diagnostic_block": 2, "diagnostic_early_stop": early_stop})
     result = materialize(ALL_ASSETS, selection=["problem_set", "base_rollouts", "probe_rollouts", "failure_features"],
