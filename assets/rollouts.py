@@ -8,7 +8,9 @@ from fixability_dag.pipeline.plots import pass_rate_by_difficulty_plot
 
 @checkpoint_asset(deps=["problem_set"], gpu=True, kinds={"vllm", "sql", "matplotlib"})
 def base_rollouts(step: Step) -> StageResult:
-    """N samples per problem at the base decoding (one request per problem, ``n`` shared-prefix samples)."""
+    """N samples per problem at the base decoding (one request per problem, ``n`` shared-prefix samples; with
+    ``diagnostic_block``, seeded blocks, a problem stopping once it is known not to be failed under
+    ``diagnostic_early_stop``)."""
     result = audit.diagnose(step.store, step.engine(), step.checkpoint_id, step.config, step.run_id)
     result.shown["pass_rate_by_difficulty_plot"] = pass_rate_by_difficulty_plot(
         result.shown["pass_rate_by_difficulty"], step.checkpoint_id, step.figure_path("pass_rate_by_difficulty"))

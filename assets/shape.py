@@ -83,8 +83,9 @@ class Step:
                                                                   else f"{name}-{self.suite}.png")
 
     def engine(self):
-        """The run's rollout engine for this checkpoint (one per run: the resource caches it)."""
-        return self.context.resources.vllm.engine(self.checkpoint_path())
+        """The run's rollout engine for this checkpoint (one per run: the resource caches it). It starts at the
+        first request there is to generate, and says so in this step's log."""
+        return self.context.resources.vllm.engine(self.checkpoint_path(), log=self.context.log.info)
 
 
 @contextmanager

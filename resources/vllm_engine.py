@@ -11,8 +11,9 @@ from resources.rollout_engine import RolloutEngineResource
 class VLLMResource(RolloutEngineResource):
     """Engine settings; the checkpoint path comes from the partition being audited.
 
-    The engine is built on first use and kept for the rest of the run (the audit job runs its steps in one process),
-    then shut down when the run ends, success or failure.
+    The engine is handed out lazily and kept for the rest of the run (the audit job runs its steps in one process):
+    vLLM starts at the first request there is to generate, so steps whose rollouts are all stored never start it,
+    and it is shut down when the run ends, success or failure.
     """
 
     dtype: str = Field(default="auto", description="'auto' = float32 on the CPU build, the checkpoint's dtype on GPU")
@@ -31,4 +32,4 @@ class VLLMResource(RolloutEngineResource):
         return EngineOptions(**{f: getattr(self, f) for f in EngineOptions.__dataclass_fields__})
 
     def build_engine(self, model_path: str) -> VLLMEngine:
-        return VLLMEngine(model_path, self.options())
+        return VLLMEngine(model_path, self.options(), start=False, on_start=self.report)

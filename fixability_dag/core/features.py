@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from fixability_dag.core.stats import normalized_entropy, total_variation
+from fixability_dag.core.stopping import first_seeded_block
 
 NO_ANSWER = "\x00no answer"
 """The category of rollouts with no answer. Its NUL can never be in an extracted answer (``answers.clean_text``
@@ -141,6 +142,15 @@ def pass_rates(rollouts: pd.DataFrame) -> pd.DataFrame:
     grouped = rollouts.groupby("problem_id")["is_correct"].agg(["size", "sum"]).rename(columns={"size": "n", "sum": "correct"})
     grouped["pass_rate"] = grouped["correct"] / grouped["n"]
     return grouped.reset_index()
+
+
+def first_block_pass_rates(diagnostic: pd.DataFrame) -> pd.DataFrame:
+    """:func:`pass_rates` of each problem's first block (:func:`~fixability_dag.core.stopping.first_seeded_block`):
+    all of its samples when the phase was drawn in one request per problem, the first ``diagnostic_block`` when it
+    was drawn in blocks. Unbiased under the diagnostic stopping rule, which the rate over the drawn samples is not
+    (a problem stops *because* it succeeded often early). Every pass rate read from diagnostic rollouts is this one;
+    the failed set alone reads every drawn sample (it is exact under the rule)."""
+    return pass_rates(first_seeded_block(diagnostic, ["problem_id"]))
 
 
 def failed_problem_ids(diagnostic: pd.DataFrame, max_pass_rate: float = 0.0) -> list[str]:

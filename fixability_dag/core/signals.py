@@ -255,6 +255,7 @@ def retry_headroom(
     k: int,
     covariate: str | pd.Series = "wrong_answers",
     max_pass_rate: float = 0.5,
+    prior: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Per failed problem, the empirical-Bayes chance of at least one success in ``k`` further base samples.
 
@@ -282,14 +283,21 @@ def retry_headroom(
     evidence to rank its failed problems by; when no rarely-solved problem was ever solved, that number is ~0.
     ``frame.attrs`` holds ``a``, ``b``, ``kappa``, ``k``, ``method`` ("regression" or "plain") and ``fitted``
     (how many problems the prior was fitted on).
+
+    ``prior``: the rollouts the prior (its fit and every problem's covariate) is read from, default ``diagnostic``
+    itself; each failed problem's own ``c_i`` of ``n_i`` always come from ``diagnostic``. The audit passes each
+    problem's first block (:func:`~fixability_dag.core.stopping.first_seeded_block`): all of ``diagnostic``
+    without diagnostic blocks; under the diagnostic stopping rule a fixed sample size per problem, where the counts
+    of the solved problems that stopped early would be neither of a fixed size nor the same as without stopping.
     """
     if not 0 < max_pass_rate <= 1:
         raise ValueError(f"max_pass_rate must be in (0, 1], got {max_pass_rate}")
-    rates = diagnostic.groupby("problem_id", sort=False)["is_correct"].agg(["size", "sum"])
+    prior = diagnostic if prior is None else prior
+    rates = prior.groupby("problem_id", sort=False)["is_correct"].agg(["size", "sum"])
     if rates.empty:
         raise ValueError("retry headroom needs diagnostic rollouts")
     c, n = rates["sum"].to_numpy(dtype=float), rates["size"].to_numpy(dtype=float)
-    values = covariate if isinstance(covariate, pd.Series) else headroom_covariate(diagnostic, covariate)
+    values = covariate if isinstance(covariate, pd.Series) else headroom_covariate(prior, covariate)
     x = values.reindex(rates.index).to_numpy(dtype=float)
     if np.isnan(x).any():
         raise ValueError("the covariate must have a value for every problem of the diagnostic frame")
@@ -306,9 +314,12 @@ def retry_headroom(
     if np.any(position < 0):
         unknown = list(failed_ids)[np.flatnonzero(position < 0)[0]]
         raise ValueError(f"no diagnostic rollouts for failed problem {unknown!r}")
+    own = rates if prior is diagnostic else diagnostic.groupby("problem_id", sort=False)["is_correct"].agg(["size", "sum"])
+    mine = own.reindex(pd.Index(failed_ids))
     mu = np.clip(expit(a + b * x[position]), 1e-12, 1 - 1e-12)
     # one prior per problem: prob_success_within broadcasts over (c_i, n_i, alpha_i, beta_i)
-    headroom = prob_success_within(c[position], n[position], k, mu * kappa, (1 - mu) * kappa)
+    headroom = prob_success_within(mine["sum"].to_numpy(dtype=float), mine["size"].to_numpy(dtype=float), k,
+                                   mu * kappa, (1 - mu) * kappa)
     frame = pd.DataFrame({"problem_id": list(failed_ids), "retry_headroom": np.asarray(headroom, dtype=float)})
     frame.attrs.update(a=a, b=b, kappa=kappa, k=int(k), method="regression" if identifiable else "plain",
                        fitted=int(fitted.sum()) if fitted.any() else len(c))

@@ -15,6 +15,10 @@ engine dies with "CPU Generator does not use offset". Two things cause partial p
 
 If the engine dies anyway, the error says what to change.
 
+Built with ``start=False`` (what the Dagster resource does), the engine starts vLLM only at the first request there
+is to generate: a step whose rollouts are all stored counts its prompts with the checkpoint's tokenizer
+(transformers) and reads its context from the config (:func:`context_length`), and starts nothing.
+
 Chat prompts (:class:`~fixability_dag.core.prompts.ChatPrompt`) are rendered here with the checkpoint tokenizer's own
 chat template (``apply_chat_template``; a final assistant message is continued, with no generation prompt) and sent
 as token ids, so one ``generate`` call still carries every request with its ``n``; text prompts go as they always
@@ -36,6 +40,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -210,11 +215,45 @@ def safe_max_num_seqs(model_path: Path, options: EngineOptions, ceiling: int = 2
 
 
 class VLLMEngine:
-    """A :class:`~fixability_dag.core.sampling.RolloutEngine` over ``vllm.LLM``."""
+    """A :class:`~fixability_dag.core.sampling.RolloutEngine` over ``vllm.LLM``.
 
-    def __init__(self, model_path: str | Path, options: EngineOptions = EngineOptions()):
+    With ``start=False`` the engine is *lazy*: ``vllm.LLM`` (weights, KV cache slab, engine process: ~40 s on this
+    CPU) is built by the first :meth:`generate` that has something to generate, not before. What a stage asks before
+    that comes without it: :meth:`prompt_tokens` counts with the checkpoint's own tokenizer loaded by transformers
+    (the tokenizer vLLM itself loads from the same directory), and :attr:`max_model_len` is :func:`context_length`
+    until the engine runs. So a step whose rollouts are all kept (a re-materialization, a resumed run) starts no
+    engine. ``on_start(message)`` is told when the engine starts and how long that took (the Dagster resource
+    passes the step's log). The default, ``start=True``, builds it here, as a direct caller expects.
+    """
+
+    def __init__(self, model_path: str | Path, options: EngineOptions = EngineOptions(), start: bool = True,
+                 on_start=None):
         self.model_path = Path(model_path)
         self.options = options
+        self.on_start = on_start
+        self.max_num_seqs = options.max_num_seqs
+        self._llm = None
+        self._tokenizer = None
+        if start:
+            self.start()
+
+    @property
+    def started(self) -> bool:
+        """Whether ``vllm.LLM`` has been built (and not closed)."""
+        return self._llm is not None
+
+    @property
+    def llm(self):
+        """The ``vllm.LLM``, built now if it was not yet (:meth:`start`)."""
+        self.start()
+        return self._llm
+
+    def start(self) -> None:
+        """Build ``vllm.LLM`` for the checkpoint, once."""
+        if self._llm is not None:
+            return
+        began = time.monotonic()
+        options = self.options
         quiet_engine()  # before the first vLLM import, so the engine processes it spawns inherit it
         cpu = is_cpu_build()
         max_num_seqs = options.max_num_seqs
@@ -251,20 +290,47 @@ class VLLMEngine:
             kwargs["max_num_seqs"] = max_num_seqs
         self.max_num_seqs = max_num_seqs
         try:
-            self.llm = LLM(**kwargs)
+            self._llm = LLM(**kwargs)
         except Exception as exc:
             raise engine_error(RolloutEngineError(f"vLLM could not load checkpoint {self.model_path}: "
                                                   f"{type(exc).__name__}: {exc}"), exc)
+        built = int(self._llm.llm_engine.model_config.max_model_len)
+        expected = context_length(self.model_path, options)
+        if built != expected:  # what prompt_tokens and fit_context assumed before the engine ran
+            log.warning("vLLM runs %s with max_model_len %d, not the %d read from its config", self.model_path.name,
+                        built, expected)
+        message = (f"started the vLLM engine for checkpoint {self.model_path.name} in {time.monotonic() - began:.1f} s "
+                   f"(max_model_len {built}, max_num_seqs {max_num_seqs})")
+        log.info(message)
+        if self.on_start is not None:
+            self.on_start(message)
 
     @property
     def max_model_len(self) -> int:
-        """The context the engine was built with (prompt plus generated tokens)."""
-        return int(self.llm.llm_engine.model_config.max_model_len)
+        """The context the engine runs with (prompt plus generated tokens): vLLM's own once it runs, before that
+        :func:`context_length` (the same number: ``max_model_len`` when set, else the model's own)."""
+        if self._llm is None:
+            return context_length(self.model_path, self.options)
+        return int(self._llm.llm_engine.model_config.max_model_len)
+
+    @property
+    def tokenizer(self):
+        """The checkpoint's tokenizer, loaded by transformers from the checkpoint directory (as vLLM loads it), so
+        prompts are counted and chat templates rendered without starting the engine."""
+        if self._tokenizer is None:
+            try:
+                from transformers import AutoTokenizer
+
+                self._tokenizer = AutoTokenizer.from_pretrained(str(self.model_path))
+            except Exception as exc:
+                raise RolloutEngineError(f"could not load the tokenizer of checkpoint {self.model_path}: "
+                                         f"{type(exc).__name__}: {exc}") from exc
+        return self._tokenizer
 
     def _chat_token_ids(self, request: GenerationRequest) -> list[int]:
         """A chat prompt rendered by the checkpoint's chat template, as token ids (the template writes its own
         special tokens, so none are added, as vLLM's chat path does)."""
-        tokenizer = self.llm.get_tokenizer()
+        tokenizer = self.tokenizer
         prompt = request.prompt
         if not getattr(tokenizer, "chat_template", None):
             raise RolloutEngineError(f"chat is set but the tokenizer of checkpoint {self.model_path} has no chat_template "
@@ -288,7 +354,7 @@ class VLLMEngine:
     def prompt_tokens(self, requests: Sequence[GenerationRequest]) -> list[int]:
         """Each request's prompt length in tokens, as vLLM counts it (a text prompt with the tokenizer's special
         tokens, a chat prompt as its template renders it)."""
-        tokenizer = self.llm.get_tokenizer()
+        tokenizer = self.tokenizer
         return [len(self._chat_token_ids(r)) if isinstance(r.prompt, ChatPrompt) else len(tokenizer.encode(r.prompt))
                 for r in requests]
 
@@ -334,12 +400,12 @@ class VLLMEngine:
 
     def close(self) -> None:
         """Stop the engine process and free its memory (KV cache slab, weights)."""
-        llm = getattr(self, "llm", None)
-        if llm is None:
+        llm, self._llm = self._llm, None
+        if llm is None:  # never started (or closed already): nothing runs
             return
         try:
             llm.llm_engine.engine_core.shutdown()
         except Exception as exc:  # noqa: BLE001 - shutting down must not mask the run's own result
             log.warning("vLLM engine shutdown raised %s", exc)
-        del self.llm
+        del llm
         gc.collect()

@@ -22,7 +22,13 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from fixability_dag.core.features import ALL_FEATURES, FEATURES, compute_features, failed_problem_ids, pass_rates
+from fixability_dag.core.features import (
+    ALL_FEATURES,
+    FEATURES,
+    compute_features,
+    failed_problem_ids,
+    first_block_pass_rates,
+)
 from fixability_dag.core.interventions import RETRY, build_requests
 from fixability_dag.core.problems import Problem, problems_by_id
 from fixability_dag.core.regimes import (
@@ -45,7 +51,7 @@ from fixability_dag.core.routing import CATALOG_RULE_VERSION, fit_thresholds, ro
 from fixability_dag.core.sampling import RolloutEngine, graded_chunks, split_by_context
 from fixability_dag.core.signals import retry_headroom, shift_features
 from fixability_dag.core.stats import cohen_kappa, majority_share, matched_accuracy
-from fixability_dag.core.stopping import decided, savings
+from fixability_dag.core.stopping import decided, failed_cap, first_seeded_block, savings
 from fixability_dag.pipeline import metrics
 from fixability_dag.pipeline.config import AuditConfig
 from fixability_dag.pipeline.progress import Progress
@@ -195,10 +201,11 @@ def _sorted_phase(store: AuditStore, checkpoint_id: str, phase: str) -> pd.DataF
 
 
 def sample_blocks(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, phase: str, requests, problems,
-                  run_id: str | None = None, commit_every: int = 32, stop: bool = True) -> pd.DataFrame:
+                  run_id: str | None = None, commit_every: int = 32, stop: bool = True, threshold: int = 0) -> pd.DataFrame:
     """A phase drawn in seeded blocks (``requests`` holds every block of every group), round by round: each
-    round draws the next block of every group not yet decided (:func:`fixability_dag.core.stopping.decided`),
-    so a group stops after its first block with a success; ``stop=False`` draws every block.
+    round draws the next block of every group not yet decided (:func:`fixability_dag.core.stopping.decided` with
+    ``threshold``), so a group stops after the first block that takes its successes above ``threshold`` (the label
+    phase: 0, its first success; the diagnostic phase: the failed cap); ``stop=False`` draws every block.
 
     Resume works per block: stored blocks are kept from each group's first block on while their hash matches and
     they are whole (and, with ``stop``, until the group is decided); everything after the first block not kept
@@ -218,7 +225,7 @@ def sample_blocks(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, 
     tails, stale = [], [key for key in stored if key not in groups]
     for key, chain in groups.items():
         have, kept, correct = stored.get(key, {}), 0, 0
-        while kept < len(chain) and not (stop and decided(correct)):
+        while kept < len(chain) and not (stop and decided(correct, threshold)):
             count, successes = have.get(hashes[chain[kept]], (0, 0))
             if count != chain[kept].n:
                 break
@@ -233,11 +240,11 @@ def sample_blocks(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, 
     kept_blocks, generated = sum(k for k, _ in progress.values()), 0
     by_problem = problems_by_id(problems)
     # at most every block not yet drawn of every undecided group: the count of requests progress reports against
-    bound = sum(len(chain) - progress[key][0] for key, chain in groups.items() if not (stop and decided(progress[key][1])))
+    bound = sum(len(chain) - progress[key][0] for key, chain in groups.items() if not (stop and decided(progress[key][1], threshold)))
     reporter = Progress(phase, bound, kept_blocks)
     while True:
         todo = [chain[progress[key][0]] for key, chain in groups.items()
-                if progress[key][0] < len(chain) and not (stop and decided(progress[key][1]))]
+                if progress[key][0] < len(chain) and not (stop and decided(progress[key][1], threshold))]
         if not todo:
             break
         for row in _generate_and_commit(store, engine, checkpoint_id, todo, by_problem, hashes.__getitem__, run_id,
@@ -294,30 +301,51 @@ def _resume_summary(frame: pd.DataFrame) -> dict:
 
 @per_suite
 def diagnose(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: AuditConfig, run_id: str | None = None) -> StageResult:
-    """N base samples per problem, in one request per problem (prompt shared through ``n``)."""
+    """N base samples per problem: in one request per problem (prompt shared through ``n``), or with
+    ``diagnostic_block`` in seeded blocks, each problem stopping once it is known not to be failed when
+    ``diagnostic_early_stop`` is set (:mod:`fixability_dag.core.stopping`). The failed set reads every drawn sample;
+    pass rates read each problem's first block, which is all its samples without blocks."""
     problems = audit_problems(store, cfg)
-    requests = _requests(cfg, problems, RETRY, "diagnostic", cfg.n_samples)
-    frame = sample_phase(store, engine, checkpoint_id, "diagnostic", requests, problems, run_id, cfg.commit_every)
-    rates = pass_rates(frame)
+    if cfg.diagnostic_block is None:
+        requests = _requests(cfg, problems, RETRY, "diagnostic", cfg.n_samples)
+        frame = sample_phase(store, engine, checkpoint_id, "diagnostic", requests, problems, run_id, cfg.commit_every)
+    else:
+        requests = _requests(cfg, problems, RETRY, "diagnostic", cfg.n_samples, block=cfg.diagnostic_block)
+        frame = sample_blocks(store, engine, checkpoint_id, "diagnostic", requests, problems, run_id, cfg.commit_every,
+                              stop=cfg.diagnostic_early_stop, threshold=failed_cap(cfg.n_samples, cfg.fail_threshold))
+    rates = first_block_pass_rates(frame)  # unbiased under the stopping rule (all samples without blocks)
     difficulty = {p.problem_id: p.difficulty for p in problems}
     rates["difficulty"] = rates["problem_id"].map(difficulty)
     by_difficulty = rates.groupby("difficulty")["pass_rate"].mean().round(3)
     summary = {
         "rollouts": len(frame),
         "problems": len(rates),
-        "pass_rate": float(frame["is_correct"].mean()),
+        "pass_rate": float(rates["correct"].sum() / rates["n"].sum()) if len(rates) else float("nan"),
         "solved_by_most": int((rates["pass_rate"] > 0.5).sum()),
         "solved_by_few": int(((rates["pass_rate"] > 0) & (rates["pass_rate"] <= 0.5)).sum()),
         "solved_by_none": int((rates["pass_rate"] == 0).sum()),
-        "failed_problems": int((rates["pass_rate"] <= cfg.fail_threshold).sum()),
+        "failed_problems": len(failed_problem_ids(frame, cfg.fail_threshold)),
         "pass_rate_by_difficulty": {str(k): float(v) for k, v in by_difficulty.items()},
         "generated_tokens": int(frame["num_tokens"].sum()),
         "no_answer_rate": float(frame["answer"].isna().mean()),
         **_resume_summary(frame),
     }
+    if cfg.diagnostic_block is not None:
+        summary.update({"block": cfg.diagnostic_block, "early_stop": cfg.diagnostic_early_stop,
+                        **{f"diagnostic_{k}": v for k, v in savings(_diagnostic_draws(frame, cfg)).items()}})
     shown = {k: v for k, v in summary.items() if k != "pass_rate_by_difficulty"}
     shown["pass_rate_by_difficulty"] = _two_columns(summary["pass_rate_by_difficulty"], "difficulty", "pass rate")
     return StageResult(len(frame), summary, frame, shown)
+
+
+def _diagnostic_draws(frame: pd.DataFrame, cfg: AuditConfig) -> pd.DataFrame:
+    """Per problem: its budget, the samples and tokens drawn, and its first block's (what ``savings`` reads)."""
+    if frame.empty:
+        return pd.DataFrame(columns=["budget", "samples", "tokens", "first_block_samples", "first_block_tokens"])
+    drawn = frame.groupby("problem_id").agg(samples=("num_tokens", "size"), tokens=("num_tokens", "sum"))
+    first = first_seeded_block(frame, ["problem_id"]).groupby("problem_id").agg(
+        first_block_samples=("num_tokens", "size"), first_block_tokens=("num_tokens", "sum"))
+    return drawn.join(first).assign(budget=cfg.n_samples).reset_index()
 
 
 @per_suite
@@ -346,7 +374,9 @@ def featurize(store: AuditStore, checkpoint_id: str, cfg: AuditConfig) -> StageR
     probe_frame = _rollouts(store, checkpoint_id, "probe")
     legacy_probe = probe_frame[probe_frame["intervention"] == cfg.probe_intervention] if len(probe_frame) else probe_frame
     features = compute_features(diagnostic, legacy_probe, failed)
-    headroom = retry_headroom(diagnostic, failed, k=cfg.retry_budget)
+    # the prior is fitted on every problem's first block: a fixed sample size under the stopping rule (and every
+    # sample without blocks), so the failed problems' headroom is the same whether the solved ones stopped or not
+    headroom = retry_headroom(diagnostic, failed, k=cfg.retry_budget, prior=first_seeded_block(diagnostic, ["problem_id"]))
     features["retry_headroom"] = features["problem_id"].map(dict(zip(headroom["problem_id"], headroom["retry_headroom"])))
     shifts = shift_features(diagnostic, probe_frame, failed, cfg.probe_interventions, seed=cfg.seed)
     long = shifts.melt(id_vars="problem_id", var_name="intervention", value_name="shift")
@@ -586,12 +616,13 @@ def _topography(store: AuditStore) -> pd.DataFrame:
     rows = []
     for ck in checkpoints.sort_values(["recipe", "training_step", "checkpoint_id"], na_position="last").itertuples(index=False):
         mine = labels[labels["checkpoint_id"] == ck.checkpoint_id] if len(labels) else labels
-        diag_n = store.count("rollouts", ck.checkpoint_id, phase="diagnostic")
-        if diag_n == 0:
+        counts = store.pass_counts(ck.checkpoint_id)
+        if counts.empty:
             continue  # registered, not audited yet
-        diag_ok = store.count("rollouts", ck.checkpoint_id, phase="diagnostic", is_correct=True)
+        # first blocks: every sample without diagnostic blocks, a fixed-size sample under the stopping rule
         row = {"checkpoint": ck.checkpoint_id, "recipe": ck.recipe, "step": ck.training_step,
-               "pass_rate": diag_ok / diag_n, "failed": len(mine)}
+               "pass_rate": counts["first_block_correct"].sum() / counts["first_block_samples"].sum(),
+               "failed": len(mine)}
         for regime in REGIMES:
             row[f"share_{regime}"] = float((mine["true_regime"] == regime).mean()) if len(mine) else float("nan")
         ev = evals[(evals["checkpoint_id"] == ck.checkpoint_id) & (evals["regime"] == "all")

@@ -23,6 +23,7 @@ from fixability_dag.core.interventions import RETRY
 from fixability_dag.core.regimes import REGIMES
 from fixability_dag.core.rescue import HINDSIGHT, POLICIES, TOKEN_MATCHED
 from fixability_dag.core.stats import cohen_kappa
+from fixability_dag.core.stopping import failed_cap, rule_samples
 from fixability_dag.pipeline.config import AuditConfig
 from fixability_dag.storage.store import AuditStore
 
@@ -137,8 +138,16 @@ def _all(*outcomes: Outcome) -> Outcome:
 # --- the invariants, per asset ---------------------------------------------------------------------------------
 
 def diagnostic_rows(f: Facts) -> Outcome:
-    return _group_sizes("diagnostic rollouts per problem", f.read("rollouts", phase="diagnostic"), ["problem_id"],
-                        f.expected("diagnostic", {pid: f.cfg.n_samples for pid in f.problem_ids}))
+    """``n_samples`` rows per problem; with ``diagnostic_early_stop``, the rows the stopping rule draws given the
+    outcomes stored: whole blocks up to the one that showed the problem is not failed, all of them if none did. A
+    problem stopped before it was decided, or drawn on after it, has another count and fails the check."""
+    rows, cfg = f.read("rollouts", phase="diagnostic"), f.cfg
+    expected = {pid: cfg.n_samples for pid in f.problem_ids}
+    if cfg.diagnostic_early_stop and len(rows):
+        drawn = rule_samples(rows, cfg.n_samples, cfg.diagnostic_block, failed_cap(cfg.n_samples, cfg.fail_threshold),
+                             ["problem_id"])
+        expected = {pid: int(drawn.get(pid, n)) for pid, n in expected.items()}
+    return _group_sizes("diagnostic rollouts per problem", rows, ["problem_id"], f.expected("diagnostic", expected))
 
 
 def probe_rows(f: Facts) -> Outcome:
@@ -264,7 +273,9 @@ def topography_consistent(table: pd.DataFrame) -> Outcome:
 CHECKS: dict[str, tuple[Invariant, ...]] = {
     "base_rollouts": (Invariant("rows_per_problem", "Every configured problem has exactly n_samples diagnostic "
                                 "rollouts (the pass rates and features read them), except those in skipped_requests "
-                                "(prompt too long for the context).", True, diagnostic_rows),),
+                                "(prompt too long for the context); with diagnostic_early_stop, whole blocks up to "
+                                "the one that showed it is not failed (all of them for a failed problem).", True,
+                                diagnostic_rows),),
     "probe_rollouts": (Invariant("rows_per_failed_problem", "Every failed problem has probe_samples rollouts under "
                                  "each probe intervention, and nothing else is stored.", True, probe_rows),),
     "failure_features": (Invariant("every_failed_problem_has_features", "Features exist for exactly the failed "

@@ -23,7 +23,8 @@ CODE_VERSION = "0.6.0"
 OPERATIONAL_FIELDS = frozenset({"commit_every"})
 """Settings that do not change results: changing them must not make the nightly schedule re-audit everything."""
 
-HASHED_WHEN_SET = {"chat": False, "prompt_template": None, "system_prompt": None, "stop": None}
+HASHED_WHEN_SET = {"chat": False, "prompt_template": None, "system_prompt": None, "stop": None,
+                   "diagnostic_block": None, "diagnostic_early_stop": False}
 """Settings added after 0.5.0 and their defaults: they enter the config hash only when set otherwise, so audits made
 before they existed (which used exactly these defaults) keep their hash and are not re-audited for nothing."""
 
@@ -49,6 +50,11 @@ class AuditConfig:
     top_p: float = 1.0
     max_tokens: int = 128  # up to the context: a request whose prompt + max_tokens exceeds it is skipped
     fail_threshold: float = 0.0
+    # None: one request of n_samples per problem (what audits always did); else seeded blocks of this size ...
+    diagnostic_block: int | None = None
+    # ... and a problem stops once its successes show it is not failed (core.stopping): the failed set and the
+    # failed problems' rows are those of diagnostic_block without stopping; rates are read from the first block
+    diagnostic_early_stop: bool = False
     # prompt format (core.prompts): the checkpoint tokenizer's chat template, the frame, the system turn, stops
     chat: bool = False
     prompt_template: str | None = None  # with {question}; default 'Q: {question}\nA: ' (completion) / the question (chat)
@@ -111,6 +117,12 @@ class AuditConfig:
                      "baseline_null_permutations", "label_block", "eval_retry_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        if self.diagnostic_block is not None and not 1 <= self.diagnostic_block <= self.n_samples:
+            raise ValueError(f"diagnostic_block ({self.diagnostic_block}) must be between 1 and n_samples "
+                             f"({self.n_samples}): a problem's samples are drawn in blocks of that many")
+        if self.diagnostic_early_stop and self.diagnostic_block is None:
+            raise ValueError("diagnostic_early_stop needs diagnostic_block: a problem can only stop between blocks "
+                             "(set diagnostic_block, e.g. to a quarter of n_samples)")
         if self.eval_retry_samples < self.eval_budget:
             raise ValueError(f"eval_retry_samples ({self.eval_retry_samples}) must be >= eval_budget ({self.eval_budget}): "
                              "the equal-samples comparison scores retry on its first eval_budget eval draws")

@@ -6,7 +6,9 @@ to act on it, so each (checkpoint, suite) gets two flat files with one row per p
 
 ``checkpoint_id, suite, problem_id, samples, pass_rate, failed, regime, action, intervention, budget``
 
-``failed`` is the audit's own definition (base pass rate at most ``fail_threshold``); ``regime``, ``action``,
+``failed`` is the audit's own definition (base pass rate at most ``fail_threshold``, over every sample drawn);
+``samples`` is how many were drawn and ``pass_rate`` is read from the problem's first block (all of its samples
+unless the diagnostic phase was drawn in blocks: then a fixed-size sample, unbiased under early stopping); ``regime``, ``action``,
 ``intervention`` and ``budget`` are null for a problem that did not fail (nothing was planned for it), so a
 filter such as ``regime != "structural"`` keeps the solved problems. Files are written whole to a temporary name
 and renamed, so a loader never reads half a file, and a re-export replaces both.
@@ -49,8 +51,10 @@ def training_rows(store: AuditStore, checkpoint_id: str, cfg: AuditConfig) -> pd
                          validate="one_to_one")
             .merge(plans, on="problem_id", how="left", validate="one_to_one"))
     rows["samples"] = rows["samples"].astype("int64")
-    rows["pass_rate"] = rows["correct"].astype(float) / rows["samples"]
-    rows["failed"] = rows["pass_rate"] <= cfg.fail_threshold
+    # failed: over every drawn sample (exact under the diagnostic stopping rule); the rate: over the first block,
+    # which is every sample without diagnostic blocks and a fixed-size, unbiased sample with them
+    rows["failed"] = rows["correct"].astype(float) / rows["samples"] <= cfg.fail_threshold
+    rows["pass_rate"] = rows["first_block_correct"].astype(float) / rows["first_block_samples"]
     rows["budget"] = rows["budget"].astype("Int64")  # null where nothing was planned
     for column in ("regime", "action", "intervention"):
         rows[column] = rows[column].astype(object).where(rows[column].notna(), None)

@@ -10,23 +10,24 @@ family is the generator's (:mod:`fixability_dag.core.organism`), stored with eac
 from __future__ import annotations
 
 import pandas as pd
-import sqlalchemy as sa
 
 from fixability_dag.core.organism import EXPECTED_REGIME, EXPECTED_RESCUER, FAMILIES
 from fixability_dag.core.regimes import REGIMES
 from fixability_dag.core.stats import wilson_interval
 from fixability_dag.pipeline.tables import markdown_table
-from fixability_dag.storage import schema
 from fixability_dag.storage.store import AuditStore
 
 
 def diagnostic_pass_rates(store: AuditStore) -> pd.DataFrame:
-    """Per (checkpoint, problem): diagnostic samples and correct ones, aggregated in the database (no texts read)."""
-    r = schema.RolloutRow.__table__
-    query = (sa.select(r.c.checkpoint_id, r.c.problem_id, sa.func.count().label("samples"),
-                       sa.func.sum(sa.case((r.c.is_correct, 1), else_=0)).label("correct"))
-             .where(r.c.phase == "diagnostic").group_by(r.c.checkpoint_id, r.c.problem_id))
-    return store.read_sql(query)
+    """Per (checkpoint, problem): diagnostic samples and correct ones of the problem's first block (every sample
+    without diagnostic blocks; a fixed-size sample, unbiased under early stopping, with them), counted in the
+    database (no texts read)."""
+    counts = store.pass_counts(None)
+    if counts.empty:
+        return pd.DataFrame(columns=["checkpoint_id", "problem_id", "samples", "correct"])
+    first = counts.rename(columns={"samples": "drawn", "correct": "drawn_correct", "first_block_samples": "samples",
+                                   "first_block_correct": "correct"})
+    return first.groupby(["checkpoint_id", "problem_id"], as_index=False)[["samples", "correct"]].sum()
 
 
 def gate_frame(problems: pd.DataFrame, diagnostic: pd.DataFrame, outcomes: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:

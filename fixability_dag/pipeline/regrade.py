@@ -26,6 +26,7 @@ import pandas as pd
 
 from fixability_dag.core.answers import grade
 from fixability_dag.core.sampling import PHASES, Completion, GenerationRequest
+from fixability_dag.core.stopping import first_seeded_block
 from fixability_dag.pipeline import audit
 from fixability_dag.pipeline.config import AuditConfig
 from fixability_dag.storage.store import AuditStore
@@ -106,7 +107,9 @@ def regrade(store: AuditStore, checkpoint_id: str) -> RegradeResult:
                 continue
             graded = regrade_phase(frame, gold)
             if phase == "diagnostic":
-                rates = [float(frame["is_correct"].astype(bool).mean()), float(graded["is_correct"].mean())]
+                first = first_seeded_block(frame, ["problem_id"]).index  # the rate every report reads
+                rates = [float(frame.loc[first, "is_correct"].astype(bool).mean()),
+                         float(graded.loc[first, "is_correct"].mean())]
             changed[phase] = int(graded["changed"].sum())
             if changed[phase]:
                 store.replace("rollouts", checkpoint_id, graded.drop(columns=["id", "checkpoint_id", "changed"]), phase=phase)

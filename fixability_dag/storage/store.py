@@ -386,14 +386,26 @@ class AuditStore:
         with _database_errors(self.url, "read the audited suites"), self.engine.connect() as conn:
             return sorted(conn.execute(select(t.c.suite).where(*self._scope(t)).distinct()).scalars())
 
-    def pass_counts(self, checkpoint_id: str, phase: str = "diagnostic") -> pd.DataFrame:
-        """Per (suite, problem): samples and correct samples of a phase, counted in SQL (texts are not read)."""
+    def pass_counts(self, checkpoint_id: str | None, phase: str = "diagnostic") -> pd.DataFrame:
+        """Per (checkpoint, suite, problem): samples and correct samples of a phase, and those of the problem's
+        first block (the rows drawn with its sample 0's seed: every row of a phase drawn in one request per group),
+        counted in SQL (texts are not read). ``checkpoint_id`` None: every checkpoint's."""
         t = TABLES["rollouts"]
-        query = (select(t.c.suite, t.c.problem_id, func.count().label("samples"),
-                        func.sum(case((t.c.is_correct, 1), else_=0)).label("correct"))
-                 .where(t.c.checkpoint_id == checkpoint_id, t.c.phase == phase, *self._scope(t))
-                 .group_by(t.c.suite, t.c.problem_id).order_by(t.c.suite, t.c.problem_id))
-        return self.read_sql(query)
+        where = [t.c.phase == phase, *self._scope(t)] + ([t.c.checkpoint_id == checkpoint_id] if checkpoint_id else [])
+        keys = [t.c.checkpoint_id, t.c.suite, t.c.problem_id]
+        blocks = (select(*keys, func.count().label("n"), func.sum(case((t.c.is_correct, 1), else_=0)).label("c"),
+                         func.min(t.c.sample_index).label("first"))
+                  .where(*where).group_by(*keys, t.c.intervention, t.c.seed).subquery())
+        b = blocks.c
+        first = b.first == 0
+        query = (select(b.checkpoint_id, b.suite, b.problem_id, func.sum(b.n).label("samples"),
+                        func.sum(b.c).label("correct"), func.sum(case((first, b.n), else_=0)).label("first_block_samples"),
+                        func.sum(case((first, b.c), else_=0)).label("first_block_correct"))
+                 .group_by(b.checkpoint_id, b.suite, b.problem_id).order_by(b.checkpoint_id, b.suite, b.problem_id))
+        frame = self.read_sql(query)
+        counts = ["samples", "correct", "first_block_samples", "first_block_correct"]
+        frame[counts] = frame[counts].astype("int64")  # PostgreSQL's sum of a count is numeric
+        return frame
 
     def checkpoint(self, checkpoint_id: str) -> dict | None:
         frame = self.read("checkpoints", checkpoint_id=checkpoint_id)

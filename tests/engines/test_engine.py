@@ -60,6 +60,21 @@ def test_long_few_shot_prompts_in_one_large_batch(engine):
     assert [len(group) for group in out] == [8] * len(problems)
 
 
+def test_a_lazy_engine_counts_prompts_and_knows_its_context_without_starting(engine):
+    """What the audit asks before generating (prompt lengths for fit_context, max_model_len) comes from the
+    checkpoint's tokenizer and config: the same numbers vLLM's own tokenizer and config give the running engine."""
+    requests = build_requests(PROBLEMS, "few_shot", "label", 2, Decoding(max_tokens=48), seed=3, exemplar_pool=PROBLEMS)
+    lazy = VLLMEngine(demo_checkpoint(), EngineOptions(), start=False)
+    started = []
+    lazy.on_start = started.append
+    counts = lazy.prompt_tokens(requests)
+    assert counts == [len(engine.llm.get_tokenizer().encode(r.prompt)) for r in requests]
+    assert lazy.max_model_len == engine.max_model_len
+    assert lazy.generate([]) == [] and not lazy.started and started == []
+    lazy.close()  # nothing to shut down
+    assert not lazy.started
+
+
 def test_greedy_is_one_deterministic_sample(engine):
     [request] = build_requests(PROBLEMS[:1], "greedy", "label", 8, Decoding(max_tokens=48), seed=1)
     assert request.n == 1

@@ -92,3 +92,31 @@ def test_topography_shares_must_sum_to_one(shares, passed):
                           {"checkpoint": "solved-all", "pass_rate": 1.0, "share_retry_recoverable": float("nan"),
                            "share_steerable_hard": float("nan"), "share_structural": float("nan")}])
     assert checks.topography_consistent(table).passed is passed
+
+
+def test_the_row_check_accepts_a_stopped_diagnostic_phase_and_refuses_a_wrong_shape(sqlite_store):
+    """With diagnostic_early_stop a problem has whole blocks up to the one that showed it is not failed: that
+    passes; a problem cut short of its decision, a failed problem missing a block, or blocks drawn after a
+    decision do not."""
+    from fixability_dag.pipeline import audit
+
+    cfg = dataclasses.replace(FAKE_CFG, fail_threshold=0.25, diagnostic_block=2, diagnostic_early_stop=True)
+    run_audit(sqlite_store, FakeEngine(behaviour), cfg)
+    assert all(o.passed for o in outcomes(sqlite_store, cfg).values())
+    diagnostic = sqlite_store.read("rollouts", "ck", phase="diagnostic")
+    sizes = diagnostic.groupby("problem_id").size()
+    stopped, failed = sizes[sizes < cfg.n_samples].index[0], sizes[sizes == cfg.n_samples].index[0]
+    check = lambda: outcomes(sqlite_store, cfg)[("base_rollouts", "rows_per_problem")]  # noqa: E731
+
+    def without(pid):
+        last = diagnostic[diagnostic["problem_id"] == pid]["sample_index"].max() // 2
+        return diagnostic[~((diagnostic["problem_id"] == pid) & (diagnostic["sample_index"] // 2 == last))]
+
+    for victim in (stopped, failed):
+        sqlite_store.replace("rollouts", "ck", without(victim), phase="diagnostic")
+        found = check()
+        assert not found.passed and f"{victim}: {sizes[victim] - 2} of {cfg.n_samples}" in found.message
+    # every block drawn (the fixed-budget run's rows) under the stopping settings: the stopped problems have too many
+    audit.diagnose(sqlite_store, FakeEngine(behaviour), "ck", dataclasses.replace(cfg, diagnostic_early_stop=False))
+    found = check()
+    assert not found.passed and f"{stopped}: {cfg.n_samples} of {sizes[stopped]}" in found.message

@@ -3,6 +3,7 @@ or duplicated. A crashing fake engine stands in for a dying one here; test_kill_
 
 import pytest
 
+from fixability_dag.core.features import first_block_pass_rates
 from fixability_dag.core.interventions import RETRY, build_requests
 from fixability_dag.core.regimes import ground_truth
 from fixability_dag.core.stopping import replay
@@ -184,3 +185,83 @@ def test_the_tool_fields_leave_existing_hashes_alone_and_enter_them_when_set():
     tooled = dataclasses.replace(plain, decoding=Decoding(0.5, max_tokens=64, tool="calculator"))
     fewer = dataclasses.replace(plain, decoding=Decoding(0.5, max_tokens=64, tool="calculator", max_tool_calls=2))
     assert len({request_hash(r, "fp") for r in (plain, tooled, fewer)}) == 3
+
+
+# --- the diagnostic phase in seeded blocks, each problem stopped once it is known not to be failed ---
+
+DIAG_CFG = AuditConfig(chain_lengths=(1, 2, 3, 4), templates_per_length=2, variants_per_template=2, n_samples=8,
+                       fail_threshold=0.25, diagnostic_block=2, diagnostic_early_stop=True, commit_every=3,
+                       probe_samples=4, retry_budget=8, intervention_budget=4, eval_budget=4)
+DIAG_FIXED = AuditConfig(**{**DIAG_CFG.as_dict(), "diagnostic_early_stop": False})
+CAP = 2  # failed: at most 2 successes in 8 samples
+
+
+def graded(request, rng):
+    """Pass rates that put problems on both sides of the cap, some failed with a success or two."""
+    from tests.support import GOLD
+
+    length = int(request.problem_id.split("-L")[1].split("-")[0])
+    p = {1: 0.8, 2: 0.2, 3: 0.35, 4: 0.0}[length] if request.phase == "diagnostic" else 0.3
+    return GOLD[request.problem_id] if rng.random() < p else str(rng.randint(0, 99))
+
+
+def diag_setup(store, checkpoint_id, cfg=DIAG_CFG):
+    store.register_checkpoint(checkpoint_id, "/nowhere", "fp")
+    audit.snapshot_problems(store, cfg)
+
+
+def test_a_stopped_diagnostic_phase_is_the_replay_of_the_fixed_one_with_the_same_failed_problems(store):
+    """Same block seeds on two checkpoints: the stopped run's rows are what the rule keeps of the fixed-budget
+    blocked run's; the failed set, every failed problem's rows and features, and the first-block rates are equal."""
+    for key, cfg in (("fixed", DIAG_FIXED), ("stopped", DIAG_CFG)):
+        diag_setup(store, key, cfg)
+        audit.diagnose(store, FakeEngine(graded), key, cfg, "run")
+        audit.probe(store, FakeEngine(graded), key, cfg, "run")
+        audit.featurize(store, key, cfg)
+    full, drawn = rows(store, "diagnostic", "fixed"), rows(store, "diagnostic", "stopped")
+    assert drawn[LABEL_KEYS].equals(replay(full, 2, CAP, ["problem_id"])[LABEL_KEYS].reset_index(drop=True))
+    assert len(drawn) < len(full)  # problems did stop
+    failed = audit.failed_ids(store, "fixed", DIAG_FIXED)
+    assert failed == audit.failed_ids(store, "stopped", DIAG_CFG) and failed
+    solved_a_little = full[full["problem_id"].isin(failed)].groupby("problem_id")["is_correct"].sum()
+    assert (solved_a_little > 0).any()  # failed problems with successes below the cap, not only zeros
+    mine = lambda f: f[f["problem_id"].isin(failed)][LABEL_KEYS].reset_index(drop=True)  # noqa: E731
+    assert mine(full).equals(mine(drawn))
+    columns = lambda key: store.read("problem_features", key).drop(columns=["checkpoint_id"])  # noqa: E731
+    assert columns("fixed").equals(columns("stopped"))
+    fixed_rates = first_block_pass_rates(full)
+    assert fixed_rates.equals(first_block_pass_rates(drawn))
+
+
+def test_a_killed_stopped_diagnostic_phase_resumes_and_a_rerun_keeps_every_stored_block(store):
+    diag_setup(store, "ck")
+    diag_setup(store, "fresh")
+    crashing = CrashingEngine(chunks=4)
+    crashing.sampler = graded
+    with pytest.raises(Crash):
+        audit.diagnose(store, crashing, "ck", DIAG_CFG, "run-1")
+    engine = FakeEngine(graded)
+    first = audit.diagnose(store, engine, "ck", DIAG_CFG, "run-2").summary
+    assert first["kept_requests"] > 0 and sum(len(c) for c in engine.calls) == first["generated_requests"]
+    audit.diagnose(store, FakeEngine(graded), "fresh", DIAG_CFG, "run-3")
+    stored = rows(store)
+    assert stored[LABEL_KEYS].equals(rows(store, checkpoint_id="fresh")[LABEL_KEYS])
+    # a re-run keeps every stored block (each problem's blocks up to its decision) and asks the engine for nothing
+    idle = FakeEngine(graded)
+    again = audit.diagnose(store, idle, "ck", DIAG_CFG, "run-4").summary
+    blocks_stored = stored.groupby(["problem_id", "seed"]).ngroups
+    assert idle.calls == [] and again["generated_requests"] == 0 and again["kept_requests"] == blocks_stored
+    assert rows(store)[LABEL_KEYS].equals(stored[LABEL_KEYS])
+    # drawn to the full budget the stored blocks stay (same seeds); back to stopping, what follows a decision goes
+    full = audit.diagnose(store, FakeEngine(graded), "ck", DIAG_FIXED, "run-5").summary
+    assert full["kept_requests"] == blocks_stored and len(rows(store)) == len(DIAG_CFG.load_problems()) * 8
+    audit.diagnose(store, FakeEngine(graded), "ck", DIAG_CFG, "run-6")
+    assert rows(store)[LABEL_KEYS].equals(stored[LABEL_KEYS])
+
+
+def test_the_diagnostic_settings_leave_unblocked_audits_alone():
+    """The defaults keep the hash of every config written before they existed, so nothing is re-audited, and the
+    blocked settings enter it (a blocked audit is another audit)."""
+    assert AuditConfig().config_hash() == "de951b0d4b2a924b"
+    assert DIAG_FIXED.config_hash() != DIAG_CFG.config_hash() != AuditConfig(**{**DIAG_CFG.as_dict(),
+        "diagnostic_block": None, "diagnostic_early_stop": False}).config_hash()

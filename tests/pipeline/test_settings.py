@@ -45,6 +45,10 @@ def test_a_file_sets_what_it_names_and_leaves_the_demo_defaults(tmp_path):
     ({"intervention_budget": 2}, "label_block (4) must be <= retry_budget (16) and intervention_budget (2)"),
     ({"eval_budget": 8, "eval_retry_samples": 4}, "eval_retry_samples (4) must be >= eval_budget (8)"),
     ({"headroom_threshold": 1.5}, "headroom_threshold must be in [0, 1]"),
+    ({"diagnostic_early_stop": True}, "diagnostic_early_stop needs diagnostic_block"),
+    ({"diagnostic_block": 0}, "diagnostic_block (0) must be between 1 and n_samples (16)"),
+    ({"diagnostic_block": 17}, "diagnostic_block (17) must be between 1 and n_samples (16)"),
+    ({"diagnostic_block": "4"}, "setting 'diagnostic_block': expected int"),
 ])
 def test_bad_settings_are_refused_with_the_file_and_key_named(tmp_path, values, named):
     path = settings_file(tmp_path, values)
