@@ -53,8 +53,9 @@ def results_markdown(store: AuditStore) -> str:
         "Accuracy and balanced accuracy (mean per-regime recall) of each method against the ground-truth regimes, "
         "each beside the shuffled-label null of the *same* procedure (mean and 95% quantile; p = share of shuffled "
         "balanced accuracies at or above the observed one). Clusters: Hungarian-matched, mean over mixture seeds, ± the "
-        "std over stratified bootstrap resamples. Baselines: class-weighted, cross-validated. n = failed problems "
-        "(production mode: n of N, the label subsample the accuracy is computed on; its interval holds at that n).",
+        "std over stratified bootstrap resamples. Baselines: class-weighted, cross-validated. n = failed problems"
+        + (" (production mode: n of N, the label subsample the accuracy is computed on; its interval holds at that n)."
+           if _any_subsample(reports) else "."),
         "",
     ]
     accuracy_rows = []
@@ -151,6 +152,13 @@ def results_markdown(store: AuditStore) -> str:
     by_difficulty = (labels["true_regime"] == "structural").groupby(labels["difficulty"]).mean() if len(labels) else pd.Series(dtype=float)
     lines += discussion(reports, evals, ablations, by_difficulty, outcomes, label_saved, organism)
     return "\n".join(lines) + "\n"
+
+
+def _any_subsample(reports: pd.DataFrame) -> bool:
+    """Some stored accuracy rests on a label subsample (production mode)."""
+    if reports.empty or "labelled_problems" not in reports:
+        return False
+    return bool((reports["labelled_problems"].notna() & (reports["labelled_problems"] < reports["failed_problems"])).any())
 
 
 def _labelled_of(row) -> str:
