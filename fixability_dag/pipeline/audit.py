@@ -462,6 +462,7 @@ def label(store: AuditStore, checkpoint_id: str, cfg: AuditConfig) -> StageResul
     report: dict = {"failed_problems": len(failed)}
     ablation = pd.DataFrame(columns=["features", "accuracy", "std"])
     if why := why_not_evaluable(truth):  # said in the summary and, as a note per method, in regime_reports
+        why = why if sample.complete else f"label subsample, {len(drawn)} of {len(failed)} failed: {why}"
         report["not_computed"] = {"regime_report": why, "feature_ablation": why}
         report.update({method: {"note": why} for method in REPORT_METHODS if method != "gmm_replicated"})
     else:
@@ -581,7 +582,8 @@ def evaluate(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: 
         store.replace("rescue_evaluations", checkpoint_id, [])
         return StageResult(0, {"failed_problems": 0}, pd.DataFrame(), {"failed_problems": 0})
     drawn = set(stored.loc[stored["label_sample"].fillna(True).astype(bool), "problem_id"])
-    sample = Subsample(tuple(failed), frozenset(drawn), {})  # as labelled: the evaluation reads what label stored
+    # the subsample as label stored it (not redrawn: the evaluation scores what was labelled); only its size is read
+    sample = Subsample(tuple(failed), frozenset(drawn), {})
     labelled = None if sample.complete else drawn
     choices = policy_choices(plan_frame, outcomes, failed, labelled)
     problems = problems_by_id(store.problems(failed))

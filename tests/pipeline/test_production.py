@@ -146,3 +146,13 @@ def test_the_subsample_does_not_depend_on_the_checkpoint(audits):
     assert audit.label_subsample(failed, cfg).drawn == audit.label_subsample(list(reversed(failed)), cfg).drawn
     stored = store.read("regime_labels", "ck")
     assert set(stored.loc[stored["label_sample"], "problem_id"]) == audit.label_subsample(failed, cfg).drawn
+
+
+def test_a_production_audit_stores_and_checks_alike_on_sqlite_and_postgresql(store):
+    """The migrated columns (nullable truth, the booleans' server defaults) read back the same on both dialects."""
+    run_audit(store, FakeEngine(planted(REGIME_OF)), PRODUCTION)
+    labels = store.read("regime_labels", "ck")
+    assert labels["label_sample"].map(type).eq(bool).all() and int(labels["label_sample"].sum()) == 8
+    assert labels.loc[~labels["label_sample"], "true_regime"].isna().all()
+    for asset in ("rescue_rollouts", "regime_labels", "rescue_evaluation"):
+        assert all(o.passed for _, o in checks.evaluate(asset, store, "ck", PRODUCTION)), asset
