@@ -269,11 +269,15 @@ def clustering_accuracy(X: np.ndarray, labels: list[str], method: str = "gmm", s
 
 
 def label_regimes(features: pd.DataFrame, truth: pd.DataFrame, columns: tuple[str, ...], method: str = "gmm", seed: int = 0) -> pd.DataFrame:
-    """Per failed problem: ground-truth regime, unsupervised cluster, and the regime that cluster is matched to."""
+    """Per failed problem: ground-truth regime (None where ``truth`` has none), unsupervised cluster, and the regime
+    that cluster is matched to."""
     merged = features[["problem_id"]].merge(truth, on="problem_id", how="left", validate="one_to_one")
     X = feature_matrix(features, columns)
     clusters = cluster(X, len(REGIMES), method, seed)
-    mapping = hungarian_match(list(clusters), list(merged["true_regime"])) if len(clusters) else {}
+    # clusters are fitted on every failed problem; the map to regimes is learned where a truth exists (all of them,
+    # or the label subsample of production mode), and carries a regime to every problem of a matched cluster
+    known = merged["true_regime"].notna().to_numpy()
+    mapping = hungarian_match(list(clusters[known]), list(merged.loc[known, "true_regime"])) if known.any() else {}
     merged["cluster_id"] = clusters
     merged["cluster_regime"] = [mapping.get(c) for c in clusters]
     merged["cluster_method"] = method

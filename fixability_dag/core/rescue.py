@@ -25,6 +25,8 @@ greedy run replays the first, so counting it as a fresh draw would score one sam
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import numpy as np
 import pandas as pd
 
@@ -71,15 +73,25 @@ def label_informed_choices(outcomes: pd.DataFrame, problem_ids: list[str]) -> di
     return choice
 
 
-def policy_choices(plan: pd.DataFrame, outcomes: pd.DataFrame, problem_ids: list[str]) -> dict[str, dict[str, str | None]]:
-    """What each policy with a choice picks per problem (the hindsight oracle picks after the eval draws)."""
+SUBSAMPLE_POLICIES = ("label_informed", HINDSIGHT)
+"""Policies that need every problem's own label-phase outcomes (or, for the oracle, the label-informed choice's
+eval draws): in production mode they exist, and are scored, on the label subsample only."""
+
+
+def policy_choices(plan: pd.DataFrame, outcomes: pd.DataFrame, problem_ids: list[str],
+                   labelled: Collection[str] | None = None) -> dict[str, dict[str, str | None]]:
+    """What each policy with a choice picks per problem (the hindsight oracle picks after the eval draws).
+
+    ``labelled``: the problems with label-phase outcomes (None: all of them). ``best_single``'s one choice is read
+    from those outcomes and applied to every problem; ``label_informed`` chooses for the labelled problems only."""
     routed = {r.problem_id: (None if r.action == "skip" else r.intervention) for r in plan.itertuples(index=False)}
     best = best_single_intervention(outcomes)
+    informed = problem_ids if labelled is None else [pid for pid in problem_ids if pid in set(labelled)]
     return {
         "routed": {pid: routed.get(pid) for pid in problem_ids},
         "uniform_retry": {pid: RETRY for pid in problem_ids},
         "best_single": {pid: best for pid in problem_ids},
-        "label_informed": label_informed_choices(outcomes, problem_ids),
+        "label_informed": label_informed_choices(outcomes, informed),
     }
 
 
@@ -99,6 +111,7 @@ def evaluate_policies(
     truth: pd.DataFrame,
     upfront_tokens: dict[str, dict[str, int]] | None = None,
     eval_budget: int | None = None,
+    labelled: Collection[str] | None = None,
 ) -> pd.DataFrame:
     """Rescue rate, tokens and intervals per policy and per ground-truth regime (``all`` for the whole set), at
     two matchings of compute (column ``matching``):
@@ -114,6 +127,12 @@ def evaluate_policies(
     to generate before it could choose: the probe batches for ``routed``, the label phase for ``best_single`` and
     ``label_informed``. ``policy_tokens`` is their sum. ``baseline_rescued`` / ``baseline_tokens`` are retry's at
     that matching, ``compute_saved_vs_retry`` compares ``policy_tokens`` with ``baseline_tokens``.
+
+    ``labelled`` (production mode): the label subsample, the problems with a ground truth. The regimes of ``truth``
+    are None elsewhere, so every regime stratum holds subsample problems only; the hindsight oracle is built on
+    the subsample (where every policy drew); a policy of :data:`SUBSAMPLE_POLICIES` is compared with retry on the
+    subsample's problems. Every row says whether it rests on the subsample (``label_subsample``) and of how many
+    failed problems (``failed_problems``: the rows of ``truth``).
     """
     upfront_tokens = upfront_tokens or {}
     ordered = eval_rollouts.sort_values(["problem_id", "intervention", "sample_index"], kind="stable")
@@ -135,7 +154,8 @@ def evaluate_policies(
                                 "upfront_tokens": int(upfront_tokens.get(policy, {}).get(pid, 0))})
     outcomes = pd.DataFrame(per_problem)
     if "uniform_retry" in choices:
-        outcomes = pd.concat([outcomes, _hindsight(outcomes, regime_of)], ignore_index=True)
+        sampled = outcomes if labelled is None else outcomes[outcomes["problem_id"].isin(set(labelled))]
+        outcomes = pd.concat([outcomes, _hindsight(sampled, regime_of)], ignore_index=True)
         choices = {**choices, HINDSIGHT: {}}
     outcomes["policy_tokens"] = outcomes["tokens"] + outcomes["upfront_tokens"]
     replicated = set()
@@ -144,10 +164,17 @@ def evaluate_policies(
     strata = ("all", *REGIMES, *([f"{REPLICATED}{r}" for r in REGIMES] if replicated else []))
     retry = outcomes[outcomes["policy"] == "uniform_retry"]
     retry_samples = int(retry["samples"].max()) if len(retry) else 0
+    subsample = None if labelled is None else set(labelled)
+    population = len(truth)  # a row per failed problem, its regime None outside the label subsample
+
+    def baseline_for(policy: str, frame: pd.DataFrame) -> pd.DataFrame:
+        return frame[frame["problem_id"].isin(subsample)] if (subsample is not None
+                                                                     and policy in SUBSAMPLE_POLICIES) else frame
+
     rows = []
     for policy in choices:
         mine = outcomes[outcomes["policy"] == policy]
-        rows += _stratum_rows(policy, mine, retry, strata, replicated, "samples", retry_samples, False)
+        rows += _stratum_rows(policy, mine, baseline_for(policy, retry), strata, replicated, "samples", retry_samples, False)
     draws = ordered[ordered["intervention"] == RETRY]
     for policy in TOKEN_MATCHED:
         mine = outcomes[outcomes["policy"] == policy]
@@ -156,7 +183,12 @@ def evaluate_policies(
         m, capped, baseline = retry_at_tokens(draws, list(mine["problem_id"]), int(mine["policy_tokens"].sum()))
         baseline["regime"] = baseline["problem_id"].map(regime_of)
         rows += _stratum_rows(policy, mine, baseline, strata, replicated, "tokens", m, capped)
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    if len(frame):
+        frame["label_subsample"] = bool(subsample is not None) & (frame["policy"].isin(SUBSAMPLE_POLICIES)
+                                                                 | (frame["regime"] != "all"))
+        frame["failed_problems"] = population
+    return frame
 
 
 TOKEN_MATCHED = ("routed", "best_single", "label_informed")

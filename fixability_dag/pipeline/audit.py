@@ -52,6 +52,7 @@ from fixability_dag.core.sampling import RolloutEngine, graded_chunks, split_by_
 from fixability_dag.core.signals import retry_headroom, shift_features
 from fixability_dag.core.stats import cohen_kappa, majority_share, matched_accuracy
 from fixability_dag.core.stopping import decided, failed_cap, first_seeded_block, savings
+from fixability_dag.core.subsample import Subsample, draw_subsample, regime_shares
 from fixability_dag.pipeline import metrics
 from fixability_dag.pipeline.config import AuditConfig
 from fixability_dag.pipeline.progress import Progress
@@ -148,6 +149,19 @@ def _diagnostic(store: AuditStore, checkpoint_id: str) -> pd.DataFrame:
 
 def failed_ids(store: AuditStore, checkpoint_id: str, cfg: AuditConfig) -> list[str]:
     return failed_problem_ids(_diagnostic(store, checkpoint_id), cfg.fail_threshold)
+
+
+def label_subsample(failed: list[str], cfg: AuditConfig) -> Subsample:
+    """The failed problems the label phase covers (production mode: ``label_subsample``; else every one), a pure
+    function of the failed set and the audit seed (:func:`fixability_dag.core.subsample.draw_subsample`)."""
+    return draw_subsample(failed, cfg.label_subsample, cfg.seed)
+
+
+def _subsample_shown(sample: Subsample) -> dict:
+    """What a stage shows of the label subsample, in production mode only (a full audit shows what it always did)."""
+    if sample.complete:
+        return {}
+    return {"label_subsample": sample.describe(), "labelled_problems": len(sample.drawn)}
 
 
 def sample_phase(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, phase: str, requests, problems,
@@ -409,14 +423,16 @@ LABEL_PHASE, REPLICATE_PHASE = "label", "label_replicate"
 
 @per_suite
 def measure_rescues(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: AuditConfig, run_id: str | None = None) -> StageResult:
-    """Every catalog intervention on every failed problem, fresh seeds: the evidence for the ground truth.
+    """Every catalog intervention on every failed problem (production mode: on the label subsample), fresh seeds:
+    the evidence for the ground truth.
 
     Each group is drawn in seeded blocks of ``label_block`` samples and, with ``label_early_stop``, stops after
     its first block with a success: the labels only need to know whether the budget rescues the problem
     (:mod:`fixability_dag.core.stopping`). The summary says what that saved.
     """
     failed = failed_ids(store, checkpoint_id, cfg)
-    problems = store.problems(failed)
+    sample = label_subsample(failed, cfg)  # production mode: the seeded subsample only
+    problems = store.problems([pid for pid in failed if pid in sample.drawn])
     exemplars = audit_problems(store, cfg)
     frames, by_phase = {}, {}
     for phase in (LABEL_PHASE, REPLICATE_PHASE) if cfg.label_replicate else (LABEL_PHASE,):
@@ -441,8 +457,11 @@ def measure_rescues(store: AuditStore, engine: RolloutEngine, checkpoint_id: str
     summary = {"by_intervention": table.to_dict("records"), "early_stop": cfg.label_early_stop,
                "block": cfg.label_block, **{f"{phase}_{k}": v for phase, d in saved.items() for k, v in d.items()},
                **resume}
+    if not sample.complete:
+        summary["label_subsample"] = {"labelled": len(sample.drawn), "failed": len(failed), "setting": cfg.label_subsample}
     label_saved = saved[LABEL_PHASE]
     return StageResult(rows, summary, outcomes, {
+        **_subsample_shown(sample),
         "rollouts": rows, "tokens": int(table["tokens"].sum()), "rescues_by_intervention": table, **resume,
         "label_samples_budget": label_saved["samples_budget"], "label_samples_saved": label_saved["samples_saved"],
         "label_tokens_saved_estimate": label_saved["tokens_saved_estimate"]})
@@ -450,47 +469,78 @@ def measure_rescues(store: AuditStore, engine: RolloutEngine, checkpoint_id: str
 
 @per_suite
 def label(store: AuditStore, checkpoint_id: str, cfg: AuditConfig) -> StageResult:
-    """Ground-truth regimes and unsupervised clusters, plus how well the clusters recover the regimes."""
+    """Ground-truth regimes and unsupervised clusters, plus how well the clusters recover the regimes.
+
+    Production mode (``label_subsample``): the truth exists for the label subsample only. ``regime_labels`` keeps a
+    row per failed problem (its cluster, fitted on all of them; truth NULL outside the subsample, ``label_sample``
+    and ``label_weight`` saying which is which); every accuracy is computed on the subsample, and says so; the
+    regime shares of all failed problems are weighted (Hajek) estimates with intervals."""
     features = store.read("problem_features", checkpoint_id)
     outcomes = store.read("intervention_outcomes", checkpoint_id)
     failed = list(features["problem_id"])
-    truth = ground_truth(outcomes, failed)
+    sample = label_subsample(failed, cfg)
+    drawn = [pid for pid in failed if pid in sample.drawn]
+    truth = ground_truth(outcomes, drawn)
     labels = label_regimes(features, truth, FEATURES, cfg.cluster_method, cfg.seed)
-    replicate = _replicate_regimes(store, checkpoint_id, failed) if cfg.label_replicate else None
+    replicate = _replicate_regimes(store, checkpoint_id, drawn) if cfg.label_replicate else None
     labels["replicate_regime"] = labels["problem_id"].map(replicate) if replicate is not None else None
+    labels["label_sample"] = labels["problem_id"].isin(sample.drawn)
+    labels["label_weight"] = [sample.weight(pid) if pid in sample.drawn else None for pid in labels["problem_id"]]
     store.replace("regime_labels", checkpoint_id, labels)
+    labelled = labels[labels["label_sample"]]
+    sampled_features = features[features["problem_id"].isin(sample.drawn)].reset_index(drop=True)
     report: dict = {"failed_problems": len(failed)}
     ablation = pd.DataFrame(columns=["features", "accuracy", "std"])
     if why := why_not_evaluable(truth):  # said in the summary and, as a note per method, in regime_reports
+        why = why if sample.complete else f"label subsample, {len(drawn)} of {len(failed)} failed: {why}"
         report["not_computed"] = {"regime_report": why, "feature_ablation": why}
         report.update({method: {"note": why} for method in REPORT_METHODS if method != "gmm_replicated"})
     else:
         diagnostic = _rollouts(store, checkpoint_id, "diagnostic")
-        traces = diagnostic[diagnostic["problem_id"].isin(failed)].groupby("problem_id")["text"].apply("\n\n".join)
-        questions = {p.problem_id: p.question for p in store.problems(failed)}
+        traces = diagnostic[diagnostic["problem_id"].isin(drawn)].groupby("problem_id")["text"].apply("\n\n".join)
+        questions = {p.problem_id: p.question for p in store.problems(drawn)}
         texts = {pid: questions.get(pid, "") + "\n\n" + body for pid, body in traces.items()}  # what a reader sees
-        report = regime_report(features, truth, texts, FEATURES, cfg.cluster_seeds, cfg.cluster_bootstraps,
+        report = regime_report(sampled_features, truth, texts, FEATURES, cfg.cluster_seeds, cfg.cluster_bootstraps,
                                cfg.null_permutations, cfg.baseline_null_permutations)
-        ablation = feature_ablation(features, truth, ALL_FEATURES, seeds=cfg.ablation_seeds)
+        report["failed_problems"] = len(failed)
+        ablation = feature_ablation(sampled_features, truth, ALL_FEATURES, seeds=cfg.ablation_seeds)
     if replicate is not None:
-        report["label_agreement"] = label_agreement(labels)
-        replicated = truth[labels["true_regime"].to_numpy() == labels["replicate_regime"].to_numpy()]
+        report["label_agreement"] = label_agreement(labelled)
+        replicated = labelled[labelled["true_regime"] == labelled["replicate_regime"]]
         if evaluable(replicated):
             X = feature_matrix(features.set_index("problem_id").loc[replicated["problem_id"]].reset_index(), FEATURES)
             report["gmm_replicated"] = clustering_accuracy(X, list(replicated["true_regime"]), "gmm", cfg.cluster_seeds,
                                                            cfg.cluster_bootstraps, permutations=cfg.null_permutations)
-    report["regime_shares"] = {r: float((truth["true_regime"] == r).mean()) if len(truth) else 0.0 for r in REGIMES}
+    shown_subsample = {}
+    if sample.complete:
+        report["regime_shares"] = {r: float((truth["true_regime"] == r).mean()) if len(truth) else 0.0 for r in REGIMES}
+        share_table = _two_columns(report["regime_shares"], "regime", "share")
+    else:  # weighted estimates of the whole failed population's shares, each with its interval
+        estimated = regime_shares(list(truth["true_regime"]), [1 / sample.weight(p) for p in truth["problem_id"]],
+                                  len(failed), REGIMES)
+        report["regime_shares"] = {r: est for r, (est, _, _) in estimated.items()}
+        report["regime_share_intervals"] = {r: [lo, hi] for r, (_, lo, hi) in estimated.items()}
+        report["label_subsample"] = {"labelled": len(drawn), "failed": len(failed), "setting": cfg.label_subsample,
+                                     "accuracies_on": sample.describe()}
+        share_table = pd.DataFrame([{"regime": r, "share (estimate)": est, "ci_low": lo, "ci_high": hi,
+                                     "estimated from": sample.describe()} for r, (est, lo, hi) in estimated.items()])
+        shown_subsample = {**_subsample_shown(sample), "accuracies_on": sample.describe(),
+                           **{f"share_{r}_ci_low": metrics.rounded(lo) for r, (_, lo, _) in estimated.items()},
+                           **{f"share_{r}_ci_high": metrics.rounded(hi) for r, (_, _, hi) in estimated.items()}}
     accuracies = accuracy_rows(report)
-    store.replace("regime_reports", checkpoint_id, [{**r, "failed_problems": len(failed)} for r in accuracies])
+    store.replace("regime_reports", checkpoint_id, [{**r, "failed_problems": len(failed), "labelled_problems": len(drawn)}
+                                                    for r in accuracies])
     store.replace("feature_ablations", checkpoint_id, ablation.rename(columns={"std": "accuracy_std"}).assign(rank=range(1, len(ablation) + 1)))
+    accuracy_table = pd.DataFrame(accuracies, columns=[
+        "method", "accuracy", "balanced_accuracy", "null_mean", "balanced_null_mean", "balanced_null_q95", "null_p", "note"])
+    if not sample.complete:
+        accuracy_table.insert(1, "on", sample.describe())
     return StageResult(len(labels), report, labels, {
-        "failed_problems": len(failed),
+        "failed_problems": len(failed), **shown_subsample,
         **({"not_computed": _two_columns(report["not_computed"], "what", "why")} if "not_computed" in report else {}),
-        "regime_shares": _two_columns(report["regime_shares"], "regime", "share"),
+        "regime_shares": share_table,
         **metrics.regime_shares(report["regime_shares"]), **metrics.accuracies(accuracies),
-        "cluster_accuracy": metrics.explained_table(pd.DataFrame(accuracies, columns=[
-            "method", "accuracy", "balanced_accuracy", "null_mean", "balanced_null_mean", "balanced_null_q95", "null_p",
-            "note"]))})
+        "cluster_accuracy": metrics.explained_table(accuracy_table)})
 
 
 def _replicate_regimes(store: AuditStore, checkpoint_id: str, failed: list[str]) -> dict[str, str]:
@@ -554,13 +604,18 @@ def evaluate(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: 
     """Score routed vs. uniform retry vs. best single vs. label-informed vs. hindsight oracle on fresh-seed rollouts."""
     plan_frame = store.read("routing_plans", checkpoint_id)
     outcomes = store.read("intervention_outcomes", checkpoint_id)
-    truth = store.read("regime_labels", checkpoint_id)[["problem_id", "true_regime", "replicate_regime"]]
+    stored = store.read("regime_labels", checkpoint_id)
+    truth = stored[["problem_id", "true_regime", "replicate_regime"]]
     failed = list(truth["problem_id"])
     if not failed:
         store.replace("rollouts", checkpoint_id, [], phase="eval")
         store.replace("rescue_evaluations", checkpoint_id, [])
         return StageResult(0, {"failed_problems": 0}, pd.DataFrame(), {"failed_problems": 0})
-    choices = policy_choices(plan_frame, outcomes, failed)
+    drawn = set(stored.loc[stored["label_sample"].fillna(True).astype(bool), "problem_id"])
+    # the subsample as label stored it (not redrawn: the evaluation scores what was labelled); only its size is read
+    sample = Subsample(tuple(failed), frozenset(drawn), {})
+    labelled = None if sample.complete else drawn
+    choices = policy_choices(plan_frame, outcomes, failed, labelled)
     problems = problems_by_id(store.problems(failed))
     exemplars = audit_problems(store, cfg)
     requests = []
@@ -573,21 +628,40 @@ def evaluate(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: 
     choices = {policy: {pid: name for pid, name in per.items() if (pid, name) not in missing}
                for policy, per in choices.items()}
     evaluations = evaluate_policies(choices, frame, truth, _upfront_tokens(store, checkpoint_id, failed, outcomes),
-                                    cfg.eval_budget)
+                                    cfg.eval_budget, labelled)
     store.replace("rescue_evaluations", checkpoint_id, evaluations)
     summary = {"failed_problems": len(failed), "eval_rollouts": len(frame), **_resume_summary(frame), **summarize(evaluations)}
     shown_columns = ["policy", "regime", "matching", "problems", "rescued", "rescue_rate", "policy_tokens",
                      "retry_samples", "baseline_rescued", "lift_vs_retry"]
+    table = evaluations[shown_columns]
+    subsample_shown = {}
+    if labelled is not None:  # production mode: every per-regime row and subsample policy rests on n of N
+        steer = evaluations[(evaluations["policy"] == "routed") & (evaluations["regime"] == "steerable_hard")
+                            & (evaluations["matching"] == "samples")]
+        summary["label_subsample"] = {"labelled": len(drawn), "failed": len(failed)}
+        summary["steerable_hard_problems"] = int(steer["problems"].iloc[0]) if len(steer) else 0
+        subsample_shown = {**_subsample_shown(sample), "steerable_hard_problems": summary["steerable_hard_problems"],
+                           "steerable_hard_lift_on": f"{summary['steerable_hard_problems']} steerable-hard problems of "
+                                                     f"{sample.describe()}"}
+        table = evaluations[[*shown_columns, "lift_ci_low", "lift_ci_high"]].assign(
+            on=[f"{n} of {len(failed)} failed problems" + (" (label subsample)" if sub else "")
+                for n, sub in zip(evaluations["problems"], evaluations["label_subsample"])])
     return StageResult(len(evaluations), summary, evaluations, {
         **{k: summary.get(k) for k in ("failed_problems", "steerable_hard_lift", "steerable_hard_lift_equal_tokens",
                                        "compute_saved_routed_vs_retry", "skipped_requests")},
-        **metrics.policy_numbers(evaluations), "evaluation": evaluations[shown_columns]})
+        **subsample_shown, **metrics.policy_numbers(evaluations), "evaluation": table})
 
 
 def _upfront_tokens(store: AuditStore, checkpoint_id: str, failed: list[str],
                     outcomes: pd.DataFrame) -> dict[str, dict[str, int]]:
     """Tokens each policy generated before it could choose, per failed problem (see ``evaluate_policies``): the
-    probe rollouts for ``routed``; for the label-phase policies, the label tokens ``intervention_outcomes`` sums."""
+    probe rollouts for ``routed``; for the label-phase policies, the label tokens ``intervention_outcomes`` sums.
+
+    In production mode the label phase ran on the subsample only, so only its problems carry label tokens: each
+    policy is charged what was generated for it, no more. ``label_informed`` is scored on the subsample and pays
+    its problems' own label tokens, as in a full audit; ``best_single`` is scored on every failed problem and pays
+    the subsample's label tokens once (its choice cost that much; the problems outside the sample add 0), so at
+    equal tokens retry gets the eval tokens plus the label tokens actually spent."""
     probe = store.read("rollouts", checkpoint_id, phase="probe")
     probe = probe[probe["problem_id"].isin(failed)].groupby("problem_id")["num_tokens"].sum()
     label = outcomes[outcomes["problem_id"].isin(failed)].groupby("problem_id")["tokens"].sum()
@@ -623,8 +697,16 @@ def _topography(store: AuditStore) -> pd.DataFrame:
         row = {"checkpoint": ck.checkpoint_id, "recipe": ck.recipe, "step": ck.training_step,
                "pass_rate": counts["first_block_correct"].sum() / counts["first_block_samples"].sum(),
                "failed": len(mine)}
-        for regime in REGIMES:
-            row[f"share_{regime}"] = float((mine["true_regime"] == regime).mean()) if len(mine) else float("nan")
+        drawn = mine[mine["label_sample"].fillna(True).astype(bool)] if len(mine) else mine
+        if len(drawn) == len(mine):  # every failed problem labelled: the shares are counted
+            for regime in REGIMES:
+                row[f"share_{regime}"] = float((mine["true_regime"] == regime).mean()) if len(mine) else float("nan")
+        else:  # production mode: weighted estimates from the label subsample, with intervals
+            row["labelled"] = len(drawn)
+            probabilities = 1 / drawn["label_weight"].astype(float).to_numpy()
+            for regime, (est, lo, hi) in regime_shares(list(drawn["true_regime"]), probabilities, len(mine),
+                                                       REGIMES).items():
+                row[f"share_{regime}"], row[f"share_{regime}_ci_low"], row[f"share_{regime}_ci_high"] = est, lo, hi
         ev = evals[(evals["checkpoint_id"] == ck.checkpoint_id) & (evals["regime"] == "all")
                    & (evals["matching"] == "samples")] if len(evals) else evals
         for r in ev.itertuples(index=False):
@@ -654,7 +736,7 @@ def _transfer(store: AuditStore, seed: int) -> pd.DataFrame:
     features, labels = store.read("problem_features"), store.read("regime_labels")
     per_checkpoint = {}
     for ck, f in features.groupby("checkpoint_id"):
-        t = labels[labels["checkpoint_id"] == ck][["problem_id", "true_regime"]]
+        t = labels[(labels["checkpoint_id"] == ck) & labels["true_regime"].notna()][["problem_id", "true_regime"]]
         if evaluable(t):
             per_checkpoint[ck] = (f.reset_index(drop=True), t)
     # what depends on the target alone is computed once per target, not once per (source, target) pair

@@ -21,9 +21,10 @@ import pandas as pd
 from fixability_dag.core.features import failed_problem_ids
 from fixability_dag.core.interventions import RETRY
 from fixability_dag.core.regimes import REGIMES
-from fixability_dag.core.rescue import HINDSIGHT, POLICIES, TOKEN_MATCHED
+from fixability_dag.core.rescue import HINDSIGHT, POLICIES, SUBSAMPLE_POLICIES, TOKEN_MATCHED
 from fixability_dag.core.stats import cohen_kappa
 from fixability_dag.core.stopping import failed_cap, rule_samples
+from fixability_dag.core.subsample import draw_subsample, hajek_mean
 from fixability_dag.pipeline.config import AuditConfig
 from fixability_dag.storage.store import AuditStore
 
@@ -58,6 +59,11 @@ class Facts:
     def failed(self) -> set[str]:
         diagnostic = self.store.read("rollouts", self.checkpoint_id, phase="diagnostic")
         return set(failed_problem_ids(diagnostic, self.cfg.fail_threshold)) if len(diagnostic) else set()
+
+    @functools.cached_property
+    def sampled(self) -> set[str]:
+        """The failed problems the label phase covers: all of them, or the label subsample (production mode)."""
+        return set(draw_subsample(self.failed, self.cfg.label_subsample, self.cfg.seed).drawn)
 
     @functools.cached_property
     def skipped(self) -> set[tuple[str, str, str]]:
@@ -163,19 +169,33 @@ def features_complete(f: Facts) -> Outcome:
 
 
 def outcomes_complete(f: Facts) -> Outcome:
-    expected = {(pid, name): 1 for pid in f.failed for name in f.cfg.interventions}
-    return _group_sizes("rescue outcomes per failed problem and intervention", f.read("intervention_outcomes"),
-                        ["problem_id", "intervention"], f.expected("label", expected))
+    """One outcome per labelled failed problem (every failed one, or the label subsample) and intervention."""
+    expected = {(pid, name): 1 for pid in f.sampled for name in f.cfg.interventions}
+    what = "rescue outcomes per failed problem and intervention" if f.sampled == f.failed else (
+        f"rescue outcomes per problem of the label subsample ({len(f.sampled)} of {len(f.failed)} failed) and intervention")
+    return _group_sizes(what, f.read("intervention_outcomes"), ["problem_id", "intervention"], f.expected("label", expected))
 
 
 def labels_complete(f: Facts) -> Outcome:
-    """Every failed problem has features, an outcome per intervention and exactly one known regime."""
+    """Every failed problem has features and one label row; every problem of the label subsample (every failed one
+    outside production mode) an outcome per intervention and exactly one known regime, and no other a regime."""
     labels = f.read("regime_labels")
-    unknown = set(labels["true_regime"]) - set(REGIMES)
+    drawn = labels["label_sample"].fillna(True).astype(bool) if len(labels) else pd.Series(dtype=bool)
+    unknown = set(labels.loc[drawn, "true_regime"]) - set(REGIMES) if len(labels) else set()
     regimes = Outcome(not unknown, f"regimes: {sorted(unknown)} unknown" if unknown else "regimes: all known")
+    outside = labels[~drawn] if len(labels) else labels
+    truthless = Outcome(bool(outside["true_regime"].isna().all() and outside["label_weight"].isna().all()),
+                        f"{len(outside)} failed problems outside the label subsample, none with a regime or weight"
+                        if outside["true_regime"].isna().all() and outside["label_weight"].isna().all()
+                        else "a problem outside the label subsample has a regime or a weight")
+    weighted = labels.loc[drawn, "label_weight"] if len(labels) else pd.Series(dtype=float)
+    weights = Outcome(bool((pd.to_numeric(weighted, errors="coerce") >= 1).all()),
+                      "every labelled problem has a weight >= 1" if (pd.to_numeric(weighted, errors="coerce") >= 1).all()
+                      else "a labelled problem has no weight or one below 1")
     return _all(features_complete(f), outcomes_complete(f),
-                _same_set("failed problems with a label", f.failed, set(labels["problem_id"])),
-                Outcome(not labels["problem_id"].duplicated().any(), "one label per problem"), regimes)
+                _same_set("failed problems with a label row", f.failed, set(labels["problem_id"])),
+                _same_set("problems of the label subsample", f.sampled, set(labels.loc[drawn, "problem_id"])),
+                Outcome(not labels["problem_id"].duplicated().any(), "one label per problem"), regimes, truthless, weights)
 
 
 def shares_sum_to_one(shares: pd.DataFrame, where: str) -> Outcome:
@@ -195,7 +215,10 @@ def label_shares(f: Facts) -> Outcome:
     labels = f.read("regime_labels")
     if labels.empty:
         return Outcome(True, "no failed problem: no regime shares to sum", {"rows": 0, "rows_off": 0})
-    shares = pd.DataFrame([{f"share_{r}": float((labels["true_regime"] == r).mean()) for r in REGIMES}])
+    drawn = labels[labels["label_sample"].fillna(True).astype(bool)]
+    probabilities = 1 / pd.to_numeric(drawn["label_weight"], errors="coerce").fillna(1.0).to_numpy()
+    shares = pd.DataFrame([{f"share_{r}": hajek_mean((drawn["true_regime"] == r).to_numpy(), probabilities)
+                            for r in REGIMES}])  # weighted (Hajek): plain shares when every failed problem is labelled
     return shares_sum_to_one(shares, "this checkpoint's labels")
 
 
@@ -251,16 +274,29 @@ def evaluation_consistent(f: Facts) -> Outcome:
     rows = _group_sizes("evaluation rows per policy, regime and matching", base, ["policy", "regime", "matching"], expected)
     everything = evals[(evals["regime"] == "all") & (evals["matching"] == "samples")].set_index("policy")
     bounded = everything["rescued"].max() <= everything["rescued"].get(HINDSIGHT, -1) if len(everything) else False
+    if f.sampled != f.failed and len(everything):
+        # production mode: the oracle is built on the label subsample, so it bounds the rows on the same problems:
+        # the subsample policies' and every policy's per-regime rows (regimes exist on the subsample only)
+        samples = evals[evals["matching"] == "samples"]
+        on_subsample = samples[samples["label_subsample"].fillna(False).astype(bool)]
+        bound = on_subsample[on_subsample["policy"] == HINDSIGHT].set_index("regime")["rescued"]
+        most = on_subsample.groupby("regime")["rescued"].max()
+        bounded = bool(len(bound)) and all(most[r] <= bound.get(r, -1) for r in most.index)
     # a policy's choice the context cannot hold is not scored on that problem (at most one skip per eval group)
     unscored = sum(phase == "eval" for phase, _, _ in f.skipped)
     problems = everything["problems"] if len(everything) else pd.Series(dtype=int)
-    counted = bool(len(everything) and problems.between(len(f.failed) - unscored, len(f.failed)).all()
+    # production mode: the policies that need each problem's label-phase outcomes are scored on the label subsample
+    wanted = pd.Series({p: len(f.sampled) if p in SUBSAMPLE_POLICIES else len(f.failed) for p in problems.index},
+                       dtype=int)
+    counted = bool(len(everything) and ((problems <= wanted) & (problems >= wanted - unscored)).all()
                    and everything["problems"].get("uniform_retry", -1) == len(f.failed))
     return _all(rows, _in_unit_interval("rescue rates", evals["rescue_rate"], allow_missing=True),
                 Outcome(bool(bounded), "no policy rescues more than the hindsight oracle" if bounded
                         else "a policy rescues more than the hindsight oracle"),
-                Outcome(counted, f"every policy scored on all {len(f.failed)} failed problems but the {unscored} "
-                        "choices skipped for the context" if counted
+                Outcome(counted, f"every policy scored on all {len(f.failed)} failed problems"
+                        + ("" if f.sampled == f.failed else f" (the label-phase policies on the {len(f.sampled)} of "
+                           "the label subsample)") + f" but the {unscored} choices skipped for the context"
+                        if counted
                         else "some policy was not scored on every failed problem"))
 
 
@@ -281,13 +317,17 @@ CHECKS: dict[str, tuple[Invariant, ...]] = {
     "failure_features": (Invariant("every_failed_problem_has_features", "Features exist for exactly the failed "
                                    "problems; dispersion, probe shift and retry headroom lie in [0, 1].", True,
                                    features_complete),),
-    "rescue_rollouts": (Invariant("every_failed_problem_has_outcomes", "One rescue outcome per failed problem and "
-                                  "catalog intervention: the ground-truth regimes are read from them.", True,
+    "rescue_rollouts": (Invariant("every_failed_problem_has_outcomes", "One rescue outcome per failed problem (production "
+                                  "mode: per problem of the label subsample) and catalog intervention: the "
+                                  "ground-truth regimes are read from them.", True,
                                   outcomes_complete),),
     "regime_labels": (
-        Invariant("every_failed_problem_has_evidence_and_a_label", "Every failed problem has features, an outcome per "
-                  "intervention and one known regime (the evaluation scores per regime).", True, labels_complete),
-        Invariant("regime_shares_sum_to_one", "The regime shares of the failed problems sum to 1.", True, label_shares),
+        Invariant("every_failed_problem_has_evidence_and_a_label", "Every failed problem has features and a label row; "
+                  "every one of the label subsample (production mode; else every failed problem) an outcome per "
+                  "intervention, one known regime and a weight, no other a regime (the evaluation scores per regime).",
+                  True, labels_complete),
+        Invariant("regime_shares_sum_to_one", "The regime shares of the failed problems (weighted "
+                  "estimates from the label subsample in production mode) sum to 1.", True, label_shares),
         Invariant("accuracies_finite_or_explained", "Every regime-recovery accuracy is in [0, 1] or carries the "
                   "reason it cannot be computed (too few problems per class, one regime only).", False,
                   accuracies_explained),

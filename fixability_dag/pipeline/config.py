@@ -14,6 +14,7 @@ from fixability_dag.core.problems import ArithmeticSuiteSpec, Problem, arithmeti
 from fixability_dag.core.prompts import PromptFormat
 from fixability_dag.core.routing import CatalogRule
 from fixability_dag.core.sampling import Decoding
+from fixability_dag.core.subsample import check_setting as check_subsample
 from fixability_dag.inputs.problem_files import BUILTIN_FORMATS, MAX_SUITE_CHARS, PROBLEM_FORMATS, ColumnMapping, load_problems
 
 CODE_VERSION = "0.6.0"
@@ -24,7 +25,7 @@ OPERATIONAL_FIELDS = frozenset({"commit_every"})
 """Settings that do not change results: changing them must not make the nightly schedule re-audit everything."""
 
 HASHED_WHEN_SET = {"chat": False, "prompt_template": None, "system_prompt": None, "stop": None,
-                   "diagnostic_block": None, "diagnostic_early_stop": False}
+                   "diagnostic_block": None, "diagnostic_early_stop": False, "label_subsample": None}
 """Settings added after 0.5.0 and their defaults: they enter the config hash only when set otherwise, so audits made
 before they existed (which used exactly these defaults) keep their hash and are not re-audited for nothing."""
 
@@ -81,6 +82,9 @@ class AuditConfig:
     label_replicate: bool = False  # a second label phase on independent seeds: label agreement (kappa)
     label_block: int = 4  # label phases draw each group in seeded blocks of this many samples ...
     label_early_stop: bool = True  # ... and stop a group after its first block with a success (core.stopping)
+    # production mode (core.subsample): the label phase on a seeded random subsample of the failed problems, a
+    # fraction in (0, 1) (rounded up, at least 1) or a whole count >= 1 (capped at the failed count); None: all
+    label_subsample: float | None = None
     eval_retry_samples: int = 32  # retry's eval draws: the first eval_budget score it at equal samples, the
     # first m (m: the policy's total generated tokens) at equal tokens; must be >= eval_budget
     seed: int = 0
@@ -141,6 +145,7 @@ class AuditConfig:
             raise ValueError("fail_threshold must be in [0, 1)")
         if self.cluster_method not in ("gmm", "kmeans"):
             raise ValueError("cluster_method must be 'gmm' or 'kmeans'")
+        object.__setattr__(self, "label_subsample", check_subsample(self.label_subsample))  # 50 and 50.0: one hash
         self.prompt_format  # noqa: B018 - validates prompt_template, system_prompt and stop together
         self._check_suites()
 

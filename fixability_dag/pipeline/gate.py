@@ -42,6 +42,8 @@ def gate_frame(problems: pd.DataFrame, diagnostic: pd.DataFrame, outcomes: pd.Da
         return pd.DataFrame()
     diag = diagnostic.merge(fam, on="problem_id")
     out = outcomes.merge(fam, on="problem_id") if len(outcomes) else outcomes
+    if len(labels) and "true_regime" in labels:  # production mode: the gate reads the label subsample's regimes
+        labels = labels[labels["true_regime"].notna()]
     lab = labels.merge(fam, on="problem_id") if len(labels) else labels
     interventions = sorted(out["intervention"].unique()) if len(out) else []
     rows = []

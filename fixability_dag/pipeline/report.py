@@ -53,7 +53,9 @@ def results_markdown(store: AuditStore) -> str:
         "Accuracy and balanced accuracy (mean per-regime recall) of each method against the ground-truth regimes, "
         "each beside the shuffled-label null of the *same* procedure (mean and 95% quantile; p = share of shuffled "
         "balanced accuracies at or above the observed one). Clusters: Hungarian-matched, mean over mixture seeds, ± the "
-        "std over stratified bootstrap resamples. Baselines: class-weighted, cross-validated. n = failed problems.",
+        "std over stratified bootstrap resamples. Baselines: class-weighted, cross-validated. n = failed problems"
+        + (" (production mode: n of N, the label subsample the accuracy is computed on; its interval holds at that n)."
+           if _any_subsample(reports) else "."),
         "",
     ]
     accuracy_rows = []
@@ -64,13 +66,13 @@ def results_markdown(store: AuditStore) -> str:
                 continue
             m = r.loc[method]
             std = f" ± {_fmt(m['accuracy_std'])}" if pd.notna(m["accuracy_std"]) else ""
-            n = int(m["failed_problems"])
+            n, shown_n = _labelled(m)
             interval = "n/a"
             if pd.notna(m["accuracy"]) and n:
                 lo, hi = wilson_interval(int(round(m["accuracy"] * n)), n)
                 interval = f"[{_fmt(lo)}, {_fmt(hi)}]"
             accuracy_rows.append({
-                "checkpoint": ck, "n": n, "method": label,
+                "checkpoint": ck, "n": shown_n, "method": label,
                 "accuracy": _fmt(m["accuracy"]) + std, "95% CI (Wilson)": interval,
                 "null (mean / q95)": f"{_fmt(m['null_mean'])} / {_fmt(m['null_q95'])}",
                 "balanced": _fmt(m["balanced_accuracy"]),
@@ -85,7 +87,7 @@ def results_markdown(store: AuditStore) -> str:
     rescue_rows = []
     for ck, policy, allr, sh in _policy_rows(evals, "samples"):
         rescue_rows.append({
-            "checkpoint": ck, "policy": policy, "rescue (all failed)": _fmt(allr["rescue_rate"]),
+            "checkpoint": ck, "policy": policy, "rescue (all failed)": _fmt(allr["rescue_rate"]) + _on(allr),
             "rescue (steerable-hard)": _fmt(sh["rescue_rate"]) if sh is not None and sh["problems"] else "n/a",
             "lift over retry on steerable-hard [95% CI]": _lift(sh), "eval tokens": int(allr["tokens"]),
             "tokens before choosing": int(allr["upfront_tokens"]) if pd.notna(allr.get("upfront_tokens")) else "n/a",
@@ -102,7 +104,8 @@ def results_markdown(store: AuditStore) -> str:
             "checkpoint": ck, "policy": policy, "policy tokens": int(allr["policy_tokens"]),
             "retry samples (m)": int(allr["retry_samples"]) if pd.notna(allr["retry_samples"]) else "n/a",
             "capped": "yes" if allr["token_match_capped"] else "no",
-            "rescue: policy / retry (all)": f"{int(allr['rescued'])} / {int(allr['baseline_rescued'])} of {int(allr['problems'])}",
+            "rescue: policy / retry (all)": f"{int(allr['rescued'])} / {int(allr['baseline_rescued'])} of {int(allr['problems'])}"
+                                            + _on(allr),
             "lift (all) [95% CI]": _lift(allr), "lift on steerable-hard [95% CI]": _lift(sh)})
     lines.append(markdown_table(token_rows, empty="_(no token-matched evaluation stored: audited before code 0.4.0)_"))
     lines += ["", "## Pooled over checkpoints", "",
@@ -112,9 +115,14 @@ def results_markdown(store: AuditStore) -> str:
     lines.append(markdown_table(pooled_lifts(evals), empty="_(no evaluation stored)_"))
     lines += ["", f"Preprint: {PREPRINT['steerable_hard_lift']} rescue on the steerable-hard subset from its routing rule.", "",
               "## Topography", ""]
-    lines.append(markdown_table([{"checkpoint": r.checkpoint, "recipe": r.recipe, "step": r.step, "base pass rate": _fmt(r.pass_rate),
-                                  "failed": r.failed, **{x: _fmt(getattr(r, f"share_{x}")) for x in REGIMES}}
-                                 for r in topo.itertuples(index=False)]))
+    lines.append(markdown_table([{"checkpoint": r["checkpoint"], "recipe": r["recipe"], "step": r["step"],
+                                  "base pass rate": _fmt(r["pass_rate"]), "failed": r["failed"],
+                                  **({"labelled": _labelled_of(r)} if "labelled" in topo else {}),
+                                  **{x: _share(r, x) for x in REGIMES}} for _, r in topo.iterrows()]))
+    if "labelled" in topo:
+        lines += ["", "Production mode: where only a label subsample of the failed problems was labelled (`labelled`), "
+                  "the shares are weighted (Hajek) estimates of all failed problems' shares with a 95% interval "
+                  "(Wilson at the effective sample size, finite-population corrected; method.md, production mode)."]
     transfers = store.read("regime_transfers")
     lines += ["", "## Transfer: fitted on one checkpoint, applied to another", "",
               "Source mixture and source cluster->regime map applied to the target's failed problems (no target label), "
@@ -140,9 +148,30 @@ def results_markdown(store: AuditStore) -> str:
         lines += [f"**{ck}** (headline triple ranks {int(rank.iloc[0]) if len(rank) else 'n/a'} of {len(ab)}):", "",
                   markdown_table(ab.head(5), ["rank", "features", "selection_accuracy", "accuracy", "accuracy_std"]), ""]
     labels = labels.merge(problems[["problem_id", "difficulty"]], on="problem_id")
+    labels = labels[labels["true_regime"].notna()]  # production mode: the label subsample (equal weights within it)
     by_difficulty = (labels["true_regime"] == "structural").groupby(labels["difficulty"]).mean() if len(labels) else pd.Series(dtype=float)
     lines += discussion(reports, evals, ablations, by_difficulty, outcomes, label_saved, organism)
     return "\n".join(lines) + "\n"
+
+
+def _any_subsample(reports: pd.DataFrame) -> bool:
+    """Some stored accuracy rests on a label subsample (production mode)."""
+    if reports.empty or "labelled_problems" not in reports:
+        return False
+    return bool((reports["labelled_problems"].notna() & (reports["labelled_problems"] < reports["failed_problems"])).any())
+
+
+def _labelled_of(row) -> str:
+    labelled = row.get("labelled")
+    return "all" if labelled is None or pd.isna(labelled) else f"{int(labelled)} of {int(row['failed'])} (label subsample)"
+
+
+def _share(row, regime: str) -> str:
+    """A topography share; with its interval when it is estimated from a label subsample."""
+    low = row.get(f"share_{regime}_ci_low")
+    if low is None or pd.isna(low):
+        return _fmt(row[f"share_{regime}"])
+    return f"{_fmt(row[f'share_{regime}'])} [{_fmt(low)}, {_fmt(row[f'share_{regime}_ci_high'])}]"
 
 
 def code_versions(store: AuditStore) -> list[str]:
@@ -166,7 +195,31 @@ def _points(lift: float, lo: float, hi: float) -> str:
 def _lift(row) -> str:
     if row is None or not row["problems"] or pd.isna(row["lift_vs_retry"]):
         return "n/a"
-    return f"{_points(row['lift_vs_retry'], row['lift_ci_low'], row['lift_ci_high'])} (n={int(row['problems'])})"
+    return (f"{_points(row['lift_vs_retry'], row['lift_ci_low'], row['lift_ci_high'])} (n={int(row['problems'])}"
+            + (", label subsample" if _subsampled(row) else "") + ")")
+
+
+def _subsampled(row) -> bool:
+    """The evaluation row rests on the label subsample of a production-mode audit (not every failed problem)."""
+    value = row.get("label_subsample") if row is not None else None
+    return bool(value) and not pd.isna(value)
+
+
+def _on(row) -> str:
+    """' (n of N, label subsample)' for a row on the label subsample; '' for a row on every failed problem."""
+    if not _subsampled(row):
+        return ""
+    total = row.get("failed_problems")
+    return f" ({int(row['problems'])} of {int(total) if pd.notna(total) else '?'}, label subsample)"
+
+
+def _labelled(report_row) -> tuple[int, int | str]:
+    """The n an accuracy rests on, and how the table shows it: the failed problems, or in production mode 'n of N
+    (label subsample)'. Rows from before 0012 have no ``labelled_problems``: every failed problem was labelled."""
+    failed = int(report_row["failed_problems"])
+    labelled = report_row.get("labelled_problems")
+    n = int(labelled) if labelled is not None and pd.notna(labelled) else failed
+    return n, (n if n == failed else f"{n} of {failed} (label subsample)")
 
 
 def pooled_lifts(evals: pd.DataFrame) -> list[dict]:
@@ -278,7 +331,8 @@ def discussion(reports: pd.DataFrame, evals: pd.DataFrame, ablations: pd.DataFra
         evals = evals[evals["matching"] == "samples"]
         sh = evals[(evals["policy"] == "routed") & (evals["regime"] == "steerable_hard") & (evals["problems"] > 0)]
         spans = int(((sh["lift_ci_low"] <= 0) & (sh["lift_ci_high"] >= 0)).sum())
-        out.append(f"* Primary test 2: steerable-hard problems per checkpoint: {', '.join(str(int(n)) for n in sh['problems'])}; "
+        out.append("* Primary test 2: steerable-hard problems per checkpoint: "
+                   f"{', '.join(str(int(r['problems'])) + (' (label subsample)' if _subsampled(r) else '') for _, r in sh.iterrows())}; "
                    f"the routed lift over retry (Newcombe 95% interval) contains zero on {spans} of {len(sh)} checkpoints.")
         if len(by_tokens):
             lifts = ", ".join(f"{100 * r.lift_vs_retry:+.1f}" for r in by_tokens.itertuples())

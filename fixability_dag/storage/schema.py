@@ -29,6 +29,8 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy import false as sa_false
+from sqlalchemy import true as sa_true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Deterministic constraint names make migrations portable between SQLite and PostgreSQL.
@@ -174,13 +176,17 @@ class RegimeLabel(Base):
     checkpoint_id: Mapped[str] = mapped_column(ForeignKey("checkpoints.checkpoint_id", ondelete="CASCADE"), primary_key=True)
     suite: Mapped[str] = _suite_column()
     problem_id: Mapped[str] = mapped_column(String(200), primary_key=True)
-    true_regime: Mapped[str] = mapped_column(String(32))
+    true_regime: Mapped[str | None] = mapped_column(String(32), comment="NULL: not in the label subsample (label_sample)")
     rescued_by: Mapped[list | None] = mapped_column(JSON)
     majority_rescued_by: Mapped[list | None] = mapped_column(JSON)
     cluster_id: Mapped[int | None] = mapped_column(Integer)
     cluster_regime: Mapped[str | None] = mapped_column(String(32))
     cluster_method: Mapped[str | None] = mapped_column(String(16))
     replicate_regime: Mapped[str | None] = mapped_column(String(32), comment="regime from the replicate label phase")
+    label_sample: Mapped[bool] = mapped_column(Boolean, server_default=sa_true(),
+                                               comment="drawn for the label phase (label_subsample); false: no truth")
+    label_weight: Mapped[float | None] = mapped_column(Float, server_default="1", comment=(
+        "Horvitz-Thompson weight 1/inclusion probability of a drawn problem; NULL when not drawn"))
     __table_args__ = (Index("ix_regime_labels_regime", "true_regime", "checkpoint_id"), _problem_fk())
 
 
@@ -227,6 +233,9 @@ class RescueEvaluation(Base):
     pairs_both: Mapped[int | None] = mapped_column(Integer, comment="paired outcomes: rescued by both")
     pairs_policy_only: Mapped[int | None] = mapped_column(Integer, comment="rescued by the policy, not the baseline")
     pairs_retry_only: Mapped[int | None] = mapped_column(Integer, comment="rescued by the baseline, not the policy")
+    label_subsample: Mapped[bool | None] = mapped_column(Boolean, server_default=sa_false(), comment=(
+        "true: the row's problems are the label subsample (production mode), not every failed problem"))
+    failed_problems: Mapped[int | None] = mapped_column(Integer, comment="failed problems of the checkpoint (N)")
 
 
 class AuditRun(Base):
@@ -268,6 +277,8 @@ class RegimeReport(Base):
     balanced_null_q95: Mapped[float | None] = mapped_column(Float)
     null_p: Mapped[float | None] = mapped_column(Float, comment="share of shuffled-label balanced accuracies >= observed")
     note: Mapped[str | None] = mapped_column(String(200), comment="why a value could not be computed")
+    labelled_problems: Mapped[int | None] = mapped_column(Integer, comment=(
+        "failed problems the accuracy rests on (the label subsample); NULL before 0012: failed_problems"))
 
 
 class FeatureAblation(Base):

@@ -49,6 +49,12 @@ def test_a_file_sets_what_it_names_and_leaves_the_demo_defaults(tmp_path):
     ({"diagnostic_block": 0}, "diagnostic_block (0) must be between 1 and n_samples (16)"),
     ({"diagnostic_block": 17}, "diagnostic_block (17) must be between 1 and n_samples (16)"),
     ({"diagnostic_block": "4"}, "setting 'diagnostic_block': expected int"),
+    ({"label_subsample": 0}, "label_subsample must be null (every failed problem), a fraction in (0, 1) or a whole"),
+    ({"label_subsample": 2.5}, "label_subsample must be null (every failed problem), a fraction in (0, 1) or a whole "
+                               "count >= 1, got 2.5 (a count must be a whole number)"),
+    ({"label_subsample": -0.5}, "label_subsample must be null"),
+    ({"label_subsample": "10%"}, "setting 'label_subsample': expected float, got '10%'"),
+    ({"label_subsample": True}, "setting 'label_subsample': expected float, got True"),
 ])
 def test_bad_settings_are_refused_with_the_file_and_key_named(tmp_path, values, named):
     path = settings_file(tmp_path, values)

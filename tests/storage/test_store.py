@@ -170,7 +170,7 @@ def test_upgrade_from_0005_gives_existing_rows_their_suite_and_lets_suites_share
                           "tokens, samples, skipped) VALUES ('ck', 'routed', 'all', 'samples', 1, 0, 0, 0, 1)"))
         conn.execute(text("INSERT INTO regime_reports (checkpoint_id, method, failed_problems) VALUES ('ck', 'gmm', 1)"))
     store.migrate()
-    assert current_revision(store.engine) == head_revision() == "0010"
+    assert current_revision(store.engine) == head_revision() == "0012"
     for table, rows in (("problems", 2), ("rollouts", 6), ("problem_features", 1), ("regime_labels", 1),
                         ("routing_plans", 1), ("rescue_evaluations", 1), ("regime_reports", 1)):
         frame = store.read(table)
