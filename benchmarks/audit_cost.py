@@ -107,6 +107,7 @@ class Audited:
 
 def run_mode(engine, path: Path, cfg: AuditConfig, mode: str, db_dir: Path) -> Audited:
     store = AuditStore(f"sqlite:///{db_dir / f'{mode}.db'}")
+    store.migrate()
     info = inspect_checkpoint(path)
     store.register_checkpoint(info.checkpoint_id, str(path), info.fingerprint, recipe=info.recipe,
                               training_step=info.training_step)
@@ -176,7 +177,7 @@ def main(argv=None) -> int:
                         help="fraction (< 1) or count (>= 1) of failed problems the production label phase covers")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    subsample = int(args.label_subsample) if args.label_subsample >= 1 else args.label_subsample
+    subsample = args.label_subsample
     configs = modes(read_settings_file(args.config), args.diagnostic_block, subsample)
     results: dict[str, dict[str, Audited]] = {}
     for path in args.checkpoint or DEFAULT_CHECKPOINTS:

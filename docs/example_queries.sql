@@ -35,3 +35,11 @@ SELECT checkpoint_id, policy, policy_tokens, retry_samples, token_match_capped A
 FROM rescue_evaluations
 WHERE regime = 'all' AND matching = 'tokens'
 ORDER BY checkpoint_id, policy;
+
+-- 5. What each checkpoint's audit cost, per phase and intervention: generated tokens, and prompt tokens (a request's
+--    prompt counted once for its n samples; NULL rows counted apart: stored before prompts were counted).
+SELECT checkpoint_id, phase, intervention, COUNT(*) AS rollouts, SUM(num_tokens) AS generated_tokens,
+       SUM(prompt_tokens) AS prompt_tokens, SUM(CASE WHEN prompt_tokens IS NULL THEN 1 ELSE 0 END) AS prompt_unknown
+FROM rollouts
+GROUP BY checkpoint_id, phase, intervention
+ORDER BY checkpoint_id, phase, intervention;

@@ -180,8 +180,11 @@ class FakeEngine:
     ``write(request, answer)`` is how the answer is stated (default ``#### answer``)."""
 
     def __init__(self, sampler: AnswerSampler, logprob: Callable[[GenerationRequest], float] = lambda r: -0.5,
-                 write: Callable[[GenerationRequest, str], str] = lambda r, answer: f"#### {answer}"):
-        self.sampler, self.logprob, self.write = sampler, logprob, write
+                 write: Callable[[GenerationRequest, str], str] = lambda r, answer: f"#### {answer}",
+                 count_prompt: Callable[[GenerationRequest], int] | None = None):
+        """``count_prompt(request)``: the prompt tokens to report, on each request's first sample as vLLM does (0 on
+        the others); without it the fake reports none, as an engine that cannot count."""
+        self.sampler, self.logprob, self.write, self.count_prompt = sampler, logprob, write, count_prompt
         self.calls: list[Sequence[GenerationRequest]] = []
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
@@ -190,11 +193,12 @@ class FakeEngine:
         for r in requests:
             rng = random.Random(r.seed)
             samples = []
-            for _ in range(r.n):
+            for i in range(r.n):
                 answer = self.sampler(r, rng)
                 body = "1+1=2\n" + (self.write(r, answer) if answer is not None else "and so on")
                 tokens = len(body)
-                samples.append(Completion(body, tokens, self.logprob(r) * tokens, "stop"))
+                prompt = None if self.count_prompt is None else (self.count_prompt(r) if i == 0 else 0)
+                samples.append(Completion(body, tokens, self.logprob(r) * tokens, "stop", prompt_tokens=prompt))
             out.append(samples)
         return out
 

@@ -28,7 +28,7 @@ rescues that score routing policies."""
 
 ROLLOUT_COLUMNS = [
     "problem_id", "phase", "intervention", "sample_index", "seed", "text", "answer", "is_correct",
-    "num_tokens", "cumulative_logprob", "mean_logprob", "finish_reason", "tool_calls",
+    "num_tokens", "prompt_tokens", "cumulative_logprob", "mean_logprob", "finish_reason", "tool_calls",
 ]
 
 
@@ -91,6 +91,12 @@ class Completion:
     """Tool calls made while generating this sample (refused ones included)."""
     tool_refusals: int = 0
     """Of those, the calls the tool refused (the model then continued by itself)."""
+    prompt_tokens: int | None = None
+    """Prompt tokens the engine prefilled for this sample: the request's prompt on its first sample (an engine
+    prefills a request's prompt once for all its ``n`` samples), 0 on the others, plus the prompt of every
+    continuation a tool sample needed. ``None``: the engine did not say (a test double, an old server), which the
+    audit stores as unknown (NULL), never as 0. Counted before prefix caching: what a policy asks the engine to
+    read, not what a warm cache saved it."""
 
 
 class RolloutEngine(Protocol):
@@ -217,6 +223,7 @@ def grade_completions(request: GenerationRequest, problem: Problem, completions:
                 "answer": answer,
                 "is_correct": bool(correct),
                 "num_tokens": int(c.num_tokens),
+                "prompt_tokens": None if c.prompt_tokens is None else int(c.prompt_tokens),
                 "cumulative_logprob": cumulative,
                 "mean_logprob": mean_lp,
                 "finish_reason": None if c.finish_reason is None else str(c.finish_reason)[:16],
@@ -262,3 +269,24 @@ def generate_rollouts(
     """Run requests through an engine in chunks and grade every completion (all in memory, nothing committed)."""
     rows = [row for _, chunk_rows in graded_chunks(engine, requests, problems, chunk_size) for row in chunk_rows]
     return pd.DataFrame(rows, columns=ROLLOUT_COLUMNS)
+
+
+def token_counts(rollouts: pd.DataFrame) -> dict:
+    """What a set of rollouts cost: generated and prompt tokens in total and per intervention (JSON-able).
+
+    ``prompt_tokens`` is ``None`` when any row's count is unknown (NULL: an engine that does not say, or rows stored
+    before prompts were counted), with ``prompt_tokens_unknown_rollouts`` saying how many: a partial sum would read
+    as a cheaper audit than it was.
+    """
+    def prompt_sum(rows: pd.DataFrame) -> int | None:
+        if "prompt_tokens" not in rows or rows["prompt_tokens"].isna().any():
+            return None
+        return int(rows["prompt_tokens"].sum())
+
+    unknown = len(rollouts) if "prompt_tokens" not in rollouts else int(rollouts["prompt_tokens"].isna().sum())
+    by_intervention = {
+        str(name): {"generated": int(rows["num_tokens"].sum()), "prompt": prompt_sum(rows), "rollouts": len(rows)}
+        for name, rows in rollouts.groupby("intervention", sort=True)} if len(rollouts) else {}
+    return {"generated_tokens": int(rollouts["num_tokens"].sum()) if len(rollouts) else 0,
+            "prompt_tokens": prompt_sum(rollouts) if len(rollouts) else 0,
+            "prompt_tokens_unknown_rollouts": unknown, "tokens_by_intervention": by_intervention}

@@ -386,6 +386,8 @@ class VLLMEngine:
                                                   f"{type(exc).__name__}: {exc}.{hint}"), exc)
         results = []
         for request, output in zip(requests, outputs):
+            # the prompt is prefilled once for the request's n samples: its tokens go on the first sample
+            prompt = None if output.prompt_token_ids is None else len(output.prompt_token_ids)
             results.append([
                 Completion(
                     text=c.text,
@@ -393,8 +395,9 @@ class VLLMEngine:
                     cumulative_logprob=None if c.cumulative_logprob is None else float(c.cumulative_logprob),
                     finish_reason=c.finish_reason,
                     stop_reason=c.stop_reason if isinstance(c.stop_reason, str) else None,
+                    prompt_tokens=(prompt if i == 0 else 0) if prompt is not None else None,
                 )
-                for c in sorted(output.outputs, key=lambda c: c.index)
+                for i, c in enumerate(sorted(output.outputs, key=lambda c: c.index))
             ])
         return results
 

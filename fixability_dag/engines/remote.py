@@ -438,6 +438,8 @@ def parse_completions(body: dict, request: GenerationRequest, server: str = "ser
     indices = sorted(c.get("index") for c in choices if isinstance(c, dict) and isinstance(c.get("index"), int))
     if indices != list(range(request.n)):
         raise RemoteEngineError(f"{where} with choice indices {indices}, expected 0..{request.n - 1}")
+    usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
+    prompt = usage.get("prompt_tokens") if isinstance(usage.get("prompt_tokens"), int) else None
     out = []
     for choice in sorted(choices, key=lambda c: c["index"]):
         logprobs = choice.get("logprobs") or {}
@@ -464,5 +466,7 @@ def parse_completions(body: dict, request: GenerationRequest, server: str = "ser
         stop_reason = choice.get("stop_reason")  # vLLM's extension: the stop string matched (a token id is not one)
         out.append(Completion(text=text, num_tokens=num_tokens, cumulative_logprob=cumulative,
                               finish_reason=choice.get("finish_reason"),
-                              stop_reason=stop_reason if isinstance(stop_reason, str) else None))
+                              stop_reason=stop_reason if isinstance(stop_reason, str) else None,
+                              # the response's usage counts the prompt once for its n choices
+                              prompt_tokens=None if prompt is None else (prompt if choice["index"] == 0 else 0)))
     return out

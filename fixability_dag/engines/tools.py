@@ -31,9 +31,11 @@ after ``>>``). Per sample:
 The returned :class:`~fixability_dag.core.sampling.Completion` holds the whole text (model and tool), ``num_tokens``
 = every token the model generated over all calls (the tool's text is not generated, so an intervention's cost in
 tokens counts exactly the model's work), ``cumulative_logprob`` summed over the calls (``None`` if any call lacks
-it), the last call's ``finish_reason``, and ``tool_calls`` / ``tool_refusals``. Prompt tokens re-read by the
-continuations are not counted: the engines do not report prompt lengths, and no intervention's cost counts prompt
-tokens (few-shot prompts are longer too); with prefix caching a continuation re-reads its prompt from cache.
+it), the last call's ``finish_reason``, ``tool_calls`` / ``tool_refusals``, and ``prompt_tokens``: the sample's
+share of the first call's prompt plus the whole prompt of every continuation, since each is a request the engine
+reads anew (with prefix caching most of it comes from cache; the count is what was asked, before the cache).
+Generated tokens are an intervention's cost in the rescue tables; prompt tokens are reported beside them per phase
+and intervention (``audit_runs``, the asset metadata), so a long few-shot prompt or a chatty tool loop shows.
 
 Known approximation: when the token that contained ``=`` also held characters after it, vLLM cuts them from the text
 (they were generated and are counted), and the continuation regenerates from the ``=``; the prompt of a continuation
@@ -85,6 +87,9 @@ class _Sample:
     index: int
     text: str = ""
     tokens: int = 0
+    prompt_tokens: int | None = 0
+    """The first call's share of the request's prompt (all of it on sample 0, 0 on the others, as the inner engine
+    says) plus every continuation's whole prompt: each is a request of its own. ``None`` once a call did not say."""
     logprob: float | None = 0.0
     finish_reason: str | None = None
     calls: int = 0
@@ -113,6 +118,10 @@ class _Sample:
         d = self.request.decoding
         self.text += completion.text
         self.tokens += int(completion.num_tokens)
+        if self.prompt_tokens is not None and completion.prompt_tokens is not None:
+            self.prompt_tokens += int(completion.prompt_tokens)
+        else:
+            self.prompt_tokens = None
         if self.logprob is not None and completion.cumulative_logprob is not None:
             self.logprob += float(completion.cumulative_logprob)
         else:
@@ -157,7 +166,7 @@ class _Sample:
     def completion(self) -> Completion:
         return Completion(text=self.text, num_tokens=self.tokens, cumulative_logprob=self.logprob,
                           finish_reason=self.finish_reason, stop_reason=None, tool_calls=self.calls,
-                          tool_refusals=self.refusals)
+                          tool_refusals=self.refusals, prompt_tokens=self.prompt_tokens)
 
 
 class ToolEngine:

@@ -48,7 +48,7 @@ from fixability_dag.core.regimes import (
 )
 from fixability_dag.core.rescue import evaluate_policies, interventions_needed, policy_choices, summarize
 from fixability_dag.core.routing import CATALOG_RULE_VERSION, fit_thresholds, route_actions, route_catalog
-from fixability_dag.core.sampling import RolloutEngine, graded_chunks, split_by_context
+from fixability_dag.core.sampling import RolloutEngine, graded_chunks, split_by_context, token_counts
 from fixability_dag.core.signals import retry_headroom, shift_features
 from fixability_dag.core.stats import cohen_kappa, majority_share, matched_accuracy
 from fixability_dag.core.stopping import decided, failed_cap, first_seeded_block, savings
@@ -340,14 +340,15 @@ def diagnose(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: 
         "solved_by_none": int((rates["pass_rate"] == 0).sum()),
         "failed_problems": len(failed_problem_ids(frame, cfg.fail_threshold)),
         "pass_rate_by_difficulty": {str(k): float(v) for k, v in by_difficulty.items()},
-        "generated_tokens": int(frame["num_tokens"].sum()),
+        **(tokens := token_counts(frame)),
         "no_answer_rate": float(frame["answer"].isna().mean()),
         **_resume_summary(frame),
     }
     if cfg.diagnostic_block is not None:
         summary.update({"block": cfg.diagnostic_block, "early_stop": cfg.diagnostic_early_stop,
                         **{f"diagnostic_{k}": v for k, v in savings(_diagnostic_draws(frame, cfg)).items()}})
-    shown = {k: v for k, v in summary.items() if k != "pass_rate_by_difficulty"}
+    shown = {k: v for k, v in summary.items() if k not in ("pass_rate_by_difficulty", *tokens)}
+    shown.update(metrics.tokens(tokens))
     shown["pass_rate_by_difficulty"] = _two_columns(summary["pass_rate_by_difficulty"], "difficulty", "pass rate")
     return StageResult(len(frame), summary, frame, shown)
 
@@ -374,8 +375,8 @@ def probe(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: Aud
     frame = sample_phase(store, engine, checkpoint_id, "probe", requests, problems, run_id, cfg.commit_every)
     summary = {"failed_problems": len(failed), "rollouts": len(frame), "interventions": list(cfg.probe_interventions),
                "probe_share_of_diagnostic": len(cfg.probe_interventions) * cfg.probe_samples / cfg.n_samples,
-               "generated_tokens": int(frame["num_tokens"].sum()) if len(frame) else 0, **_resume_summary(frame)}
-    shown = {k: v for k, v in summary.items() if k != "interventions"}
+               **(tokens := token_counts(frame)), **_resume_summary(frame)}
+    shown = {k: v for k, v in summary.items() if k not in ("interventions", *tokens)} | metrics.tokens(tokens)
     return StageResult(len(frame), summary, frame, shown)
 
 
@@ -454,15 +455,18 @@ def measure_rescues(store: AuditStore, engine: RolloutEngine, checkpoint_id: str
                   tool_calls=("tool_calls", "sum")).reset_index())
     rows = int(outcomes["samples"].sum()) if len(outcomes) else 0
     resume = _resume_summary(frames[LABEL_PHASE])
+    tokens = {phase: token_counts(f) for phase, f in frames.items()}
     summary = {"by_intervention": table.to_dict("records"), "early_stop": cfg.label_early_stop,
                "block": cfg.label_block, **{f"{phase}_{k}": v for phase, d in saved.items() for k, v in d.items()},
-               **resume}
+               **token_counts(pd.concat(frames.values(), ignore_index=True)), "tokens_by_phase": tokens, **resume}
     if not sample.complete:
         summary["label_subsample"] = {"labelled": len(sample.drawn), "failed": len(failed), "setting": cfg.label_subsample}
     label_saved = saved[LABEL_PHASE]
     return StageResult(rows, summary, outcomes, {
         **_subsample_shown(sample),
         "rollouts": rows, "tokens": int(table["tokens"].sum()), "rescues_by_intervention": table, **resume,
+        **{k: v for phase, counts in tokens.items()
+           for k, v in metrics.tokens(counts, "" if phase == LABEL_PHASE else f"{phase}_").items()},
         "label_samples_budget": label_saved["samples_budget"], "label_samples_saved": label_saved["samples_saved"],
         "label_tokens_saved_estimate": label_saved["tokens_saved_estimate"]})
 
@@ -630,7 +634,9 @@ def evaluate(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: 
     evaluations = evaluate_policies(choices, frame, truth, _upfront_tokens(store, checkpoint_id, failed, outcomes),
                                     cfg.eval_budget, labelled)
     store.replace("rescue_evaluations", checkpoint_id, evaluations)
-    summary = {"failed_problems": len(failed), "eval_rollouts": len(frame), **_resume_summary(frame), **summarize(evaluations)}
+    tokens = token_counts(frame)
+    summary = {"failed_problems": len(failed), "eval_rollouts": len(frame), **_resume_summary(frame), **tokens,
+               **summarize(evaluations)}
     shown_columns = ["policy", "regime", "matching", "problems", "rescued", "rescue_rate", "policy_tokens",
                      "retry_samples", "baseline_rescued", "lift_vs_retry"]
     table = evaluations[shown_columns]
@@ -649,7 +655,7 @@ def evaluate(store: AuditStore, engine: RolloutEngine, checkpoint_id: str, cfg: 
     return StageResult(len(evaluations), summary, evaluations, {
         **{k: summary.get(k) for k in ("failed_problems", "steerable_hard_lift", "steerable_hard_lift_equal_tokens",
                                        "compute_saved_routed_vs_retry", "skipped_requests")},
-        **subsample_shown, **metrics.policy_numbers(evaluations), "evaluation": table})
+        **subsample_shown, **metrics.policy_numbers(evaluations), **metrics.tokens(tokens), "evaluation": table})
 
 
 def _upfront_tokens(store: AuditStore, checkpoint_id: str, failed: list[str],
@@ -687,6 +693,7 @@ def _topography(store: AuditStore) -> pd.DataFrame:
     labels = store.read("regime_labels")
     evals = store.read("rescue_evaluations")
     features = store.read("problem_features")
+    tokens = store.token_sums()
     rows = []
     for ck in checkpoints.sort_values(["recipe", "training_step", "checkpoint_id"], na_position="last").itertuples(index=False):
         mine = labels[labels["checkpoint_id"] == ck.checkpoint_id] if len(labels) else labels
@@ -711,11 +718,28 @@ def _topography(store: AuditStore) -> pd.DataFrame:
                    & (evals["matching"] == "samples")] if len(evals) else evals
         for r in ev.itertuples(index=False):
             row[f"rescue_{r.policy}"] = r.rescue_rate
+        row.update(tokens_per_failed(tokens[tokens["checkpoint_id"] == ck.checkpoint_id], len(mine)))
         f = features[features["checkpoint_id"] == ck.checkpoint_id]
         for name in FEATURES:
             row[f"mean_{name}"] = float(f[name].mean()) if len(f) else float("nan")
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+FAILED_PHASES = ("probe", LABEL_PHASE, REPLICATE_PHASE, "eval")
+"""The phases that spend on failed problems only: what a failed problem costs beyond its diagnostic samples."""
+
+
+def tokens_per_failed(sums: pd.DataFrame, failed: int) -> dict:
+    """One checkpoint's token bill from :meth:`AuditStore.token_sums`: the whole audit's generated tokens, and the
+    generated and prompt tokens spent per failed problem after the diagnosis (probe, label, replicate, eval). A
+    prompt count is ``nan`` when any of its rollouts has none (stored before prompts were counted)."""
+    on_failed = sums[sums["phase"].isin(FAILED_PHASES)]
+    prompt_known = not on_failed["prompt_unknown"].any()
+    return {"generated_tokens": int(sums["generated_tokens"].sum()),
+            "generated_tokens_per_failed": on_failed["generated_tokens"].sum() / failed if failed else float("nan"),
+            "prompt_tokens_per_failed": (on_failed["prompt_tokens"].sum() / failed if failed and prompt_known
+                                         else float("nan"))}
 
 
 def transfer(store: AuditStore, seed: int = 0) -> pd.DataFrame:

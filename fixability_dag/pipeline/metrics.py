@@ -65,3 +65,18 @@ def policy_numbers(evaluations: pd.DataFrame) -> dict:
         out[f"rescued_{r.policy}"] = int(r.rescued)
         out[f"tokens_{r.policy}"] = int(r.tokens)
     return out
+
+
+def tokens(counts: dict, prefix: str = "") -> dict:
+    """``generated_tokens`` and ``prompt_tokens`` of a phase, and ``generated_tokens_<intervention>`` /
+    ``prompt_tokens_<intervention>`` for each of its interventions (:func:`fixability_dag.core.sampling.token_counts`),
+    ``prefix`` before each name (the label phase's replicate: ``label_replicate_``). An unknown prompt count says
+    why instead of a number."""
+    unknown = not_computable(f"{counts['prompt_tokens_unknown_rollouts']} rollouts without a prompt count")
+    out = {f"{prefix}generated_tokens": counts["generated_tokens"],
+           f"{prefix}prompt_tokens": unknown if counts["prompt_tokens"] is None else counts["prompt_tokens"]}
+    for name, c in counts["tokens_by_intervention"].items():
+        out[f"{prefix}generated_tokens_{name}"] = c["generated"]
+        out[f"{prefix}prompt_tokens_{name}"] = (not_computable("rollouts without a prompt count") if c["prompt"] is None
+                                                else c["prompt"])
+    return out

@@ -73,12 +73,23 @@ def topography_order(table: pd.DataFrame) -> pd.DataFrame:
 
 def topography_plot(table: pd.DataFrame, path: Path) -> Figure:
     """Stacked regime shares per checkpoint (ordered by :func:`topography_order`), the base pass rate on a second
-    axis, and the recipe under each group of bars."""
+    axis, and the recipe under each group of bars; below them, when the audit counted them, the tokens generated
+    per failed problem after the diagnosis (probe, label, eval): what each checkpoint's failures cost to explain."""
     plt = _pyplot()
     table = topography_order(table)
     labels = [f"{c}\n{r or '?'} @ {'?' if pd.isna(s) else int(s)}" for c, r, s in
               zip(table["checkpoint"], table["recipe"], table["step"])]
-    fig, ax = plt.subplots(figsize=(max(WIDTH, 1.1 * len(table)), HEIGHT + 0.4))
+    per_failed = pd.to_numeric(table.get("generated_tokens_per_failed", pd.Series(dtype=float)), errors="coerce")
+    size = (max(WIDTH, 1.1 * len(table)), HEIGHT + 0.4)
+    if per_failed.notna().any():
+        fig, (ax, cost) = plt.subplots(2, 1, sharex=True, figsize=(size[0], size[1] + 1.6),
+                                       gridspec_kw={"height_ratios": [HEIGHT, 1.2]})
+        cost.bar(labels, per_failed.fillna(0), color="#7a7a7a")
+        cost.set_ylabel("tokens per\nfailed problem", fontsize=8)
+        cost.tick_params(axis="both", labelsize=8)
+    else:
+        fig, ax = plt.subplots(figsize=size)
+        cost = ax
     bottom = pd.Series(0.0, index=table.index)
     for regime in REGIMES:
         values = table[f"share_{regime}"].fillna(0)
@@ -86,9 +97,9 @@ def topography_plot(table: pd.DataFrame, path: Path) -> Figure:
         bottom += values
     ax.set_ylabel("share of failed problems")
     ax.set_ylim(0, 1)
-    ax.tick_params(axis="x", labelsize=8)
+    cost.tick_params(axis="x", labelsize=8)
     if len(table) > 4:  # the two-line labels would run into each other: slant them
-        plt.setp(ax.get_xticklabels(), rotation=20, ha="right", rotation_mode="anchor")
+        plt.setp(cost.get_xticklabels(), rotation=20, ha="right", rotation_mode="anchor")
     twin = ax.twinx()
     twin.plot(labels, table["pass_rate"], "ko-", label="base pass rate")
     twin.set_ylabel("base pass rate")
@@ -97,7 +108,8 @@ def topography_plot(table: pd.DataFrame, path: Path) -> Figure:
     ax.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), fontsize=8, frameon=False, ncol=4)
     ax.set_title("Failure topography: regimes of the failed problems by checkpoint", fontsize=10, pad=22)
     count = f"{len(table)} checkpoint{'s' if len(table) != 1 else ''}"
-    return _save(fig, path, f"Regime shares of the failed problems and base pass rate, {count}, "
+    tokens = ", generated tokens per failed problem under them" if cost is not ax else ""
+    return _save(fig, path, f"Regime shares of the failed problems and base pass rate{tokens}, {count}, "
                             "grouped by recipe and ordered by training step")
 
 

@@ -215,7 +215,7 @@ def _on(row) -> str:
 
 def _labelled(report_row) -> tuple[int, int | str]:
     """The n an accuracy rests on, and how the table shows it: the failed problems, or in production mode 'n of N
-    (label subsample)'. Rows from before 0012 have no ``labelled_problems``: every failed problem was labelled."""
+    (label subsample)'. Rows from before 0011 have no ``labelled_problems``: every failed problem was labelled."""
     failed = int(report_row["failed_problems"])
     labelled = report_row.get("labelled_problems")
     n = int(labelled) if labelled is not None and pd.notna(labelled) else failed

@@ -98,6 +98,9 @@ class RolloutRow(Base):
     answer: Mapped[str | None] = mapped_column(String(200), comment="canonical extracted answer; NULL = no answer")
     is_correct: Mapped[bool] = mapped_column(Boolean)
     num_tokens: Mapped[int] = mapped_column(Integer)
+    prompt_tokens: Mapped[int | None] = mapped_column(
+        Integer, comment="prompt tokens prefilled for this sample (the request's on its first sample, 0 on the others); "
+                         "NULL: unknown")
     cumulative_logprob: Mapped[float | None] = mapped_column(Float)
     mean_logprob: Mapped[float | None] = mapped_column(Float)
     finish_reason: Mapped[str | None] = mapped_column(String(16))
@@ -278,7 +281,7 @@ class RegimeReport(Base):
     null_p: Mapped[float | None] = mapped_column(Float, comment="share of shuffled-label balanced accuracies >= observed")
     note: Mapped[str | None] = mapped_column(String(200), comment="why a value could not be computed")
     labelled_problems: Mapped[int | None] = mapped_column(Integer, comment=(
-        "failed problems the accuracy rests on (the label subsample); NULL before 0012: failed_problems"))
+        "failed problems the accuracy rests on (the label subsample); NULL before 0011: failed_problems"))
 
 
 class FeatureAblation(Base):

@@ -407,6 +407,21 @@ class AuditStore:
         frame[counts] = frame[counts].astype("int64")  # PostgreSQL's sum of a count is numeric
         return frame
 
+    def token_sums(self, checkpoint_id: str | None = None) -> pd.DataFrame:
+        """Per (checkpoint, phase): rollouts, generated tokens, prompt tokens (of the rows that have a count) and
+        the rows without one, summed in SQL (texts are not read). ``checkpoint_id`` None: every checkpoint's."""
+        t = TABLES["rollouts"]
+        where = [*self._scope(t)] + ([t.c.checkpoint_id == checkpoint_id] if checkpoint_id else [])
+        query = (select(t.c.checkpoint_id, t.c.phase, func.count().label("rollouts"),
+                        func.coalesce(func.sum(t.c.num_tokens), 0).label("generated_tokens"),
+                        func.coalesce(func.sum(t.c.prompt_tokens), 0).label("prompt_tokens"),
+                        func.sum(case((t.c.prompt_tokens.is_(None), 1), else_=0)).label("prompt_unknown"))
+                 .where(*where).group_by(t.c.checkpoint_id, t.c.phase).order_by(t.c.checkpoint_id, t.c.phase))
+        frame = self.read_sql(query)
+        counts = ["rollouts", "generated_tokens", "prompt_tokens", "prompt_unknown"]
+        frame[counts] = frame[counts].astype("int64")  # PostgreSQL's sum of a count is numeric
+        return frame
+
     def checkpoint(self, checkpoint_id: str) -> dict | None:
         frame = self.read("checkpoints", checkpoint_id=checkpoint_id)
         return frame.iloc[0].to_dict() if len(frame) else None

@@ -39,6 +39,11 @@ def test_n_samples_per_request_with_logprobs_and_finish_reasons(engine):
     assert set(frame["finish_reason"]) <= {"stop", "length"}
     # the demo model writes step-by-step answers that the checker can read
     assert frame["answer"].notna().mean() > 0.5
+    # vLLM's own prompt length on each request's first sample (prefilled once for the n), 0 on the other five
+    prompts = dict(zip([r.problem_id for r in requests], engine.prompt_tokens(requests)))
+    first = frame["sample_index"] == 0
+    assert (frame.loc[first, "prompt_tokens"] == frame.loc[first, "problem_id"].map(prompts)).all()
+    assert frame.loc[first, "prompt_tokens"].gt(10).all() and frame.loc[~first, "prompt_tokens"].eq(0).all()
 
 
 def test_per_request_seeds_make_samples_reproducible(engine):

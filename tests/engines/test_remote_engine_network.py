@@ -218,3 +218,6 @@ def test_chat_completion_choices_are_parsed_with_the_servers_reasoning_kept():
     first, second = parse_completions(body, request)
     assert (first.text, first.num_tokens, first.cumulative_logprob) == ("<think>3 + 4 = 7</think>#### 7", 2, -2.0)
     assert (second.text, second.num_tokens, second.cumulative_logprob, second.finish_reason) == ("The answer is 7.", 3, -1.0, "stop")
+    assert first.prompt_tokens is None and second.prompt_tokens is None  # no usage: unknown, not 0
+    counted = parse_completions({**body, "usage": {"prompt_tokens": 31, "completion_tokens": 5}}, request)
+    assert [c.prompt_tokens for c in counted] == [31, 0]  # the prompt is prefilled once for the n choices

@@ -33,8 +33,10 @@ class CharEngine:
         self.calls: list[list[GenerationRequest]] = []
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
+        """The prompt's characters are its tokens, reported on each request's first sample (vLLM prefills once)."""
         self.calls.append(list(requests))
-        return [[self._sample(r, r.seed * 1000 + i) for i in range(r.n)] for r in requests]
+        return [[dataclasses.replace(self._sample(r, r.seed * 1000 + i), prompt_tokens=_length(r.prompt) if i == 0 else 0)
+                 for i in range(r.n)] for r in requests]
 
     def _sample(self, r: GenerationRequest, seed: int) -> Completion:
         out, logprob = "", 0.0
@@ -48,6 +50,10 @@ class CharEngine:
             if stop is not None:
                 return Completion(out[: -len(stop)], len(out), logprob, "stop", stop_reason=stop)
         return Completion(out, len(out), logprob, "length")
+
+
+def _length(prompt) -> int:
+    return len(prompt) if isinstance(prompt, str) else len(repr(prompt))  # a chat prompt: any fixed count will do
 
 
 def scripted(plan: Callable[[str, random.Random], str]) -> Writer:
@@ -90,6 +96,27 @@ def test_the_tool_result_replaces_what_the_model_would_have_computed():
     first, second = engine.calls[1], engine.calls[2]
     assert first[0].decoding.stop == ("\n\n", "=") and first[0].decoding.tool is None and first[0].seed == 7
     assert second[0].prompt == "Q: 23*17\nA: <<23*17=391>>" and second[0].decoding.max_tokens == 64 - len("<<23*17=")
+    # every prompt the engine was asked to read: the request's, then the continuation's (prompt + text so far)
+    assert tooled.prompt_tokens == len(first[0].prompt) + len(second[0].prompt)
+
+
+def test_prompt_tokens_count_the_shared_prompt_once_and_each_continuation_per_sample():
+    engine = CharEngine(scripted(product_plan(23, 17, wrong=392)))
+    [samples] = ToolEngine(engine).generate([request(n=3)])
+    prompt, continuation = len("Q: 23*17\nA: "), len("Q: 23*17\nA: <<23*17=391>>")
+    assert [c.prompt_tokens for c in samples] == [prompt + continuation, continuation, continuation]
+    assert len(engine.calls[0]) == 1 and engine.calls[0][0].n == 3  # the first call: one request for all three
+    [plain] = ToolEngine(engine).generate([request(n=3, tool=None)])  # no tool: the inner engine's counts as they are
+    assert [c.prompt_tokens for c in plain] == [prompt, 0, 0]
+
+
+def test_a_call_without_a_prompt_count_makes_the_samples_count_unknown():
+    class Silent(CharEngine):
+        def generate(self, requests):
+            out = super().generate(requests)
+            return [[dataclasses.replace(c, prompt_tokens=None) for c in o] for o in out] if len(self.calls) > 1 else out
+    [[c]] = ToolEngine(Silent(scripted(product_plan(23, 17, wrong=392)))).generate([request()])
+    assert c.tool_calls == 1 and c.prompt_tokens is None  # the continuation did not say: the sum is unknown, not low
 
 
 def test_a_refused_expression_gives_the_equals_back_and_the_model_goes_on():

@@ -231,3 +231,69 @@ def test_the_calculator_stores_tool_calls_and_every_generated_token(store):
     assert (mine.loc[sums.index, "tokens"] == sums).all()  # the intervention's cost: every generated token
     assert FAKE_CFG.config_hash() == dataclasses.replace(FAKE_CFG, max_tool_calls=2).config_hash()  # no tool: not hashed
     assert cfg.config_hash() != dataclasses.replace(cfg, max_tool_calls=2).config_hash()
+
+
+def _prompt_count(request) -> int:
+    return 10 + len(request.intervention)  # distinct per intervention, so a sum over the wrong rows shows
+
+
+def test_tokens_per_phase_and_intervention_reach_the_summaries_metadata_and_topography(store):
+    engine = FakeEngine(behaviour, count_prompt=_prompt_count)
+    diag, labels, _, _, _, eval_summary = run_audit(store, engine, dataclasses.replace(FAKE_CFG, label_replicate=True))
+    rollouts = store.read("rollouts", "ck")
+    groups = rollouts.groupby(["problem_id", "phase", "intervention", "seed"])
+    first = rollouts.loc[groups["sample_index"].idxmin()]
+    assert (first["prompt_tokens"] == first["intervention"].map(lambda i: 10 + len(i))).all()
+    assert rollouts.drop(first.index)["prompt_tokens"].eq(0).all()  # the shared prompt counted once per request
+
+    def expected(phase):
+        rows = rollouts[rollouts["phase"] == phase]
+        return {iv: {"generated": int(g["num_tokens"].sum()), "prompt": int(g["prompt_tokens"].sum()), "rollouts": len(g)}
+                for iv, g in rows.groupby("intervention")}
+
+    assert diag["tokens_by_intervention"] == expected("diagnostic") and diag["prompt_tokens_unknown_rollouts"] == 0
+    # run_audit keeps only some summaries: the label stage again (it resumes every stored group, generates nothing)
+    label = audit.measure_rescues(store, engine, "ck", dataclasses.replace(FAKE_CFG, label_replicate=True), "run")
+    assert label.summary["tokens_by_phase"]["label"]["tokens_by_intervention"] == expected("label")
+    assert label.summary["tokens_by_phase"]["label_replicate"]["tokens_by_intervention"] == expected("label_replicate")
+    both = rollouts[rollouts["phase"].isin(["label", "label_replicate"])]
+    assert label.summary["generated_tokens"] == int(both["num_tokens"].sum())
+    assert label.shown["generated_tokens_solution_prefix"] == expected("label")["solution_prefix"]["generated"]
+    assert label.shown["label_replicate_prompt_tokens_retry"] == expected("label_replicate")["retry"]["prompt"]
+    assert eval_summary["generated_tokens"] == int(rollouts.loc[rollouts["phase"] == "eval", "num_tokens"].sum())
+
+    row = audit.topography(store).iloc[0]
+    spent = rollouts[rollouts["phase"].isin(audit.FAILED_PHASES)]
+    assert row["generated_tokens"] == int(rollouts["num_tokens"].sum())
+    assert row["generated_tokens_per_failed"] == pytest.approx(spent["num_tokens"].sum() / len(labels))
+    assert row["prompt_tokens_per_failed"] == pytest.approx(spent["prompt_tokens"].sum() / len(labels))
+
+
+def test_an_engine_that_does_not_count_prompts_leaves_them_unknown_not_zero(store):
+    diag, labels, *_ = run_audit(store, FakeEngine(behaviour))
+    rollouts = store.read("rollouts", "ck")
+    assert rollouts["prompt_tokens"].isna().all()
+    assert diag["prompt_tokens"] is None and diag["prompt_tokens_unknown_rollouts"] == (rollouts["phase"] == "diagnostic").sum()
+    shown = audit.probe(store, FakeEngine(behaviour), "ck", FAKE_CFG, "run").shown
+    assert shown["prompt_tokens"].startswith("n/a (") and isinstance(shown["generated_tokens"], int)
+    row = audit.topography(store).iloc[0]
+    assert row["generated_tokens_per_failed"] > 0 and row["prompt_tokens_per_failed"] != row["prompt_tokens_per_failed"]
+
+
+def test_the_example_queries_run_on_both_databases_and_query_5_sums_the_tokens(store):
+    """docs/example_queries.sql says it runs unchanged on SQLite and PostgreSQL: every query, on a fake audit."""
+    import sqlalchemy as sa
+
+    from tests.support import REPO
+
+    run_audit(store, FakeEngine(behaviour, count_prompt=_prompt_count))
+    text = "\n".join(line for line in (REPO / "docs/example_queries.sql").read_text().splitlines()
+                     if not line.lstrip().startswith("--"))
+    queries = [q.strip() for q in text.split(";") if q.strip()]
+    with store.engine.connect() as conn:
+        results = [conn.execute(sa.text(q)).mappings().all() for q in queries]
+    assert len(queries) >= 5 and all(results[:1]) and results[4]
+    rollouts = store.read("rollouts", "ck")
+    assert sum(int(r["generated_tokens"]) for r in results[4]) == int(rollouts["num_tokens"].sum())
+    assert sum(int(r["prompt_tokens"]) for r in results[4]) == int(rollouts["prompt_tokens"].sum())
+    assert all(int(r["prompt_unknown"]) == 0 for r in results[4])

@@ -138,6 +138,8 @@ def test_remote_completions_equal_the_in_process_engine(servers, monkeypatch):
         local_engine.close()
     for r, g in zip(remote, local):
         assert [(c.text, c.num_tokens, c.finish_reason) for c in r] == [(c.text, c.num_tokens, c.finish_reason) for c in g]
+        # the server's usage and the engine's own prompt ids: the same count, on the first sample only
+        assert [c.prompt_tokens for c in r] == [c.prompt_tokens for c in g] and g[0].prompt_tokens > 0
         assert [c.cumulative_logprob for c in r] == pytest.approx([c.cumulative_logprob for c in g], abs=1e-4)
 
 

@@ -9,7 +9,7 @@ accuracies and evaluation rows rest on that subsample
 Rows written before this revision come from audits that labelled every failed problem: drawn, weight 1, rows on
 every failed problem (the server defaults say so without rewriting them); the counts they lack stay NULL.
 
-Revision ID: 0012
+Revision ID: 0011
 Revises: 0010
 Create Date: 2026-12-02 21:00:00
 """
@@ -18,7 +18,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0012'
+revision = '0011'
 down_revision = '0010'
 branch_labels = None
 depends_on = None
@@ -34,7 +34,7 @@ def upgrade() -> None:
                                    comment='Horvitz-Thompson weight 1/inclusion probability of a drawn problem; NULL when not drawn'))
     with op.batch_alter_table('regime_reports') as batch:
         batch.add_column(sa.Column('labelled_problems', sa.Integer(), nullable=True,
-                                   comment='failed problems the accuracy rests on (the label subsample); NULL before 0012: failed_problems'))
+                                   comment='failed problems the accuracy rests on (the label subsample); NULL before 0011: failed_problems'))
     with op.batch_alter_table('rescue_evaluations') as batch:
         batch.add_column(sa.Column('label_subsample', sa.Boolean(), nullable=True, server_default=sa.false(),
                                    comment="true: the row's problems are the label subsample (production mode), not every failed problem"))
