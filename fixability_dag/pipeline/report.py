@@ -16,6 +16,9 @@ from fixability_dag.core.stats import newcombe_paired_diff, wilson_interval
 from fixability_dag.core.stopping import savings
 from fixability_dag.pipeline.audit import label_agreement, topography
 from fixability_dag.pipeline.gate import diagnostic_pass_rates, gate_frame, gate_markdown
+from fixability_dag.pipeline.report_sections import (checkpoint_meta, eval_budgets, group_shares, meta_order,
+                                                     pooled_recovery, predicted_steerable_hard, shown, transfer_summary,
+                                                     transfer_types)
 from fixability_dag.pipeline.tables import markdown_table
 from fixability_dag.storage.store import AuditStore
 
@@ -79,8 +82,8 @@ def results_markdown(store: AuditStore) -> str:
                 "balanced null (mean / q95)": f"{_fmt(m['balanced_null_mean'])} / {_fmt(m['balanced_null_q95'])}",
                 "p": _fmt(m["null_p"], pct=False), "note": m["note"] if isinstance(m["note"], str) else ""})
     lines.append(markdown_table(accuracy_rows))
-    lines += ["", f"Preprint: {PREPRINT['clustering_accuracy']} clustering accuracy, {PREPRINT['over_majority']} over the "
-              "majority-class baseline.", "", "## Rescue at equal samples: every policy's choice gets `eval_budget` samples", "",
+    lines += ["", *pooled_recovery_section(reports), f"Preprint: {PREPRINT['clustering_accuracy']} clustering accuracy, "
+              f"{PREPRINT['over_majority']} over the majority-class baseline.", "", "## Rescue at equal samples: every policy's choice gets `eval_budget` samples", "",
               "Each policy's chosen intervention gets the same number of fresh eval samples per problem as uniform retry "
               "(skipped problems get none). Lift: rescue-rate difference over retry on the same problems with Newcombe's "
               "paired 95% interval. Tokens before choosing: the probe (routed) or the label phase (label-phase policies).", ""]
@@ -113,22 +116,17 @@ def results_markdown(store: AuditStore) -> str:
               "checkpoints of one suite, so pairs are not independent and the pooled interval is narrower than it "
               "should be: read it as a summary, not a test.", ""]
     lines.append(markdown_table(pooled_lifts(evals), empty="_(no evaluation stored)_"))
-    lines += ["", f"Preprint: {PREPRINT['steerable_hard_lift']} rescue on the steerable-hard subset from its routing rule.", "",
-              "## Topography", ""]
-    lines.append(markdown_table([{"checkpoint": r["checkpoint"], "recipe": r["recipe"], "step": r["step"],
-                                  "base pass rate": _fmt(r["pass_rate"]), "failed": r["failed"],
-                                  **({"labelled": _labelled_of(r)} if "labelled" in topo else {}),
-                                  **{x: _share(r, x) for x in REGIMES}} for _, r in topo.iterrows()]))
-    if "labelled" in topo:
-        lines += ["", "Production mode: where only a label subsample of the failed problems was labelled (`labelled`), "
-                  "the shares are weighted (Hajek) estimates of all failed problems' shares with a 95% interval "
-                  "(Wilson at the effective sample size, finite-population corrected; method.md, production mode)."]
+    lines += ["", *predicted_steerable_hard_section(store, evals, labels),
+              f"Preprint: {PREPRINT['steerable_hard_lift']} rescue on the steerable-hard subset from its routing rule.", ""]
+    meta = checkpoint_meta(store.read("checkpoints"))
+    lines += topography_section(topo, meta, labels)
     transfers = store.read("regime_transfers")
     lines += ["", "## Transfer: fitted on one checkpoint, applied to another", "",
               "Source mixture and source cluster->regime map applied to the target's failed problems (no target label), "
               "beside the target's own matched clusters and majority class; plan agreement = share of target problems the "
               "source's routing thresholds route as the target's own do.", ""]
     lines.append(markdown_table(transfers, empty="_(fewer than two evaluable checkpoints)_"))
+    lines += ["", *transfer_type_section(transfers, meta)]
     lines += ["", "## Label phase cost: blocks of seeded samples, stopped once the label is decided", "",
               "Each (problem, intervention) group is drawn in blocks and stops after its first block with a success "
               "(the labels only need to know whether the budget rescues); undrawn samples are priced at the group's "
@@ -154,6 +152,75 @@ def results_markdown(store: AuditStore) -> str:
     return "\n".join(lines) + "\n"
 
 
+def pooled_recovery_section(reports: pd.DataFrame) -> list[str]:
+    """The preprint's one clustering accuracy against ours pooled over checkpoints (report_sections.pooled_recovery)."""
+    rows, rests_on = pooled_recovery(reports)
+    return ["### Regime recovery pooled over checkpoints", "",
+            "Each method's accuracy weighted by the problems it rests on per checkpoint, beside the pooled mean of its "
+            "shuffled-label null, and the checkpoints where it beats that null's 95% quantile (the per-checkpoint test). "
+            "The Wilson interval treats the (checkpoint, problem) pairs as independent; they are not (checkpoints of one "
+            "suite fail overlapping problems), so it is a floor on the uncertainty.", "",
+            markdown_table(rows, empty="_(no regime report stored)_"), "", rests_on, ""]
+
+
+def predicted_steerable_hard_section(store: AuditStore, evals: pd.DataFrame, labels: pd.DataFrame) -> list[str]:
+    """Routed vs retry on the failed problems the plan sends to a non-retry intervention: the label-free
+    counterpart of the preprint's steerable-hard subset, scored on the stored eval rollouts."""
+    budgets = eval_budgets(store.read("audit_runs"), evals)
+    plans = store.read("routing_plans")
+    routed = plans[(plans["action"] == "intervene") & plans["intervention"].notna()] if len(plans) else plans
+    # only the eval rollouts of the problems routed to an intervention: not every checkpoint's whole eval phase
+    draws = [store.read("rollouts", ck, phase="eval", problem_id=sorted(set(g["problem_id"])))
+             for ck, g in routed.groupby("checkpoint_id")]
+    rollouts = pd.concat(draws, ignore_index=True) if draws else store.read("rollouts", "", phase="eval")
+    rows = predicted_steerable_hard(plans, rollouts, labels, budgets)
+    return ["## Routed rescue on predicted steerable-hard problems", "",
+            "*Predicted steerable-hard* needs no label: the failed problems the routing plan sends to a non-retry "
+            "intervention (its probe moved their answers). On them, routed rescue (the planned intervention) against "
+            "uniform retry on the same problems, each scored on its first `eval_budget` eval samples (read from the "
+            "audit's config, else from the stored evaluation), with Wilson intervals and Newcombe's paired interval for "
+            "the lift. Precision: predicted problems whose label is steerable-hard, of those with a label; recall: label "
+            "steerable-hard problems predicted, of all of them (Wilson intervals, n in each cell).", "",
+            markdown_table(rows, empty="_(no routing plan stored)_"), ""]
+
+
+def topography_section(topo: pd.DataFrame, meta: pd.DataFrame, labels: pd.DataFrame) -> list[str]:
+    """The checkpoints by (family, seed, recipe, step), then regime shares pooled per (family, recipe) and per seed:
+    a difference across recipes or families reads against the spread across seeds."""
+    ordered = meta_order(topo, meta)
+    suite = "suite" in ordered and ordered["suite"].nunique() > 1
+    rows = [{**({"suite": r["suite"]} if suite else {}), "checkpoint": r["checkpoint"], "family": shown(r["family"]),
+             "seed": shown(r["seed"]), "recipe": shown(r["recipe"]), "step": shown(r["step"]),
+             "base pass rate": _fmt(r["pass_rate"]), "failed": r["failed"],
+             **({"labelled": _labelled_of(r)} if "labelled" in ordered else {}),
+             **{x: _share(r, x) for x in REGIMES}} for _, r in ordered.iterrows()]
+    out = ["## Topography", "",
+           "Per checkpoint, in (family, seed, recipe, step) order (`?`: not in the checkpoint's "
+           "`fixability_checkpoint.json`); each share with its Wilson 95% interval at the checkpoint's failed problems.", "",
+           markdown_table(rows)]
+    if "labelled" in ordered:
+        out += ["", "Production mode: where only a label subsample of the failed problems was labelled (`labelled`), "
+                "the shares are weighted (Hajek) estimates of all failed problems' shares with a 95% interval "
+                "(Wilson at the effective sample size, finite-population corrected; method.md, production mode)."]
+    audited = set(ordered["checkpoint"]) if len(ordered) else set()
+    out += ["", "### Pooled per (family, recipe) and per seed", "",
+            "Labelled failed problems of the group's checkpoints added up, as (checkpoint, problem) pairs: a problem "
+            "failed by three checkpoints of a group counts three times, so the Wilson intervals (at n = `labelled`) "
+            "are narrower than they should be; read them as a summary, not a test.", "",
+            markdown_table(group_shares(labels, meta, audited), empty="_(no audited checkpoint)_")]
+    return out
+
+
+def transfer_type_section(transfers: pd.DataFrame, meta: pd.DataFrame) -> list[str]:
+    """The transfer pairs summarized by what differs between source and target (report_sections.TRANSFER_TYPES)."""
+    return ["### Transfer by what differs between source and target", "",
+            "Each pair is typed by the first attribute in which its checkpoints differ, in the order family > recipe > "
+            "seed > step (so \"same run, other step\" means same family, recipe and seed). Means over the pairs of a "
+            "type, with their min-max range and no interval: pairs share checkpoints and problems, so they are not "
+            "independent samples. Target problems are summed over the pairs (a target counts once per source).", "",
+            markdown_table(transfer_summary(transfer_types(transfers, meta)))]
+
+
 def _any_subsample(reports: pd.DataFrame) -> bool:
     """Some stored accuracy rests on a label subsample (production mode)."""
     if reports.empty or "labelled_problems" not in reports:
@@ -170,7 +237,11 @@ def _share(row, regime: str) -> str:
     """A topography share; with its interval when it is estimated from a label subsample."""
     low = row.get(f"share_{regime}_ci_low")
     if low is None or pd.isna(low):
-        return _fmt(row[f"share_{regime}"])
+        share, failed = row[f"share_{regime}"], row.get("failed")
+        if pd.isna(share) or not failed:
+            return "n/a (no failed problem)"
+        low, high = wilson_interval(int(round(share * failed)), int(failed))  # counted: every failed problem labelled
+        return f"{_fmt(share)} [{_fmt(low)}, {_fmt(high)}]"
     return f"{_fmt(row[f'share_{regime}'])} [{_fmt(low)}, {_fmt(row[f'share_{regime}_ci_high'])}]"
 
 
