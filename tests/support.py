@@ -13,6 +13,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import socket
 import threading
 import time
@@ -48,6 +49,16 @@ MATH_ROWS = load_math_jsonl(TEST_DATA / "math500_first60.jsonl")
 """Real GSM8K and MATH-500 rows (MIT; attribution in tests/data/README.md), through the real loaders."""
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
+
+
+def default_signals() -> None:
+    """``preexec_fn`` of a server a test stops with a signal: the child starts with SIGINT and SIGTERM at their
+    defaults and nothing blocked, whatever the test process inherited (a job started in the background by a
+    non-interactive shell ignores SIGINT, and an ignored or blocked signal survives ``exec``), so that Ctrl-C and
+    ``terminate()`` reach it as they reach a server started from a terminal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 
 def free_port() -> int:

@@ -26,7 +26,7 @@ from fixability_dag.pipeline.figure_server import (
 )
 from fixability_dag.pipeline.plots import figure_dir, pass_rate_by_difficulty_plot
 
-from tests.support import REPO, free_port
+from tests.support import REPO, default_signals, free_port
 
 
 @pytest.fixture
@@ -127,7 +127,7 @@ def test_serve_serves_the_database_figures_until_interrupted(tmp_path, figures):
     env = {**os.environ, FIGURE_URL_ENV: f"http://127.0.0.1:{port}"}
     server = subprocess.Popen([sys.executable, "-m", "fixability_dag.cli", "figures", "serve", "--db",
                                f"sqlite:///{root.parent / 'audit.db'}"], cwd=REPO, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_signals)
     try:
         assert f"serving the PNG files under {root}" in server.stdout.readline()
         url = f"http://127.0.0.1:{port}/arith-sft-s0300/pass_rate_by_difficulty.png"

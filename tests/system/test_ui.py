@@ -19,7 +19,7 @@ import pytest
 from fixability_dag.core.regimes import REGIMES
 from fixability_dag.pipeline.figure_server import FIGURE_URL_ENV
 
-from tests.support import REPO, free_port
+from tests.support import REPO, default_signals, free_port
 
 pytestmark = [pytest.mark.vllm, pytest.mark.browser]
 
@@ -37,7 +37,7 @@ def webserver(audited_instance):
     log = (audited_instance.home / "webserver.log").open("w")
     server = subprocess.Popen([str(Path(sys.executable).with_name("dagster-webserver")), "-h", "127.0.0.1", "-p",
                                str(port), "-w", str(REPO / "workspace.yaml")], cwd=REPO, env=env, stdout=log,
-                              stderr=subprocess.STDOUT)
+                              stderr=subprocess.STDOUT, preexec_fn=default_signals)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     while True:
@@ -61,7 +61,7 @@ def figure_server(audited_instance):
     env = {**os.environ, FIGURE_URL_ENV: f"http://127.0.0.1:{audited_instance.figure_port}"}
     server = subprocess.Popen([sys.executable, "-m", "fixability_dag.cli", "figures", "serve", "--db",
                                audited_instance.db_url], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
+                              stderr=subprocess.STDOUT, text=True, preexec_fn=default_signals)
     line = server.stdout.readline()
     if "serving the PNG files" not in line:
         server.kill()
