@@ -16,7 +16,7 @@ from fixability_dag.core.stats import newcombe_paired_diff, wilson_interval
 from fixability_dag.core.stopping import savings
 from fixability_dag.pipeline.audit import label_agreement, topography
 from fixability_dag.pipeline.gate import diagnostic_pass_rates, gate_frame, gate_markdown
-from fixability_dag.pipeline.report_sections import (checkpoint_meta, eval_budgets, group_shares, meta_order,
+from fixability_dag.pipeline.report_sections import (checkpoint_meta, eval_budgets, group_shares, meta_order, points,
                                                      pooled_recovery, predicted_steerable_hard, shown, transfer_summary,
                                                      transfer_types)
 from fixability_dag.pipeline.tables import markdown_table
@@ -259,14 +259,10 @@ def _policy_rows(evals: pd.DataFrame, matching: str):
         yield ck, policy, g.loc["all"], g.loc["steerable_hard"] if "steerable_hard" in g.index else None
 
 
-def _points(lift: float, lo: float, hi: float) -> str:
-    return f"{100 * lift:+.1f} pts [{100 * lo:+.1f}, {100 * hi:+.1f}]"
-
-
 def _lift(row) -> str:
     if row is None or not row["problems"] or pd.isna(row["lift_vs_retry"]):
         return "n/a"
-    return (f"{_points(row['lift_vs_retry'], row['lift_ci_low'], row['lift_ci_high'])} (n={int(row['problems'])}"
+    return (f"{points(row['lift_vs_retry'], row['lift_ci_low'], row['lift_ci_high'])} (n={int(row['problems'])}"
             + (", label subsample" if _subsampled(row) else "") + ")")
 
 
@@ -306,7 +302,7 @@ def pooled_lifts(evals: pd.DataFrame) -> list[dict]:
             continue
         lift, lo, hi = newcombe_paired_diff(a, b, c, n - a - b - c)
         rows.append({"matching": matching, "regime": regime, "checkpoints": int(g["checkpoint_id"].nunique()), "problems": n,
-                     "routed only / retry only": f"{b} / {c}", "routed lift [95% CI]": _points(lift, lo, hi)})
+                     "routed only / retry only": f"{b} / {c}", "routed lift [95% CI]": points(lift, lo, hi)})
     return rows
 
 

@@ -54,7 +54,8 @@ def wilson_cell(successes: int, n: int, why: str = "no problems") -> str:
     return f"{int(successes)} of {int(n)} = {pct(successes / n)} [{pct(lo)}, {pct(hi)}]"
 
 
-def _points(lift: float, lo: float, hi: float) -> str:
+def points(lift: float, lo: float, hi: float) -> str:
+    """A lift and its interval in percentage points."""
     return f"{100 * lift:+.1f} pts [{100 * lo:+.1f}, {100 * hi:+.1f}]"
 
 
@@ -368,7 +369,7 @@ def _rescue_cells(predicted: pd.DataFrame, scored: pd.DataFrame | None, found, d
             "routed rescue [95% CI]": wilson_cell(int(scored["routed"].sum()), n),
             "retry rescue [95% CI]": wilson_cell(int(scored["retry"].sum()), n),
             "routed only / retry only": f"{b} / {c}",
-            "routed lift over retry [95% CI]": f"{_points(lift, lo, hi)} (n={n})"}
+            "routed lift over retry [95% CI]": f"{points(lift, lo, hi)} (n={n})"}
 
 
 def _precision_recall(predicted: set[str], truth: Mapping[str, str | None]) -> dict:
