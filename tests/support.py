@@ -30,7 +30,7 @@ from assets import CHECKPOINT_ASSETS
 from assets.partitions import checkpoint_partitions
 from fixability_dag.core.regimes import REGIMES
 from fixability_dag.core.rescue import POLICIES, TOKEN_MATCHED
-from fixability_dag.core.sampling import Completion, Decoding, GenerationRequest
+from fixability_dag.core.sampling import Completion, Decoding, GenerationRequest, prompt_share
 from fixability_dag.inputs.problem_files import load_gsm8k_jsonl, load_math_jsonl
 from fixability_dag.orchestration.sensors import checkpoint_sensor
 from fixability_dag.pipeline import audit
@@ -208,7 +208,7 @@ class FakeEngine:
                 answer = self.sampler(r, rng)
                 body = "1+1=2\n" + (self.write(r, answer) if answer is not None else "and so on")
                 tokens = len(body)
-                prompt = None if self.count_prompt is None else (self.count_prompt(r) if i == 0 else 0)
+                prompt = None if self.count_prompt is None else prompt_share(self.count_prompt(r), i)
                 samples.append(Completion(body, tokens, self.logprob(r) * tokens, "stop", prompt_tokens=prompt))
             out.append(samples)
         return out

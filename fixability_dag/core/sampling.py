@@ -99,6 +99,14 @@ class Completion:
     read, not what a warm cache saved it."""
 
 
+def prompt_share(prompt_tokens: int | None, sample: int) -> int | None:
+    """Sample ``sample``'s share of its request's ``prompt_tokens`` (:attr:`Completion.prompt_tokens`): all of it on
+    the first sample, which an engine prefills once for the ``n``, 0 on the others; ``None`` stays unknown."""
+    if prompt_tokens is None:
+        return None
+    return int(prompt_tokens) if sample == 0 else 0
+
+
 class RolloutEngine(Protocol):
     """Anything that turns requests into ``n`` completions each, in request order."""
 

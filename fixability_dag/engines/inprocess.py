@@ -45,7 +45,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fixability_dag.core.prompts import ChatPrompt
-from fixability_dag.core.sampling import Completion, GenerationRequest, refuse_tool_requests
+from fixability_dag.core.sampling import Completion, GenerationRequest, prompt_share, refuse_tool_requests
 from fixability_dag.engines.quiet import engine_error, quiet_engine, verbose
 
 log = logging.getLogger(__name__)
@@ -386,7 +386,6 @@ class VLLMEngine:
                                                   f"{type(exc).__name__}: {exc}.{hint}"), exc)
         results = []
         for request, output in zip(requests, outputs):
-            # the prompt is prefilled once for the request's n samples: its tokens go on the first sample
             prompt = None if output.prompt_token_ids is None else len(output.prompt_token_ids)
             results.append([
                 Completion(
@@ -395,7 +394,7 @@ class VLLMEngine:
                     cumulative_logprob=None if c.cumulative_logprob is None else float(c.cumulative_logprob),
                     finish_reason=c.finish_reason,
                     stop_reason=c.stop_reason if isinstance(c.stop_reason, str) else None,
-                    prompt_tokens=(prompt if i == 0 else 0) if prompt is not None else None,
+                    prompt_tokens=prompt_share(prompt, i),
                 )
                 for i, c in enumerate(sorted(output.outputs, key=lambda c: c.index))
             ])

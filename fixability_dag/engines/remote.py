@@ -42,7 +42,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from fixability_dag.core.prompts import ChatPrompt
-from fixability_dag.core.sampling import Completion, GenerationRequest, refuse_tool_requests
+from fixability_dag.core.sampling import Completion, GenerationRequest, prompt_share, refuse_tool_requests
 from fixability_dag.engines.inprocess import RolloutEngineError
 
 log = logging.getLogger(__name__)
@@ -467,6 +467,5 @@ def parse_completions(body: dict, request: GenerationRequest, server: str = "ser
         out.append(Completion(text=text, num_tokens=num_tokens, cumulative_logprob=cumulative,
                               finish_reason=choice.get("finish_reason"),
                               stop_reason=stop_reason if isinstance(stop_reason, str) else None,
-                              # the response's usage counts the prompt once for its n choices
-                              prompt_tokens=None if prompt is None else (prompt if choice["index"] == 0 else 0)))
+                              prompt_tokens=prompt_share(prompt, choice["index"])))  # usage: once for the n
     return out

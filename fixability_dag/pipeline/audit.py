@@ -418,6 +418,9 @@ def routing_features(store: AuditStore, checkpoint_id: str) -> pd.DataFrame:
     return features.merge(wide, on="problem_id", how="left")
 
 
+TOKEN_COLUMNS = ["intervention", "num_tokens", "prompt_tokens"]
+"""What :func:`fixability_dag.core.sampling.token_counts` reads of a rollout frame."""
+
 LABEL_PHASE, REPLICATE_PHASE = "label", "label_replicate"
 """The label phase, and its optional replicate on independent seeds (``label_replicate``): how stable labels are."""
 
@@ -458,7 +461,8 @@ def measure_rescues(store: AuditStore, engine: RolloutEngine, checkpoint_id: str
     tokens = {phase: token_counts(f) for phase, f in frames.items()}
     summary = {"by_intervention": table.to_dict("records"), "early_stop": cfg.label_early_stop,
                "block": cfg.label_block, **{f"{phase}_{k}": v for phase, d in saved.items() for k, v in d.items()},
-               **token_counts(pd.concat(frames.values(), ignore_index=True)), "tokens_by_phase": tokens, **resume}
+               **token_counts(pd.concat([f[TOKEN_COLUMNS] for f in frames.values()], ignore_index=True)),
+               "tokens_by_phase": tokens, **resume}
     if not sample.complete:
         summary["label_subsample"] = {"labelled": len(sample.drawn), "failed": len(failed), "setting": cfg.label_subsample}
     label_saved = saved[LABEL_PHASE]

@@ -22,6 +22,7 @@ from fixability_dag.core.regimes import REGIMES, REPORT_METHODS
 from fixability_dag.core.rescue import paired_cells, paired_lift
 from fixability_dag.core.stats import wilson_interval
 from fixability_dag.pipeline.config import AuditConfig
+from fixability_dag.pipeline.metrics import not_computable
 
 UNKNOWN = "?"
 """How a checkpoint attribute its metadata does not record is shown (the demo checkpoints record no family)."""
@@ -31,11 +32,6 @@ META_KEYS = ("family", "seed", "recipe", "step")
 checkpoint's ``fixability_checkpoint.json``); ``recipe`` and ``step`` prefer the registered columns."""
 
 
-def na(why: str) -> str:
-    """A value that cannot be computed, with the reason (never a bare ``nan``)."""
-    return f"n/a ({why})"
-
-
 def _missing(value) -> bool:
     return value is None or (isinstance(value, float) and not np.isfinite(value)) or (
         not isinstance(value, (str, dict, list, tuple)) and bool(pd.isna(value)))
@@ -43,13 +39,13 @@ def _missing(value) -> bool:
 
 def pct(value, why: str = "no data") -> str:
     """A proportion as a percentage, or ``n/a (why)``."""
-    return na(why) if _missing(value) else f"{100 * value:.1f}%"
+    return not_computable(why) if _missing(value) else f"{100 * value:.1f}%"
 
 
 def wilson_cell(successes: int, n: int, why: str = "no problems") -> str:
     """``k of n = p% [lo, hi]`` with the Wilson 95% interval, which keeps a width at 0, at n and at small n."""
     if not n:
-        return na(why)
+        return not_computable(why)
     lo, hi = wilson_interval(int(successes), int(n))
     return f"{int(successes)} of {int(n)} = {pct(successes / n)} [{pct(lo)}, {pct(hi)}]"
 
@@ -215,7 +211,7 @@ def _mean_range(values: pd.Series, why: str) -> str:
     """The mean of a pair-level accuracy with its min-max range (no interval: the pairs are not independent)."""
     values = pd.to_numeric(values, errors="coerce").dropna()
     if values.empty:
-        return na(why)
+        return not_computable(why)
     if len(values) == 1:
         return pct(values.iloc[0])
     return f"{pct(values.mean())} ({pct(values.min())}-{pct(values.max())})"
@@ -337,7 +333,7 @@ def predicted_steerable_hard(plans: pd.DataFrame, eval_rollouts: pd.DataFrame, l
                 if routed is not None and baseline is not None:
                     pairs[p.problem_id] = (routed[0], baseline[0])
             scored = pd.DataFrame.from_dict(pairs, orient="index", columns=["routed", "retry"])
-        row["eval_budget"] = f"{found[0]} ({found[1]})" if found is not None else na("not recorded")
+        row["eval_budget"] = f"{found[0]} ({found[1]})" if found is not None else not_computable("not recorded")
         row.update(_rescue_cells(predicted, scored, found, draws))
         row.update(_precision_recall(set(predicted["problem_id"]), truth))
         rows.append(row)
@@ -359,8 +355,8 @@ def _rescue_cells(predicted: pd.DataFrame, scored: pd.DataFrame | None, found, d
     why = ("no problem routed to a non-retry intervention" if predicted.empty else "eval_budget not recorded" if found is None
            else "no eval rollouts stored" if draws.empty else "no predicted problem has both eval groups")
     if scored is None or scored.empty:
-        return {"scored": 0, "routed rescue [95% CI]": na(why), "retry rescue [95% CI]": na(why),
-                "routed only / retry only": na(why), "routed lift over retry [95% CI]": na(why)}
+        return {"scored": 0, "routed rescue [95% CI]": not_computable(why), "retry rescue [95% CI]": not_computable(why),
+                "routed only / retry only": not_computable(why), "routed lift over retry [95% CI]": not_computable(why)}
     n = len(scored)
     a, b, c, _ = paired_cells(scored["routed"], scored["retry"])
     lift, lo, hi = paired_lift(scored["routed"], scored["retry"])
@@ -422,7 +418,7 @@ def pooled_recovery(reports: pd.DataFrame) -> tuple[list[dict], str]:
         bal, bal_n = _weighted(scored["balanced_accuracy"], scored["_n"])
         bal_null, _ = _weighted(scored["balanced_null_mean"], scored["_n"])
         why = "no checkpoint has this accuracy"
-        interval = wilson_cell(int(round(acc * n)), n, why) if n else na(why)
+        interval = wilson_cell(int(round(acc * n)), n, why) if n else not_computable(why)
         rows.append({"method": REPORT_METHODS.get(method, method), "checkpoints": int(scored["checkpoint_id"].nunique()),
                      "problems": n, "pooled accuracy [95% CI]": interval,
                      "pooled null mean": pct(null, "no null stored") + ("" if null_n == n or not null_n else f" (on {null_n})"),
@@ -440,8 +436,8 @@ def pooled_recovery(reports: pd.DataFrame) -> tuple[list[dict], str]:
 def _beats(group: pd.DataFrame, value: str, threshold: str) -> str:
     """``k of K checkpoints``: where the observed value is above its shuffled-label null's 95% quantile."""
     if value not in group or threshold not in group:
-        return na("no null stored")
+        return not_computable("no null stored")
     both = group[group[value].notna() & group[threshold].notna()]
     if both.empty:
-        return na("no checkpoint with both the value and its null")
+        return not_computable("no checkpoint with both the value and its null")
     return f"{int((both[value] > both[threshold]).sum())} of {len(both)}"

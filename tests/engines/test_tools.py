@@ -14,7 +14,7 @@ from fixability_dag.core.calculator import calculate
 from fixability_dag.core.interventions import CATALOG, DEFAULT_INTERVENTIONS, build_requests
 from fixability_dag.core.problems import Problem
 from fixability_dag.core.prompts import ChatMessage, ChatPrompt
-from fixability_dag.core.sampling import Completion, Decoding, GenerationRequest, derive_seed, refuse_tool_requests
+from fixability_dag.core.sampling import Completion, Decoding, GenerationRequest, derive_seed, prompt_share, refuse_tool_requests
 from fixability_dag.engines.tools import MAX_PLAIN_CONTINUATIONS, ToolEngine, pending_expression
 
 from tests.support import GSM8K_ROWS
@@ -35,7 +35,7 @@ class CharEngine:
     def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
         """The prompt's characters are its tokens, reported on each request's first sample (vLLM prefills once)."""
         self.calls.append(list(requests))
-        return [[dataclasses.replace(self._sample(r, r.seed * 1000 + i), prompt_tokens=_length(r.prompt) if i == 0 else 0)
+        return [[dataclasses.replace(self._sample(r, r.seed * 1000 + i), prompt_tokens=prompt_share(_length(r.prompt), i))
                  for i in range(r.n)] for r in requests]
 
     def _sample(self, r: GenerationRequest, seed: int) -> Completion:
