@@ -1,5 +1,5 @@
 # fixability-dag: everything a fresh machine needs, from a clean clone.
-#   make demo   - install (CPU vLLM), audit every committed demo checkpoint, print the results read back from SQL
+#   make demo   - install (CPU vLLM), audit the demo set (two organism checkpoints, production mode), print the results read back from SQL
 #   make test   - install with test extras, check the import layering, run the whole test suite (real vLLM, SQLite, PostgreSQL)
 #   make ui     - the Dagster UI on http://127.0.0.1:3000 (and its figures on :3001)
 #   make bench  - rollout throughput vs raw vLLM and lm-evaluation-harness; post-generation cost; tokens per audit mode (docs/performance.md)
@@ -82,6 +82,15 @@ $(DAGSTER_HOME)/dagster.yaml: deploy/dagster.yaml $(INSTALLED)
 	mkdir -p $(DAGSTER_HOME)
 	cp deploy/dagster.yaml $@
 	$(VENV)/bin/dagster instance concurrency set gpu 1
+
+# The demo set: two model-organism checkpoints of one training run, its SFT save and the RFT save on top of it
+# (demo/set links them from demo/organism), audited in the nightly production mode (demo/organism/demo.yaml).
+# make ui's sensor and runs read the same directory and settings, so it finds the set audited and requests nothing.
+# Exported for these two targets only: make test must not see them.
+DEMO_CHECKPOINTS ?= $(CURDIR)/demo/set
+DEMO_SETTINGS ?= $(CURDIR)/demo/organism/demo.yaml
+demo ui: export FIXABILITY_CHECKPOINT_DIR ?= $(DEMO_CHECKPOINTS)
+demo ui: export FIXABILITY_SETTINGS ?= $(DEMO_SETTINGS)
 
 demo: $(INSTALLED) $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/fixability demo

@@ -5,7 +5,7 @@
     fixability regrade CHECKPOINT                  # re-grade a stored audit after a grader change, generating nothing
     fixability export CHECKPOINT                   # per suite: Parquet + JSONL rows for the trainer's data loader
     fixability audit CHECKPOINT --config audit.yaml  # audit through the Dagster instance (runs show in the UI)
-    fixability demo                                # audit every complete checkpoint under demo/checkpoints
+    fixability demo                                # audit the demo set (demo/set) with demo/organism/demo.yaml
     fixability summary                             # per-checkpoint pass rate and regime shares from the database
     fixability figures serve                       # the figures beside the database for the UI (make ui starts it)
 """
@@ -318,9 +318,33 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return audit_through_instance(root, complete, settings, args.force)
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+DEMO_SET = REPO / "demo" / "set"
+"""The demo set: links to two model-organism checkpoints of one run, its SFT save and the RFT save on top of it,
+whose failure regimes were planted in training (docs/results.md's gate table), so the demo shows what an audit is
+for. The arithmetic checkpoints under demo/checkpoints, whose failures are mostly structural, stay the pipeline's
+test fixtures and the code's defaults."""
+
+DEMO_SETTINGS = REPO / "demo" / "organism" / "demo.yaml"
+"""The demo's settings: the organism audit in the nightly production mode (adaptive diagnosis, a label subsample)."""
+
+
+def demo_target(checkpoints: str | None, config: str | None) -> tuple[str, str | None]:
+    """What ``fixability demo`` audits, and with which settings file: the options, else
+    ``$FIXABILITY_CHECKPOINT_DIR`` / ``$FIXABILITY_SETTINGS``, else the demo set and its settings (None: the
+    environment's settings file, which :func:`_settings` reads)."""
+    from fixability_dag.pipeline.settings import SETTINGS_ENV
+    from resources.checkpoints import CHECKPOINT_DIR_ENV
+
+    path = checkpoints or os.environ.get(CHECKPOINT_DIR_ENV) or str(DEMO_SET)
+    return path, config or (None if os.environ.get(SETTINGS_ENV) else str(DEMO_SETTINGS))
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    """``fixability audit`` of every complete checkpoint under the demo directory (or ``--checkpoints``)."""
-    return cmd_audit(argparse.Namespace(path=args.checkpoints, config=None, force=args.force))
+    """``fixability audit`` of the demo set with the demo's settings (:func:`demo_target`)."""
+    path, config = demo_target(args.checkpoints, args.config)
+    return cmd_audit(argparse.Namespace(path=path, config=config, force=args.force))
 
 
 def cmd_figures_serve(args: argparse.Namespace) -> int:
@@ -386,8 +410,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="re-audit checkpoints already audited with this code and config")
     p.set_defaults(func=cmd_audit)
 
-    p = sub.add_parser("demo", help="audit every complete checkpoint (default: the committed demo checkpoints)")
-    p.add_argument("--checkpoints", help="checkpoint directory (default: $FIXABILITY_CHECKPOINT_DIR or demo/checkpoints)")
+    p = sub.add_parser("demo", help="audit the demo set: two model-organism checkpoints in production mode")
+    p.add_argument("--checkpoints", help="checkpoint directory (default: $FIXABILITY_CHECKPOINT_DIR or demo/set)")
+    p.add_argument("--config", help="settings file (default: $FIXABILITY_SETTINGS or demo/organism/demo.yaml)")
     p.add_argument("--force", action="store_true", help="re-audit checkpoints already audited with this code and config")
     p.set_defaults(func=cmd_demo)
 

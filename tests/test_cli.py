@@ -206,3 +206,29 @@ def test_audit_runs_the_job_through_the_instance_with_the_settings_file(tmp_path
     check_invariants(store, key, file_settings.config())
     result = evaluate(DagsterInstance.ephemeral(), ckpts, settle=0, db=db_url, settings=file_settings)
     assert result.run_requests == []  # the sensor, on the same file, sees the CLI's audit as current
+
+
+def test_the_demo_set_is_two_organism_checkpoints_in_production_mode(monkeypatch):
+    """``make demo`` audits the demo set with the demo settings: the organism run's SFT save and its RFT save, in
+    the science run's settings but for the nightly mode's stopping and subsample (so its plan is the full one's)."""
+    import dataclasses
+
+    from fixability_dag.cli import DEMO_SET, DEMO_SETTINGS, _checkpoints_at, demo_target
+    from fixability_dag.pipeline.settings import SETTINGS_ENV, read_settings_file
+    from resources.checkpoints import CHECKPOINT_DIR_ENV
+
+    monkeypatch.delenv(CHECKPOINT_DIR_ENV, raising=False)
+    monkeypatch.delenv(SETTINGS_ENV, raising=False)
+    assert demo_target(None, None) == (str(DEMO_SET), str(DEMO_SETTINGS))
+    assert demo_target("elsewhere", "mine.yaml") == ("elsewhere", "mine.yaml")
+    monkeypatch.setenv(CHECKPOINT_DIR_ENV, "/ckpts")
+    monkeypatch.setenv(SETTINGS_ENV, "/nightly.yaml")
+    assert demo_target(None, None) == ("/ckpts", None)  # None: the environment's settings file is read
+    _, found, skipped = _checkpoints_at(DEMO_SET)
+    assert not skipped and [c.checkpoint_id for c in found] == ["org-llama-seed7-sft-s1500", "org-llama-seed7-rft-s1700"]
+    assert all(c.path.parent == REPO / "demo" / "organism" for c in found)  # links to the committed checkpoints
+    assert len({c.fingerprint for c in found}) == 2
+    demo, science = read_settings_file(DEMO_SETTINGS), read_settings_file(REPO / "demo" / "organism" / "audit.yaml")
+    mode = {"label_replicate": False, "diagnostic_block": 4, "diagnostic_early_stop": True, "label_subsample": 0.25}
+    assert {k: getattr(demo, k) for k in mode} == mode
+    assert dataclasses.replace(demo, **{k: getattr(science, k) for k in mode}) == science

@@ -220,19 +220,46 @@ def _incompleteness(path: Path, settle_seconds: float, now: float | None) -> lis
     return reasons
 
 
+FINGERPRINT_CHUNKS = 256
+FINGERPRINT_CHUNK_BYTES = 4096
+"""A safetensors file's tensor bytes enter its fingerprint as this many evenly spaced chunks of this size (1 MiB
+read per file, whatever its size): the header alone (names, dtypes, shapes, offsets) is the same for every
+checkpoint of one architecture, so it cannot tell a retrained or overwritten checkpoint from the one audited."""
+
+
+def _tensor_sample(fh, start: int, end: int) -> bytes:
+    """The tensor bytes between ``start`` and ``end``: all of them when they are at most the sample's size, else
+    :data:`FINGERPRINT_CHUNKS` chunks evenly spaced from the first byte to the last."""
+    size = end - start
+    budget = FINGERPRINT_CHUNKS * FINGERPRINT_CHUNK_BYTES
+    if size <= budget:
+        fh.seek(start)
+        return fh.read(size)
+    stride = (size - FINGERPRINT_CHUNK_BYTES) / (FINGERPRINT_CHUNKS - 1)
+    parts = []
+    for i in range(FINGERPRINT_CHUNKS):
+        fh.seek(start + int(i * stride))
+        parts.append(fh.read(FINGERPRINT_CHUNK_BYTES))
+    return b"".join(parts)
+
+
 def fingerprint(path: Path) -> str:
-    """Hash of the config, tokenizer and weight headers plus weight sizes: changes when the checkpoint does,
-    without reading gigabytes of tensors."""
+    """Hash of the config and tokenizer files, the weight headers and sizes, and a fixed sample of the tensor bytes
+    (:data:`FINGERPRINT_CHUNKS`): it changes when the checkpoint is retrained or overwritten (training moves nearly
+    every weight), without reading gigabytes of tensors. An edit of a few values between the sampled chunks can
+    go unseen: re-audit such a checkpoint with ``--force``."""
     h = hashlib.sha256()
     for f in sorted(path.iterdir()):
         if not f.is_file() or f.name == METADATA_FILE:
             continue
-        h.update(f.name.encode() + b"\0" + str(f.stat().st_size).encode() + b"\0")
+        size = f.stat().st_size
+        h.update(f.name.encode() + b"\0" + str(size).encode() + b"\0")
         if f.suffix == ".safetensors":
             with f.open("rb") as fh:
                 (n,) = struct.unpack("<Q", fh.read(8))
                 h.update(fh.read(min(n, 10_000_000)))
-        elif f.suffix in (".json", ".model", ".txt") and f.stat().st_size < 50_000_000:
+                h.update(_tensor_sample(fh, 8 + n, size))
+        elif f.suffix in (".json", ".model", ".txt") and size < 50_000_000:
             h.update(f.read_bytes())
     return h.hexdigest()[:32]
 

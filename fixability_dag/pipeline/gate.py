@@ -27,24 +27,33 @@ def diagnostic_pass_rates(store: AuditStore) -> pd.DataFrame:
         return pd.DataFrame(columns=["checkpoint_id", "problem_id", "samples", "correct"])
     first = counts.rename(columns={"samples": "drawn", "correct": "drawn_correct", "first_block_samples": "samples",
                                    "first_block_correct": "correct"})
-    return first.groupby(["checkpoint_id", "problem_id"], as_index=False)[["samples", "correct"]].sum()
+    return first.groupby(["checkpoint_id", "suite", "problem_id"], as_index=False)[["samples", "correct"]].sum()
+
+
+def _on_problems(frame: pd.DataFrame, families: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with each row's family, joined on (suite, problem_id) where both frames name the suite: problem ids
+    are unique within a suite only (two suites read from one file share them), so an id alone may join a row to
+    another suite's problem."""
+    keys = ["suite", "problem_id"] if "suite" in frame and "suite" in families else ["problem_id"]
+    return frame.merge(families[[*keys, "family"]].drop_duplicates(keys), on=keys)
 
 
 def gate_frame(problems: pd.DataFrame, diagnostic: pd.DataFrame, outcomes: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
     """One row per (checkpoint, family) with the measured rates beside the design's expectation.
 
     ``problems`` needs problem_id and family; ``diagnostic`` checkpoint_id, problem_id, samples, correct;
-    ``outcomes`` the label phase's intervention_outcomes; ``labels`` regime_labels. Problems without a family
-    (not from the organism) are left out.
+    ``outcomes`` the label phase's intervention_outcomes; ``labels`` regime_labels. Rows join their problem on
+    (suite, problem_id) where both frames have a suite, else on problem_id. Problems without a family (not from
+    the organism) are left out.
     """
-    fam = problems.dropna(subset=["family"])[["problem_id", "family"]]
+    fam = problems.dropna(subset=["family"])
     if fam.empty or diagnostic.empty:
         return pd.DataFrame()
-    diag = diagnostic.merge(fam, on="problem_id")
-    out = outcomes.merge(fam, on="problem_id") if len(outcomes) else outcomes
+    diag = _on_problems(diagnostic, fam)
+    out = _on_problems(outcomes, fam) if len(outcomes) else outcomes
     if len(labels) and "true_regime" in labels:  # production mode: the gate reads the label subsample's regimes
         labels = labels[labels["true_regime"].notna()]
-    lab = labels.merge(fam, on="problem_id") if len(labels) else labels
+    lab = _on_problems(labels, fam) if len(labels) else labels
     interventions = sorted(out["intervention"].unique()) if len(out) else []
     rows = []
     for (checkpoint, family), d in diag.groupby(["checkpoint_id", "family"], sort=False):

@@ -16,17 +16,12 @@ from fixability_dag.core.stats import newcombe_paired_diff, wilson_interval
 from fixability_dag.core.stopping import savings
 from fixability_dag.pipeline.audit import label_agreement, topography
 from fixability_dag.pipeline.gate import diagnostic_pass_rates, gate_frame, gate_markdown
-from fixability_dag.pipeline.report_sections import (checkpoint_meta, eval_budgets, group_shares, meta_order, points,
-                                                     pooled_recovery, predicted_steerable_hard, shown, transfer_summary,
-                                                     transfer_types)
+from fixability_dag.pipeline.report_sections import (PREPRINT, checkpoint_meta, eval_budgets, gate_point, group_shares,
+                                                     meta_order, points, pooled_point, pooled_recovery, predicted_point,
+                                                     predicted_steerable_hard, shown, shown_columns, stability_point,
+                                                     transfer_point, transfer_summary, transfer_types)
 from fixability_dag.pipeline.tables import markdown_table
 from fixability_dag.storage.store import AuditStore
-
-PREPRINT = {
-    "clustering_accuracy": "84.3 ± 4.3%",
-    "over_majority": "+20 points",
-    "steerable_hard_lift": "+12.2%",
-}
 
 
 def _fmt(value, pct: bool = True) -> str:
@@ -116,7 +111,8 @@ def results_markdown(store: AuditStore) -> str:
               "checkpoints of one suite, so pairs are not independent and the pooled interval is narrower than it "
               "should be: read it as a summary, not a test.", ""]
     lines.append(markdown_table(pooled_lifts(evals), empty="_(no evaluation stored)_"))
-    lines += ["", *predicted_steerable_hard_section(store, evals, labels),
+    predicted = predicted_rows(store, evals, labels)
+    lines += ["", *predicted_steerable_hard_section(predicted),
               f"Preprint: {PREPRINT['steerable_hard_lift']} rescue on the steerable-hard subset from its routing rule.", ""]
     meta = checkpoint_meta(store.read("checkpoints"))
     lines += topography_section(topo, meta, labels)
@@ -126,7 +122,8 @@ def results_markdown(store: AuditStore) -> str:
               "beside the target's own matched clusters and majority class; plan agreement = share of target problems the "
               "source's routing thresholds route as the target's own do.", ""]
     lines.append(markdown_table(transfers, empty="_(fewer than two evaluable checkpoints)_"))
-    lines += ["", *transfer_type_section(transfers, meta)]
+    typed = transfer_types(transfers, meta)
+    lines += ["", *transfer_type_section(typed)]
     lines += ["", "## Label phase cost: blocks of seeded samples, stopped once the label is decided", "",
               "Each (problem, intervention) group is drawn in blocks and stops after its first block with a success "
               "(the labels only need to know whether the budget rescues); undrawn samples are priced at the group's "
@@ -134,7 +131,8 @@ def results_markdown(store: AuditStore) -> str:
     label_saved = label_savings(outcomes)
     lines.append(label_cost_table(label_saved))
     lines += ["", "## Label stability: the label phase again on independent seeds", ""]
-    lines.append(label_stability_table(store))
+    stability = label_stability_rows(store)
+    lines.append(label_stability_table(stability))
     lines += ["", "## Feature ablation: which triple separates regimes best (GMM, matched accuracy, 3 seeds)", "",
               "Triples are ranked on one half of each checkpoint's failed problems (stratified by regime; "
               "`selection_accuracy`) and their `accuracy` is measured on the other half, where they were not chosen.", ""]
@@ -145,10 +143,13 @@ def results_markdown(store: AuditStore) -> str:
         rank = ab.loc[ab["features"] == headline, "rank"]
         lines += [f"**{ck}** (headline triple ranks {int(rank.iloc[0]) if len(rank) else 'n/a'} of {len(ab)}):", "",
                   markdown_table(ab.head(5), ["rank", "features", "selection_accuracy", "accuracy", "accuracy_std"]), ""]
-    labels = labels.merge(problems[["problem_id", "difficulty"]], on="problem_id")
+    on = ["suite", "problem_id"] if "suite" in labels and "suite" in problems else ["problem_id"]  # ids: per suite
+    labels = labels.merge(problems[[*on, "difficulty"]], on=on)
     labels = labels[labels["true_regime"].notna()]  # production mode: the label subsample (equal weights within it)
     by_difficulty = (labels["true_regime"] == "structural").groupby(labels["difficulty"]).mean() if len(labels) else pd.Series(dtype=float)
-    lines += discussion(reports, evals, ablations, by_difficulty, outcomes, label_saved, organism)
+    lines += discussion(reports, evals, ablations, by_difficulty, outcomes, label_saved, organism,
+                        points=[gate_point(gate), pooled_point(reports), predicted_point(predicted),
+                                transfer_point(typed), stability_point(stability)])
     return "\n".join(lines) + "\n"
 
 
@@ -163,7 +164,7 @@ def pooled_recovery_section(reports: pd.DataFrame) -> list[str]:
             markdown_table(rows, empty="_(no regime report stored)_"), "", rests_on, ""]
 
 
-def predicted_steerable_hard_section(store: AuditStore, evals: pd.DataFrame, labels: pd.DataFrame) -> list[str]:
+def predicted_rows(store: AuditStore, evals: pd.DataFrame, labels: pd.DataFrame) -> list[dict]:
     """Routed vs retry on the failed problems the plan sends to a non-retry intervention: the label-free
     counterpart of the preprint's steerable-hard subset, scored on the stored eval rollouts."""
     budgets = eval_budgets(store.read("audit_runs"), evals)
@@ -173,7 +174,11 @@ def predicted_steerable_hard_section(store: AuditStore, evals: pd.DataFrame, lab
     draws = [store.read("rollouts", ck, phase="eval", problem_id=sorted(set(g["problem_id"])))
              for ck, g in routed.groupby("checkpoint_id")]
     rollouts = pd.concat(draws, ignore_index=True) if draws else store.read("rollouts", "", phase="eval")
-    rows = predicted_steerable_hard(plans, rollouts, labels, budgets)
+    return predicted_steerable_hard(plans, rollouts, labels, budgets)
+
+
+def predicted_steerable_hard_section(rows: list[dict]) -> list[str]:
+    """The table of :func:`predicted_rows`."""
     return ["## Routed rescue on predicted steerable-hard problems", "",
             "*Predicted steerable-hard* needs no label: the failed problems the routing plan sends to a non-retry "
             "intervention (its probe moved their answers). On them, routed rescue (the planned intervention) against "
@@ -181,7 +186,7 @@ def predicted_steerable_hard_section(store: AuditStore, evals: pd.DataFrame, lab
             "audit's config, else from the stored evaluation), with Wilson intervals and Newcombe's paired interval for "
             "the lift. Precision: predicted problems whose label is steerable-hard, of those with a label; recall: label "
             "steerable-hard problems predicted, of all of them (Wilson intervals, n in each cell).", "",
-            markdown_table(rows, empty="_(no routing plan stored)_"), ""]
+            markdown_table(shown_columns(rows), empty="_(no routing plan stored)_"), ""]
 
 
 def topography_section(topo: pd.DataFrame, meta: pd.DataFrame, labels: pd.DataFrame) -> list[str]:
@@ -211,14 +216,15 @@ def topography_section(topo: pd.DataFrame, meta: pd.DataFrame, labels: pd.DataFr
     return out
 
 
-def transfer_type_section(transfers: pd.DataFrame, meta: pd.DataFrame) -> list[str]:
-    """The transfer pairs summarized by what differs between source and target (report_sections.TRANSFER_TYPES)."""
+def transfer_type_section(typed: pd.DataFrame) -> list[str]:
+    """The transfer pairs (typed by report_sections.transfer_types) summarized by what differs between source and
+    target."""
     return ["### Transfer by what differs between source and target", "",
             "Each pair is typed by the first attribute in which its checkpoints differ, in the order family > recipe > "
             "seed > step (so \"same run, other step\" means same family, recipe and seed). Means over the pairs of a "
             "type, with their min-max range and no interval: pairs share checkpoints and problems, so they are not "
             "independent samples. Target problems are summed over the pairs (a target counts once per source).", "",
-            markdown_table(transfer_summary(transfer_types(transfers, meta)))]
+            markdown_table(transfer_summary(typed))]
 
 
 def _any_subsample(reports: pd.DataFrame) -> bool:
@@ -322,16 +328,19 @@ def label_cost_table(saved: dict[str, dict]) -> str:
     return markdown_table(rows, empty="_(no label phase stored with its budget: audited before code 0.4.0)_")
 
 
-def label_stability_table(store: AuditStore) -> str:
+def label_stability_rows(store: AuditStore) -> list[dict]:
     """Per checkpoint audited with ``label_replicate``: how often the replicate gives the same regime (and kappa)."""
     labels = store.read("regime_labels")
-    rows = []
-    if len(labels):
-        for ck, group in labels[labels["replicate_regime"].notna()].groupby("checkpoint_id", sort=True):
-            agreement = label_agreement(group)
-            rows.append({"checkpoint": ck, "problems": agreement["problems"], "agreement": _fmt(agreement["agreement"]),
-                         "Cohen's kappa": _fmt(agreement["kappa"], pct=False)})
-    return markdown_table(rows, empty="_(no checkpoint was audited with `label_replicate`; the science run turns it on)_")
+    if labels.empty:
+        return []
+    return [{"checkpoint": ck, **label_agreement(group)}
+            for ck, group in labels[labels["replicate_regime"].notna()].groupby("checkpoint_id", sort=True)]
+
+
+def label_stability_table(rows: list[dict]) -> str:
+    shown_rows = [{"checkpoint": r["checkpoint"], "problems": r["problems"], "agreement": _fmt(r["agreement"]),
+                   "Cohen's kappa": _fmt(r["kappa"], pct=False)} for r in rows]
+    return markdown_table(shown_rows, empty="_(no checkpoint was audited with `label_replicate`; the science run turns it on)_")
 
 
 def gate_section(gate: pd.DataFrame, evals: pd.DataFrame) -> list[str]:
@@ -361,9 +370,13 @@ def gate_section(gate: pd.DataFrame, evals: pd.DataFrame) -> list[str]:
 
 
 def discussion(reports: pd.DataFrame, evals: pd.DataFrame, ablations: pd.DataFrame, by_difficulty: pd.Series,
-               outcomes: pd.DataFrame, label_saved: dict[str, dict], organism: bool = False) -> list[str]:
-    """What the numbers above say against the preprint's claims, computed; then our reading of why."""
-    out = ["## Against the preprint", ""]
+               outcomes: pd.DataFrame, label_saved: dict[str, dict], organism: bool = False,
+               points: list[str | None] = ()) -> list[str]:
+    """What the numbers above say against the preprint's claims, computed; then our reading of why. ``points`` are
+    the sentences of report_sections (gate, pooled recovery, predicted steerable-hard, transfer, label stability),
+    placed after the tests they qualify; None where their section has no data."""
+    gate, pooled, predicted, transfer, stability = (list(points) + [None] * 5)[:5]
+    out = ["## Against the preprint", "", *([gate] if gate else [])]
     acc = reports.pivot_table(index="checkpoint_id", columns="method", values="accuracy") if len(reports) else pd.DataFrame()
     if "gmm" in acc.columns and "balanced_null_q95" in reports:
         gmm = reports[reports["method"] == "gmm"].set_index("checkpoint_id")
@@ -389,6 +402,7 @@ def discussion(reports: pd.DataFrame, evals: pd.DataFrame, ablations: pd.DataFra
         out.append(f"* GMM clusters beat the majority class on {int((margin > 0).sum())} of {len(margin)} checkpoints "
                    f"(margins {', '.join(f'{100 * m:+.1f}' for m in margin)} points); the preprint reports +20, "
                    "a comparison the null above replaces.")
+    out += [pooled] if pooled else []
     if {"trace_reading_tfidf", "majority_baseline"} <= set(acc.columns):
         both = acc[["trace_reading_tfidf", "majority_baseline", "gmm"]].dropna()
         out.append(f"* The trace-reading classifier beats the majority class on {int((both['trace_reading_tfidf'] > both['majority_baseline'] + 1e-9).sum())} "
@@ -401,6 +415,7 @@ def discussion(reports: pd.DataFrame, evals: pd.DataFrame, ablations: pd.DataFra
         out.append("* Primary test 2: steerable-hard problems per checkpoint: "
                    f"{', '.join(str(int(r['problems'])) + (' (label subsample)' if _subsampled(r) else '') for _, r in sh.iterrows())}; "
                    f"the routed lift over retry (Newcombe 95% interval) contains zero on {spans} of {len(sh)} checkpoints.")
+        out += [predicted] if predicted else []
         if len(by_tokens):
             lifts = ", ".join(f"{100 * r.lift_vs_retry:+.1f}" for r in by_tokens.itertuples())
             below = int((by_tokens["lift_ci_high"] < 0).sum())
@@ -413,6 +428,7 @@ def discussion(reports: pd.DataFrame, evals: pd.DataFrame, ablations: pd.DataFra
         negative = int((routed["compute_saved_vs_retry"] < 0).sum())
         out.append(f"* The routed plan's probes cost {', '.join(str(int(x)) for x in routed['upfront_tokens'])} tokens; "
                    f"counting them, it spends more than uniform retry on {negative} of {len(routed)} checkpoints.")
+    out += [p for p in (transfer, stability) if p]
     if label_saved:
         shares = [s["tokens_saved_share"] or 0.0 for s in label_saved.values()]
         never = float((~outcomes["rescued"]).mean())

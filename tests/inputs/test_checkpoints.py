@@ -1,6 +1,7 @@
 import json
 import os
 import shutil
+import struct
 import time
 
 import pytest
@@ -18,7 +19,7 @@ from fixability_dag.inputs.checkpoints import (
 )
 from resources import CheckpointDirectory
 
-from tests.support import trained_copy
+from tests.support import ORGANISM_CHECKPOINTS, trained_copy
 
 
 def test_demo_checkpoint_is_complete(checkpoint_copy):
@@ -68,6 +69,28 @@ def test_fingerprint_changes_with_weights(checkpoint_copy, tmp_path):
     cfg["rms_norm_eps"] = 1e-6
     (twin / "config.json").write_text(json.dumps(cfg))
     assert fingerprint(twin) != before
+
+
+def test_fingerprint_tells_retrained_weights_of_one_architecture_apart(tmp_path):
+    """Two saves of one run have the same safetensors header (names, shapes, offsets) and sizes: only the tensor
+    bytes differ, and an overwritten checkpoint must not pass for the one audited."""
+    sft, rft = (ORGANISM_CHECKPOINTS / name for name in ("org-llama-seed7-sft-s1500", "org-llama-seed7-rft-s1700"))
+    header = [(sft / "model.safetensors").read_bytes()[:2048], (rft / "model.safetensors").read_bytes()[:2048]]
+    assert header[0] == header[1] and (sft / "model.safetensors").stat().st_size == (rft / "model.safetensors").stat().st_size
+    assert fingerprint(sft) != fingerprint(rft)
+    # the sft save overwritten in place by the rft weights (its own config and tokenizer kept): seen as changed
+    twin = tmp_path / "twin"
+    shutil.copytree(sft, twin)
+    assert fingerprint(twin) == fingerprint(sft)
+    shutil.copyfile(rft / "model.safetensors", twin / "model.safetensors")
+    assert fingerprint(twin) != fingerprint(sft)
+    # one byte in the middle of the tensors, where a sampled chunk lies, changes it too
+    shutil.copyfile(sft / "model.safetensors", twin / "model.safetensors")
+    data = bytearray((twin / "model.safetensors").read_bytes())
+    (n,) = struct.unpack("<Q", data[:8])
+    data[8 + n] ^= 0xFF  # the first tensor byte, always in the first chunk
+    (twin / "model.safetensors").write_bytes(bytes(data))
+    assert fingerprint(twin) != fingerprint(sft)
 
 
 @pytest.mark.parametrize("name", ["../etc", "a b", "-rf", "x" * 129, "ck;drop", "ck/1", ""])

@@ -39,3 +39,20 @@ def test_without_families_there_is_no_gate():
     problems, diagnostic, outcomes, labels = _planted()
     assert gate_frame(problems.assign(family=None), diagnostic, outcomes, labels).empty
     assert "needs problems with a stored family" in gate_markdown(pd.DataFrame())
+
+
+def test_rows_join_their_own_suites_problems_when_ids_collide():
+    """Two suites read from one file share problem ids: a row joins its own suite's problem, not every problem of
+    that id (which would count the other suite's diagnosis and give its family)."""
+    problems, diagnostic, outcomes, labels = (f.assign(suite="organism") for f in _planted())
+    twin = problems.assign(suite="other", family=None)  # same ids, a suite without families
+    other_diag = diagnostic.assign(suite="other", correct=16)  # solved there: must not dilute the organism's rates
+    frame = gate_frame(pd.concat([problems, twin]), pd.concat([diagnostic, other_diag]), outcomes, labels).set_index("family")
+    assert frame.loc["control", "pass_rate"] == 0.75 and frame.loc["numeric", "pass_rate"] == 0.0
+    assert frame.loc["numeric", "problems"] == 2 and frame.loc["numeric", "failed"] == 2
+    # an organism suite under another name with the same ids and other families: each keeps its own
+    renamed = problems.assign(suite="organism-b", family="long")
+    frame = gate_frame(pd.concat([problems, renamed]), pd.concat([diagnostic, diagnostic.assign(suite="organism-b")]),
+                       outcomes, labels)
+    assert frame.groupby("family")["problems"].sum().to_dict() == {"control": 2, "format": 1, "long": 6, "numeric": 2}
+    assert int(frame.loc[frame["family"] == "long", "failed"].sum()) == 0  # its labels are the organism suite's

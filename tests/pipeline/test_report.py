@@ -9,8 +9,9 @@ from fixability_dag.core.regimes import REGIMES, feature_ablation
 from fixability_dag.core.stats import newcombe_paired_diff, wilson_interval
 from fixability_dag.pipeline import audit
 from fixability_dag.pipeline.report import pooled_lifts, results_markdown, topography_section
-from fixability_dag.pipeline.report_sections import (checkpoint_meta, eval_budgets, group_shares, meta_order,
-                                                     pooled_recovery, predicted_steerable_hard, shown, transfer_summary,
+from fixability_dag.pipeline.report_sections import (checkpoint_meta, eval_budgets, gate_point, group_shares, meta_order,
+                                                     pooled_point, pooled_recovery, predicted_point, predicted_steerable_hard,
+                                                     shown, shown_columns, stability_point, transfer_point, transfer_summary,
                                                      transfer_type, transfer_types)
 
 from tests.support import FAKE_CFG, REPO, FakeEngine, behaviour, record_audit, run_audit
@@ -47,6 +48,10 @@ def test_results_markdown_from_the_database(sqlite_store):
     assert pooled["checkpoints"] == 2 and pooled["problems"] == routed["problems"].sum()
     assert pooled["routed only / retry only"] == f"{int(routed['pairs_policy_only'].sum())} / {int(routed['pairs_retry_only'].sum())}"
     assert "84.3" in text  # the preprint's figure stands beside ours
+    against = text[text.index("## Against the preprint"):]
+    assert "* Pooled over checkpoints, the GMM clusters recover" in against and "on 24 (checkpoint, problem) pairs" in against
+    assert "* Transfer (the preprint" in against and "undetermined (no recorded difference): " in against
+    assert "* On the problems the router itself predicts steerable-hard" in against
 
 
 def test_feature_ablation_ranks_every_triple(sqlite_store):
@@ -177,6 +182,8 @@ def test_routed_rescue_on_predicted_steerable_hard_from_the_stored_rollouts(stor
     lift, lo, hi = newcombe_paired_diff(both, b, c, 4 - both - b - c)
     assert row["routed only / retry only"] == f"{b} / {c}"
     assert row["routed lift over retry [95% CI]"] == f"{100 * lift:+.1f} pts [{100 * lo:+.1f}, {100 * hi:+.1f}] (n=4)"
+    assert (row["_n"], row["_lift"], row["_lift_ci_low"], row["_precision"]) == (4, lift, lo, 1.0)  # for the discussion
+    assert not any(k.startswith("_") for k in shown_columns([row])[0])  # and not in the table
     assert row["label steerable-hard among predicted (precision)"].startswith("4 of 4 = 100.0%")
     assert row["predicted among label steerable-hard (recall)"].startswith("4 of 4 = 100.0%")
     # a structural L4 problem routed to the prefix as well: precision 4 of 5, recall unchanged, never rescued
@@ -235,3 +242,52 @@ def test_eval_budget_read_from_the_audit_config_per_suite_before_the_stored_rows
     budgets = eval_budgets(runs, evals)
     assert budgets[("ck", "first")] == (2, "audit config") and budgets[("ck", "second")] == (4, "audit config")
     assert budgets[("old", "first")] == (9, "stored retry_samples")  # no audit_runs row: what the evaluation scored with
+
+
+def _predicted(ck, n, lift, lo, hi, precision):
+    return {"checkpoint": ck, "_n": n, "_lift": lift, "_lift_ci_low": lo, "_lift_ci_high": hi, "_precision": precision}
+
+
+def test_preprint_points_count_what_the_planted_rows_hold():
+    """Each sentence of 'Against the preprint' is computed: it changes when the planted numbers do."""
+    rows = [_predicted("a", 40, 0.30, 0.15, 0.45, 0.7), _predicted("b", 30, 0.10, -0.05, 0.25, 0.3),
+            _predicted("c", 20, 0.20, 0.02, 0.38, 0.5), {"checkpoint": "d", "_n": 0}]
+    text = predicted_point(rows)
+    assert "above zero on 2 of 3 checkpoints" in text and "+30.0, +10.0, +20.0 points on n = 40, 30, 20" in text
+    assert "+12.2% lies inside the interval on 2 of them" in text  # a's interval starts above it
+    assert "30-70% carry the steerable-hard label" in text and "No problem was routed to an intervention on d." in text
+    flat = [_predicted(ck, 30, 0.0, -0.1, 0.1, 0.3) for ck in "abc"]  # no lift anywhere: the sentence says so
+    assert "above zero on 0 of 3 checkpoints" in predicted_point(flat)
+    assert predicted_point([]) is None
+
+    gate = pd.DataFrame([{"checkpoint": ck, "family": fam, "expected": exp, "failed": n, "landed_as_designed": share}
+                         for ck, fam, exp, n, share in [("a", "numeric", "steerable_hard", 50, 0.96),
+                                                        ("b", "numeric", "steerable_hard", 40, 0.2),
+                                                        ("a", "long", "structural", 45, 0.87),
+                                                        ("b", "long", "structural", 43, 0.58),
+                                                        ("a", "control", "solved", 2, None)]])
+    text = gate_point(gate)
+    assert "numeric (steerable_hard) on 1 of 2 (20-96% of its failed problems, n = 40-50)" in text
+    assert "long (structural) on 2 of 2" in text and "control" not in text  # no designed regime: not scored
+    assert gate_point(pd.DataFrame()) is None
+
+    reports = pd.DataFrame([_report("a", "gmm", 0.5, 10, 0.4, 0.5, 0.6), _report("b", "gmm", 0.8, 30, 0.5, 0.8, 0.7),
+                            _report("a", "majority_baseline", 0.6, 10, 0.6, 0.3, 0.3),
+                            _report("b", "majority_baseline", 0.4, 30, 0.4, 0.3, 0.3)])
+    acc = (0.5 * 10 + 0.8 * 30) / 40
+    lo, hi = wilson_interval(round(acc * 40), 40)
+    text = pooled_point(reports)
+    assert f"recover {100 * acc:.1f}% [{100 * lo:.1f}%, {100 * hi:.1f}%] of the regimes on 40 (checkpoint, problem) pairs" in text
+    assert f"null of {100 * (0.4 * 10 + 0.5 * 30) / 40:.1f}% and a majority class of {100 * (0.6 * 10 + 0.4 * 30) / 40:.1f}%" in text
+
+    typed = pd.DataFrame([{"type": kind, "transfer_accuracy": t, "own_accuracy": 0.5, "target_majority": m, "plan_agreement": 0.8}
+                          for kind, t, m in [("other family", 0.3, 0.5), ("other family", 0.6, 0.5), ("other seed", 0.7, 0.4)]])
+    text = transfer_point(typed)
+    assert "other family: 45.0% (own clusters 50.0%, target majority 50.0%; above the majority on 1 of 2 pairs" in text
+    assert "other seed: 70.0%" in text and "No pair of type other recipe, same run, other step." in text
+    assert transfer_point(typed.iloc[0:0]) is None
+
+    text = stability_point([{"checkpoint": "a", "problems": 200, "agreement": 0.53, "kappa": 0.25},
+                            {"checkpoint": "b", "problems": 100, "agreement": 0.83, "kappa": 0.62}])
+    assert "same regime for 53-83% of the failed problems (Cohen's kappa 0.25-0.62; 2 checkpoints, n = 200, 100)" in text
+    assert stability_point([]) is None
