@@ -2,11 +2,17 @@
 --   sqlite3 -header -column .fixability/audit.db < docs/example_queries.sql
 --   psql "$PG_URL" -f docs/example_queries.sql
 
--- 1. Failure topography: regime shares of failed problems per checkpoint.
+-- 1. Failure topography: regime shares of failed problems per checkpoint. In production mode only the label
+--    subsample has a regime (labelled < failed): the shares are then its weighted (Hajek) estimates of all failed
+--    problems' shares, as the failure_topography asset gives them (with intervals there).
 SELECT c.checkpoint_id, c.recipe, c.training_step AS step, COUNT(*) AS failed,
-       ROUND(CAST(AVG(CASE WHEN l.true_regime = 'retry_recoverable' THEN 1.0 ELSE 0 END) AS NUMERIC), 3) AS retry_recoverable,
-       ROUND(CAST(AVG(CASE WHEN l.true_regime = 'steerable_hard' THEN 1.0 ELSE 0 END) AS NUMERIC), 3) AS steerable_hard,
-       ROUND(CAST(AVG(CASE WHEN l.true_regime = 'structural' THEN 1.0 ELSE 0 END) AS NUMERIC), 3) AS structural
+       SUM(CASE WHEN l.true_regime IS NOT NULL THEN 1 ELSE 0 END) AS labelled,
+       ROUND(CAST(SUM(CASE WHEN l.true_regime = 'retry_recoverable' THEN COALESCE(l.label_weight, 1.0) ELSE 0 END)
+                  / SUM(CASE WHEN l.true_regime IS NOT NULL THEN COALESCE(l.label_weight, 1.0) END) AS NUMERIC), 3) AS retry_recoverable,
+       ROUND(CAST(SUM(CASE WHEN l.true_regime = 'steerable_hard' THEN COALESCE(l.label_weight, 1.0) ELSE 0 END)
+                  / SUM(CASE WHEN l.true_regime IS NOT NULL THEN COALESCE(l.label_weight, 1.0) END) AS NUMERIC), 3) AS steerable_hard,
+       ROUND(CAST(SUM(CASE WHEN l.true_regime = 'structural' THEN COALESCE(l.label_weight, 1.0) ELSE 0 END)
+                  / SUM(CASE WHEN l.true_regime IS NOT NULL THEN COALESCE(l.label_weight, 1.0) END) AS NUMERIC), 3) AS structural
 FROM regime_labels l JOIN checkpoints c ON c.checkpoint_id = l.checkpoint_id
 GROUP BY c.checkpoint_id, c.recipe, c.training_step
 ORDER BY c.recipe DESC, c.training_step;
@@ -15,7 +21,7 @@ ORDER BY c.recipe DESC, c.training_step;
 SELECT o.checkpoint_id, o.intervention,
        SUM(CASE WHEN o.rescued THEN 1 ELSE 0 END) AS rescued, COUNT(*) AS problems, SUM(o.tokens) AS tokens
 FROM intervention_outcomes o
-JOIN regime_labels l ON l.checkpoint_id = o.checkpoint_id AND l.problem_id = o.problem_id
+JOIN regime_labels l ON l.checkpoint_id = o.checkpoint_id AND l.suite = o.suite AND l.problem_id = o.problem_id
 WHERE l.true_regime = 'steerable_hard' AND o.intervention <> 'retry'
 GROUP BY o.checkpoint_id, o.intervention
 ORDER BY o.checkpoint_id, rescued DESC, tokens;

@@ -338,6 +338,7 @@ def label_stability_rows(store: AuditStore) -> list[dict]:
 
 
 def label_stability_table(rows: list[dict]) -> str:
+    """The rows of :func:`label_stability_rows` as a table (agreement in percent, kappa as a number)."""
     shown_rows = [{"checkpoint": r["checkpoint"], "problems": r["problems"], "agreement": _fmt(r["agreement"]),
                    "Cohen's kappa": _fmt(r["kappa"], pct=False)} for r in rows]
     return markdown_table(shown_rows, empty="_(no checkpoint was audited with `label_replicate`; the science run turns it on)_")

@@ -466,6 +466,12 @@ def _join(values, fmt: str = "{:+.1f}") -> str:
     return ", ".join(fmt.format(v) for v in values)
 
 
+def _span(values, fmt: str = "{:.0f}") -> str:
+    """``low-high`` of ``values`` in ``fmt``, or the one value when they are all the same."""
+    low, high = fmt.format(min(values)), fmt.format(max(values))
+    return low if low == high else f"{low}-{high}"
+
+
 def gate_point(gate: pd.DataFrame) -> str | None:
     """Does each mechanism land in its designed regime? Per family: on how many checkpoints at least half of its
     failed problems carry the designed label (plan v3's gate criterion), and the range of that share."""
@@ -478,8 +484,7 @@ def gate_point(gate: pd.DataFrame) -> str | None:
     for family, g in landed.groupby("family", sort=False):
         shares = g["landed_as_designed"].astype(float)
         parts.append(f"{family} ({g['expected'].iloc[0]}) on {int((shares >= 0.5).sum())} of {len(g)} "
-                     f"({100 * shares.min():.0f}-{100 * shares.max():.0f}% of its failed problems, n = "
-                     f"{int(g['failed'].min())}-{int(g['failed'].max())})")
+                     f"({_span(100 * shares)}% of its failed problems, n = {_span(g['failed'])})")
     return ("* Family against regime (the gate table): a planted mechanism lands in its designed regime (at least half "
             "of the family's failed problems) for " + "; ".join(parts) + ". Only where it lands do the regimes "
             "exist by construction.")
@@ -492,6 +497,9 @@ def predicted_point(rows: list[dict]) -> str | None:
     if not rows:
         return None
     empty = [r["checkpoint"] for r in rows if not r.get("_n")]
+    if not scored:
+        return (f"* The router predicted no steerable-hard problem with eval draws on any of {len(rows)} checkpoints "
+                "(none routed to a non-retry intervention): there is no label-free steerable-hard lift to report.")
     out = (f"* On the problems the router itself predicts steerable-hard (no label needed), the routed lift over retry "
            f"at equal samples has its 95% interval above zero on {sum(r['_lift_ci_low'] > 0 for r in scored)} of "
            f"{len(scored)} checkpoints (lifts {_join(100 * r['_lift'] for r in scored)} points on n = "
@@ -499,7 +507,7 @@ def predicted_point(rows: list[dict]) -> str | None:
            f"{sum(r['_lift_ci_low'] <= PREPRINT_STEERABLE_LIFT <= r['_lift_ci_high'] for r in scored)} of them.")
     precision = [r["_precision"] for r in scored if r.get("_precision") is not None]
     if precision:
-        out += (f" Of the predicted problems, {100 * min(precision):.0f}-{100 * max(precision):.0f}% carry the "
+        out += (f" Of the predicted problems, {_span([100 * p for p in precision])}% carry the "
                 "steerable-hard label (precision), so the lift mixes steerable-hard problems with others the "
                 "intervention also rescues.")
     if empty:
@@ -560,8 +568,9 @@ def stability_point(rows: list[dict]) -> str | None:
         return None
     agreement = [r["agreement"] for r in rows]
     kappa = [r["kappa"] for r in rows if r["kappa"] is not None and np.isfinite(r["kappa"])]
-    return (f"* The label phase repeated on independent seeds gives the same regime for {100 * min(agreement):.0f}-"
-            f"{100 * max(agreement):.0f}% of the failed problems (Cohen's kappa "
-            + (f"{min(kappa):.2f}-{max(kappa):.2f}" if kappa else "n/a")
-            + f"; {len(rows)} checkpoints, n = {', '.join(str(r['problems']) for r in rows)}): the labels themselves are "
+    return (f"* The label phase repeated on independent seeds gives the same regime for "
+            f"{_span([100 * a for a in agreement])}% of the failed problems (Cohen's kappa "
+            + (_span(kappa, "{:.2f}") if kappa else "n/a")
+            + f"; {len(rows)} checkpoint{'s' if len(rows) != 1 else ''}, n = "
+            f"{', '.join(str(r['problems']) for r in rows)}): the labels themselves are "
               "noisy, which caps every recovery accuracy above at about that agreement.")

@@ -280,16 +280,21 @@ def test_an_engine_that_does_not_count_prompts_leaves_them_unknown_not_zero(stor
     assert row["generated_tokens_per_failed"] > 0 and row["prompt_tokens_per_failed"] != row["prompt_tokens_per_failed"]
 
 
+def _example_queries() -> list[str]:
+    """The statements of docs/example_queries.sql, comments left out."""
+    from tests.support import REPO
+
+    text = "\n".join(line for line in (REPO / "docs/example_queries.sql").read_text().splitlines()
+                     if not line.lstrip().startswith("--"))
+    return [q.strip() for q in text.split(";") if q.strip()]
+
+
 def test_the_example_queries_run_on_both_databases_and_query_5_sums_the_tokens(store):
     """docs/example_queries.sql says it runs unchanged on SQLite and PostgreSQL: every query, on a fake audit."""
     import sqlalchemy as sa
 
-    from tests.support import REPO
-
     run_audit(store, FakeEngine(behaviour, count_prompt=_prompt_count))
-    text = "\n".join(line for line in (REPO / "docs/example_queries.sql").read_text().splitlines()
-                     if not line.lstrip().startswith("--"))
-    queries = [q.strip() for q in text.split(";") if q.strip()]
+    queries = _example_queries()
     with store.engine.connect() as conn:
         results = [conn.execute(sa.text(q)).mappings().all() for q in queries]
     assert len(queries) >= 5 and all(results[:1]) and results[4]
@@ -297,3 +302,23 @@ def test_the_example_queries_run_on_both_databases_and_query_5_sums_the_tokens(s
     assert sum(int(r["generated_tokens"]) for r in results[4]) == int(rollouts["num_tokens"].sum())
     assert sum(int(r["prompt_tokens"]) for r in results[4]) == int(rollouts["prompt_tokens"].sum())
     assert all(int(r["prompt_unknown"]) == 0 for r in results[4])
+    topo = audit.topography(store).iloc[0]
+    [row] = results[0]
+    assert (int(row["failed"]), int(row["labelled"])) == (topo["failed"], topo["failed"])
+    assert all(abs(float(row[r]) - topo[f"share_{r}"]) < 5e-4 for r in REGIMES)
+
+
+def test_example_query_1_estimates_the_shares_of_a_production_audit(store):
+    """With a label subsample, query 1's shares are the topography's weighted estimates over the labelled problems,
+    not shares of every failed problem with the unlabelled counted in no regime."""
+    import sqlalchemy as sa
+
+    cfg = dataclasses.replace(FAKE_CFG, label_subsample=0.5)
+    run_audit(store, FakeEngine(behaviour), cfg)
+    query = _example_queries()[0]
+    with store.engine.connect() as conn:
+        [row] = conn.execute(sa.text(query)).mappings().all()
+    topo = audit.topography(store).iloc[0]
+    assert int(row["labelled"]) == topo["labelled"] < int(row["failed"]) == topo["failed"]
+    assert all(abs(float(row[r]) - topo[f"share_{r}"]) < 5e-4 for r in REGIMES)
+    assert abs(sum(float(row[r]) for r in REGIMES) - 1) < 2e-3

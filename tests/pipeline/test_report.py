@@ -259,6 +259,7 @@ def test_preprint_points_count_what_the_planted_rows_hold():
     flat = [_predicted(ck, 30, 0.0, -0.1, 0.1, 0.3) for ck in "abc"]  # no lift anywhere: the sentence says so
     assert "above zero on 0 of 3 checkpoints" in predicted_point(flat)
     assert predicted_point([]) is None
+    assert "no label-free steerable-hard lift" in predicted_point([{"checkpoint": "d", "_n": 0}])
 
     gate = pd.DataFrame([{"checkpoint": ck, "family": fam, "expected": exp, "failed": n, "landed_as_designed": share}
                          for ck, fam, exp, n, share in [("a", "numeric", "steerable_hard", 50, 0.96),
