@@ -12,7 +12,10 @@ does not exist (or crash the engine on a truncated file), so a directory counts 
   nothing in it changed for ``settle_seconds``.
 
 What this cannot see: tensors whose *values* were corrupted with the structure intact (bit flips). The fingerprint
-reads headers and sizes only, so such a checkpoint is audited as what it is, a broken model.
+reads headers, sizes and a fixed 1 MiB sample of each weight file's tensor bytes (:func:`fingerprint`), enough to
+tell a retrained or overwritten checkpoint, not to validate values, so such a checkpoint is audited as what it is,
+a broken model. The sensor fingerprints every complete checkpoint each tick: 1 MiB a weight file, from the page
+cache once read.
 
 Checkpoint names are *refused*, not rewritten, when unsafe as a partition key (:func:`partition_key`): a mapped
 name would make the key in the database differ from the directory users look for, and two names could map to one

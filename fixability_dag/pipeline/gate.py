@@ -30,12 +30,12 @@ def diagnostic_pass_rates(store: AuditStore) -> pd.DataFrame:
     return first.groupby(["checkpoint_id", "suite", "problem_id"], as_index=False)[["samples", "correct"]].sum()
 
 
-def _on_problems(frame: pd.DataFrame, families: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` with each row's family, joined on (suite, problem_id) where both frames name the suite: problem ids
-    are unique within a suite only (two suites read from one file share them), so an id alone may join a row to
-    another suite's problem."""
-    keys = ["suite", "problem_id"] if "suite" in frame and "suite" in families else ["problem_id"]
-    return frame.merge(families[[*keys, "family"]].drop_duplicates(keys), on=keys)
+def with_problem_columns(frame: pd.DataFrame, problems: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """``frame`` (inner-joined) with ``columns`` of each row's problem, joined on (suite, problem_id) where both
+    frames name the suite: problem ids are unique within a suite only (two suites read from one file share them),
+    so an id alone may join a row to another suite's problem."""
+    keys = ["suite", "problem_id"] if "suite" in frame and "suite" in problems else ["problem_id"]
+    return frame.merge(problems[[*keys, *columns]].drop_duplicates(keys), on=keys)
 
 
 def gate_frame(problems: pd.DataFrame, diagnostic: pd.DataFrame, outcomes: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
@@ -49,11 +49,11 @@ def gate_frame(problems: pd.DataFrame, diagnostic: pd.DataFrame, outcomes: pd.Da
     fam = problems.dropna(subset=["family"])
     if fam.empty or diagnostic.empty:
         return pd.DataFrame()
-    diag = _on_problems(diagnostic, fam)
-    out = _on_problems(outcomes, fam) if len(outcomes) else outcomes
+    diag = with_problem_columns(diagnostic, fam, ["family"])
+    out = with_problem_columns(outcomes, fam, ["family"]) if len(outcomes) else outcomes
     if len(labels) and "true_regime" in labels:  # production mode: the gate reads the label subsample's regimes
         labels = labels[labels["true_regime"].notna()]
-    lab = _on_problems(labels, fam) if len(labels) else labels
+    lab = with_problem_columns(labels, fam, ["family"]) if len(labels) else labels
     interventions = sorted(out["intervention"].unique()) if len(out) else []
     rows = []
     for (checkpoint, family), d in diag.groupby(["checkpoint_id", "family"], sort=False):

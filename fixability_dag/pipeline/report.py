@@ -5,6 +5,7 @@ Nothing here is tuned to match the preprint; the text says what we think explain
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timezone
 
 import numpy as np
@@ -15,7 +16,7 @@ from fixability_dag.core.regimes import REGIMES, REPORT_METHODS
 from fixability_dag.core.stats import newcombe_paired_diff, wilson_interval
 from fixability_dag.core.stopping import savings
 from fixability_dag.pipeline.audit import label_agreement, topography
-from fixability_dag.pipeline.gate import diagnostic_pass_rates, gate_frame, gate_markdown
+from fixability_dag.pipeline.gate import diagnostic_pass_rates, gate_frame, gate_markdown, with_problem_columns
 from fixability_dag.pipeline.report_sections import (PREPRINT, checkpoint_meta, eval_budgets, gate_point, group_shares,
                                                      meta_order, points, pooled_point, pooled_recovery, predicted_point,
                                                      predicted_steerable_hard, shown, shown_columns, stability_point,
@@ -143,13 +144,13 @@ def results_markdown(store: AuditStore) -> str:
         rank = ab.loc[ab["features"] == headline, "rank"]
         lines += [f"**{ck}** (headline triple ranks {int(rank.iloc[0]) if len(rank) else 'n/a'} of {len(ab)}):", "",
                   markdown_table(ab.head(5), ["rank", "features", "selection_accuracy", "accuracy", "accuracy_std"]), ""]
-    on = ["suite", "problem_id"] if "suite" in labels and "suite" in problems else ["problem_id"]  # ids: per suite
-    labels = labels.merge(problems[[*on, "difficulty"]], on=on)
+    labels = with_problem_columns(labels, problems, ["difficulty"])
     labels = labels[labels["true_regime"].notna()]  # production mode: the label subsample (equal weights within it)
     by_difficulty = (labels["true_regime"] == "structural").groupby(labels["difficulty"]).mean() if len(labels) else pd.Series(dtype=float)
     lines += discussion(reports, evals, ablations, by_difficulty, outcomes, label_saved, organism,
-                        points=[gate_point(gate), pooled_point(reports), predicted_point(predicted),
-                                transfer_point(typed), stability_point(stability)])
+                        points={"gate": gate_point(gate), "pooled": pooled_point(reports),
+                                "predicted": predicted_point(predicted), "transfer": transfer_point(typed),
+                                "stability": stability_point(stability)})
     return "\n".join(lines) + "\n"
 
 
@@ -372,11 +373,12 @@ def gate_section(gate: pd.DataFrame, evals: pd.DataFrame) -> list[str]:
 
 def discussion(reports: pd.DataFrame, evals: pd.DataFrame, ablations: pd.DataFrame, by_difficulty: pd.Series,
                outcomes: pd.DataFrame, label_saved: dict[str, dict], organism: bool = False,
-               points: list[str | None] = ()) -> list[str]:
+               points: Mapping[str, str | None] | None = None) -> list[str]:
     """What the numbers above say against the preprint's claims, computed; then our reading of why. ``points`` are
-    the sentences of report_sections (gate, pooled recovery, predicted steerable-hard, transfer, label stability),
-    placed after the tests they qualify; None where their section has no data."""
-    gate, pooled, predicted, transfer, stability = (list(points) + [None] * 5)[:5]
+    the sentences of report_sections by name (``gate``, ``pooled``, ``predicted``, ``transfer``, ``stability``),
+    each placed after the test it qualifies; a missing or None one is left out (its section has no data)."""
+    points = points or {}
+    gate, pooled, predicted, transfer, stability = (points.get(k) for k in ("gate", "pooled", "predicted", "transfer", "stability"))
     out = ["## Against the preprint", "", *([gate] if gate else [])]
     acc = reports.pivot_table(index="checkpoint_id", columns="method", values="accuracy") if len(reports) else pd.DataFrame()
     if "gmm" in acc.columns and "balanced_null_q95" in reports:

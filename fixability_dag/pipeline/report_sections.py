@@ -493,9 +493,9 @@ def gate_point(gate: pd.DataFrame) -> str | None:
 def predicted_point(rows: list[dict]) -> str | None:
     """The label-free version of the preprint's steerable-hard lift: on how many checkpoints the routed lift over
     retry on the plan's own predicted steerable-hard problems has an interval above zero, and the precision."""
-    scored = [r for r in rows if r.get("_n")]
     if not rows:
         return None
+    scored = [r for r in rows if r.get("_n")]
     empty = [r["checkpoint"] for r in rows if not r.get("_n")]
     if not scored:
         return (f"* The router predicted no steerable-hard problem with eval draws on any of {len(rows)} checkpoints "
