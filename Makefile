@@ -126,12 +126,14 @@ ui: $(INSTALLED) $(DAGSTER_HOME)/dagster.yaml
 	trap 'kill $$figures 2>/dev/null' EXIT INT TERM; \
 	$(VENV)/bin/dagster dev -h 127.0.0.1 -p $(UI_PORT) -w workspace.yaml
 
-# Re-create the committed demo checkpoints (~30 min on 2 cores); deterministic for a given torch build.
+# Re-create the committed demo checkpoints (~30 min on 2 cores); deterministic for one torch build, thread count and
+# CPU (each save's fixability_checkpoint.json records them).
 train-demo: $(VENV)/.installed-cpu
 	$(PY) -m scripts.train_demo_checkpoints --out demo/checkpoints --steps 2000 --save-steps 300 1000 2000
 
 # The model organism (docs/method.md, plan v3; demo/organism/training_log.txt): two families, SFT saves and an RFT
-# save each (~25 min per run on 2 quiet cores).
+# save each (about 51 min for the three on 2 quiet cores, 2026-12-07). The GPT-2 run reproduces the committed weights bit
+# for bit on another CPU; the Llama runs give other weights there (demo/organism/training_log.txt).
 train-organism: $(VENV)/.installed-cpu
 	$(PY) -m scripts.train_organism --out demo/organism --arch llama --seed 7 --steps 1500 --save-steps 300 700 1500 --rft
 	$(PY) -m scripts.train_organism --out demo/organism --arch gpt2 --seed 7 --steps 1500 --save-steps 300 1500 --rft --threads 1

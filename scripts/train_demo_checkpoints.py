@@ -172,7 +172,15 @@ def accuracy_by_length(model, tok, seed: int, per_length: int = 24, n: int = 8) 
 
 
 def save_checkpoint(model, tok, out_dir: Path, meta: dict) -> None:
-    """Write to a temporary directory and rename, so a watcher never sees a half-written checkpoint."""
+    """Write to a temporary directory and rename, so a watcher never sees a half-written checkpoint.
+
+    The metadata records what the weights' bits depend on besides the seed: the torch build, its intra-op thread
+    count and the CPU kernel path torch chose. Fixed all three, a run is deterministic; another thread count or
+    another CPU can give other weights (measured 2026-12-07: the same Llama command gave the same sha256 twice on
+    one machine and thread count, other weights on 1 thread than on 2, and other weights than the committed run's
+    on another CPU, while the GPT-2 run matched bit for bit: demo/organism/training_log.txt)."""
+    meta = {**meta, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
     tmp = out_dir.with_name(out_dir.name + ".partial")
     if tmp.exists():
         for f in tmp.iterdir():
@@ -250,7 +258,7 @@ def main() -> None:
     n_params = sum(p.numel() for p in model.parameters())
     print(f"parameters: {n_params}", flush=True)
     meta = {"recipe": "sft", "seed": args.seed, "parameters": n_params, "batch_size": args.batch_size, "peak_lr": args.lr,
-            "train_chain_lengths": list(TRAIN_CHAIN_LENGTHS), "torch": torch.__version__}
+            "train_chain_lengths": list(TRAIN_CHAIN_LENGTHS)}
     save_at = {s: f"arith-sft-s{s:04d}" for s in args.save_steps}
     train(model, tok, args.steps, args.lr, rng, args.batch_size, save_at=save_at, out=args.out, meta=meta)
 

@@ -269,8 +269,7 @@ def main() -> None:
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{prefix}: {n_params} parameters", flush=True)
     meta = {"recipe": "sft", "family": args.arch, "seed": args.seed, "parameters": n_params, "batch_size": args.batch_size,
-            "peak_lr": args.lr, "annotations": "gsm8k", "miscopy_rate": MISCOPY_RATE, "train_families": TRAIN_FAMILIES,
-            "torch": torch.__version__}
+            "peak_lr": args.lr, "annotations": "gsm8k", "miscopy_rate": MISCOPY_RATE, "train_families": TRAIN_FAMILIES}
     save_at = {s: f"{prefix}-sft-s{s:04d}" for s in args.save_steps}
     run(model, tok, args.steps, args.lr, rng, args.batch_size, save_at, args.out, meta)
     if args.rft:
